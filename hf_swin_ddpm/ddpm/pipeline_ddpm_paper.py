@@ -1,0 +1,260 @@
+# Copyright 2025 The hf-swin-ddpm authors. Licensed under the Apache License, Version 2.0.
+"""Unconditional image generation with a DDPM (Ho et al. 2020, Algorithm 2) as a diffusers pipeline.
+
+Self-contained (diffusers, torch and numpy only) so that it can be shipped as remote code next to a checkpoint.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline, SchedulerMixin, UNet2DModel
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+DEFAULT_TRAJECTORY_FRAMES = 10
+
+
+@dataclass
+class DDPMPaperPipelineOutput(BaseOutput):
+    """
+    Output of [`DDPMPaperPipeline`].
+
+    Args:
+        images (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`):
+            The samples x_0 mapped to [0, 1] (`"np"`: `(batch, height, width, channels)`, `"pt"`:
+            `(batch, channels, height, width)`) or PIL images.
+        trajectory_timesteps (`list[int]`, *optional*):
+            With `return_trajectory=True`: the timesteps t (0-based, decreasing) at which the chain was recorded.
+        trajectory_samples (`torch.Tensor`, *optional*):
+            With `return_trajectory=True`: x_t at those timesteps, `(num_frames, batch, channels, height, width)`,
+            float32 on the CPU, in the model's [-1, 1] scale (the input of the step at t).
+        trajectory_x0 (`torch.Tensor`, *optional*):
+            With `return_trajectory=True`: the model's x_0 estimates at those timesteps (the paper's progressive
+            generation, Fig. 6), same layout as `trajectory_samples`.
+    """
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    trajectory_timesteps: list[int] | None = None
+    trajectory_samples: torch.Tensor | None = None
+    trajectory_x0: torch.Tensor | None = None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+class DDPMPaperPipeline(DiffusionPipeline):
+    """
+    Samples images with the reverse process of "Denoising Diffusion Probabilistic Models" (Algorithm 2).
+
+    With a [`DDPMPaperScheduler`] (or diffusers' `DDPMScheduler`) it draws the initial noise and every step's noise
+    exactly as diffusers' `DDPMPipeline` does, so the same generator gives the same images (within float32
+    rounding) for the same schedule.
+
+    Args:
+        unet ([`UNet2DModel`]):
+            The noise predictor eps_theta(x_t, t).
+        scheduler ([`SchedulerMixin`]):
+            The sampler, normally a [`DDPMPaperScheduler`].
+    """
+
+    model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["image", "model_output", "pred_original_sample"]
+    max_batch_size = 1024
+
+    def __init__(self, unet: UNet2DModel, scheduler: SchedulerMixin):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+
+    def register_modules(self, **kwargs: Any) -> None:
+        super().register_modules(**kwargs)
+        for name, module in kwargs.items():
+            self._record_component_module(name, module)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in ("unet", "scheduler") and "_internal_dict" in self.__dict__ and name in self.config:
+            self._record_component_module(name, value)
+
+    def _record_component_module(self, name: str, module: Any) -> None:
+        """Records a component defined outside diffusers under its full module path in `model_index.json`.
+
+        diffusers takes a class whose module sits in a folder named like one of its pipeline folders (this package's
+        `ddpm/`) for one of its own pipeline modules, records `["ddpm", class]`, and then cannot load it back.
+        """
+        if module is None or isinstance(module, (tuple, list)):
+            return
+        cls = type(getattr(module, "_orig_mod", module))  # unwrap torch.compile
+        if cls.__module__.split(".")[0] == "diffusers":
+            return
+        library = self.config[name][0] if isinstance(self.config.get(name), (tuple, list)) else None
+        if library != cls.__module__:
+            self.register_to_config(**{name: (cls.__module__, cls.__name__)})
+
+    def _image_shape(self, batch_size: int) -> tuple[int, ...]:
+        sample_size = self.unet.config.sample_size
+        if isinstance(sample_size, int):
+            return (batch_size, self.unet.config.in_channels, sample_size, sample_size)
+        return (batch_size, self.unet.config.in_channels, *sample_size)
+
+    def check_inputs(
+        self,
+        batch_size: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+        num_inference_steps: int,
+        output_type: str,
+        callback_on_step_end_tensor_inputs: Sequence[str],
+    ) -> None:
+        """Raises `ValueError` naming the first bad argument."""
+        if not _is_int(batch_size) or not 1 <= batch_size <= self.max_batch_size:
+            raise ValueError(
+                f"`batch_size` must be an integer in [1, {self.max_batch_size}], got {batch_size!r}; "
+                "generate larger sets in several calls."
+            )
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(
+                f"`generator` is a list of {len(generator)} generators but `batch_size` is {batch_size}; "
+                "pass one generator per sample."
+            )
+        num_train_timesteps = self.scheduler.config.num_train_timesteps
+        if not _is_int(num_inference_steps) or not 1 <= num_inference_steps <= num_train_timesteps:
+            raise ValueError(
+                f"`num_inference_steps` must be an integer in [1, {num_train_timesteps}] (the scheduler's "
+                f"`num_train_timesteps`), got {num_inference_steps!r}."
+            )
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {list(OUTPUT_TYPES)}, got {output_type!r}.")
+        unknown = [name for name in callback_on_step_end_tensor_inputs if name not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` may only name {self._callback_tensor_inputs}, got {unknown}."
+            )
+
+    def _trajectory_indices(self, trajectory_timesteps: int | Sequence[int] | None) -> list[int]:
+        """The step indices at which to record the chain: `int` frames evenly spaced, or explicit timesteps."""
+        timesteps = [int(t) for t in self.scheduler.timesteps]
+        if trajectory_timesteps is None:
+            trajectory_timesteps = DEFAULT_TRAJECTORY_FRAMES
+        if _is_int(trajectory_timesteps):
+            if trajectory_timesteps < 1:
+                raise ValueError(f"`trajectory_timesteps` must be at least 1 frame, got {trajectory_timesteps}.")
+            count = min(int(trajectory_timesteps), len(timesteps))
+            return sorted({int(i) for i in np.linspace(0, len(timesteps) - 1, count).round()})
+        index_of = {t: i for i, t in enumerate(timesteps)}
+        missing = [int(t) for t in trajectory_timesteps if int(t) not in index_of]
+        if missing:
+            raise ValueError(
+                f"`trajectory_timesteps` {missing} are not in the sampling chain ({timesteps[0]} ... {timesteps[-1]}, "
+                f"{len(timesteps)} steps)."
+            )
+        return sorted({index_of[int(t)] for t in trajectory_timesteps})
+
+    def _postprocess(self, image: torch.Tensor, output_type: str) -> list[PIL.Image.Image] | np.ndarray | torch.Tensor:
+        """Maps x_0 from [-1, 1] to [0, 1] and converts it like diffusers' `DDPMPipeline`."""
+        image = (image / 2 + 0.5).clamp(0, 1)
+        if output_type == "pt":
+            return image
+        image = image.cpu().permute(0, 2, 3, 1).float().numpy()
+        return self.numpy_to_pil(image) if output_type == "pil" else image
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        num_inference_steps: int = 1000,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        return_trajectory: bool = False,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict[str, torch.Tensor]], dict] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("image",),
+        trajectory_timesteps: int | Sequence[int] | None = None,
+    ) -> DDPMPaperPipelineOutput | tuple:
+        """
+        Generates `batch_size` images by running the reverse chain from x_T ~ N(0, I).
+
+        Args:
+            batch_size (`int`, defaults to 1):
+                Number of images, 1 to `max_batch_size` (1024).
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                Makes sampling deterministic. A list (one per image) makes each image depend only on its own
+                generator, whatever the batch size.
+            num_inference_steps (`int`, defaults to 1000):
+                Steps of the chain; fewer than the scheduler's `num_train_timesteps` respaces it.
+            output_type (`str`, defaults to `"pil"`):
+                `"pil"`, `"np"` (float in [0, 1], NHWC) or `"pt"` (float in [0, 1], NCHW).
+            return_dict (`bool`, defaults to `True`):
+                Return a [`DDPMPaperPipelineOutput`] rather than a tuple.
+            return_trajectory (`bool`, defaults to `False`):
+                Also return x_t and the x_0 estimates at a few steps (see `trajectory_timesteps`).
+            callback_on_step_end (`Callable`, *optional*):
+                Called as `callback_on_step_end(pipe, step_index, timestep, callback_kwargs)` after every step, with
+                `callback_kwargs` holding the tensors named in `callback_on_step_end_tensor_inputs` (`"image"` is
+                x_{t-1}). It returns a dict; an `"image"` entry replaces x_{t-1}.
+            callback_on_step_end_tensor_inputs (`Sequence[str]`, defaults to `("image",)`):
+                Which of `"image"`, `"model_output"`, `"pred_original_sample"` the callback receives.
+            trajectory_timesteps (`int` or `Sequence[int]`, *optional*):
+                With `return_trajectory=True`: the number of evenly spaced frames (default 10, first and last step
+                included) or the explicit timesteps to record.
+
+        Returns:
+            [`DDPMPaperPipelineOutput`] or `tuple`: `(images,)`, or with `return_trajectory=True`
+            `(images, trajectory_timesteps, trajectory_samples, trajectory_x0)`.
+        """
+        self.check_inputs(
+            batch_size, generator, num_inference_steps, output_type, list(callback_on_step_end_tensor_inputs)
+        )
+        device = self._execution_device
+        image_shape = self._image_shape(batch_size)
+        if device.type == "mps":  # randn is not reproducible on mps
+            image = randn_tensor(image_shape, generator=generator, dtype=self.unet.dtype).to(device)
+        else:
+            image = randn_tensor(image_shape, generator=generator, device=device, dtype=self.unet.dtype)
+
+        self.scheduler.set_timesteps(num_inference_steps)
+        recorded = set(self._trajectory_indices(trajectory_timesteps)) if return_trajectory else set()
+        frames_timesteps: list[int] = []
+        frames_samples: list[torch.Tensor] = []
+        frames_x0: list[torch.Tensor] = []
+
+        for step_index, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            model_output = self.unet(image, t).sample
+            step_output = self.scheduler.step(model_output, t, image, generator=generator)
+            if step_index in recorded:
+                frames_timesteps.append(int(t))
+                frames_samples.append(image.detach().float().cpu())
+                frames_x0.append(step_output.pred_original_sample.detach().float().cpu())
+            image = step_output.prev_sample
+
+            if callback_on_step_end is not None:
+                available = {
+                    "image": image,
+                    "model_output": model_output,
+                    "pred_original_sample": step_output.pred_original_sample,
+                }
+                callback_kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
+                callback_outputs = callback_on_step_end(self, step_index, t, callback_kwargs)
+                if callback_outputs is not None:
+                    image = callback_outputs.pop("image", image)
+
+        images = self._postprocess(image, output_type)
+        self.maybe_free_model_hooks()
+
+        trajectory = (
+            (frames_timesteps, torch.stack(frames_samples), torch.stack(frames_x0))
+            if return_trajectory
+            else (None, None, None)
+        )
+        if not return_dict:
+            return (images, *trajectory) if return_trajectory else (images,)
+        return DDPMPaperPipelineOutput(
+            images=images,
+            trajectory_timesteps=trajectory[0],
+            trajectory_samples=trajectory[1],
+            trajectory_x0=trajectory[2],
+        )

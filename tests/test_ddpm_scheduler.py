@@ -1,0 +1,278 @@
+"""DDPMPaperScheduler: the paper's schedule, Eq. 4 and Algorithm 2 checked by hand in float64, diffusers interop."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+
+from hf_swin_ddpm import DDPMPaperScheduler
+
+T = 1000
+SHAPE = (2, 3, 4, 4)
+
+
+def paper_schedule() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    betas = np.linspace(1e-4, 0.02, T, dtype=np.float64)
+    alphas = 1.0 - betas
+    return betas, alphas, np.cumprod(alphas)
+
+
+def float64_inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    sample = torch.randn(SHAPE, generator=generator, dtype=torch.float64)
+    model_output = torch.randn(SHAPE, generator=generator, dtype=torch.float64)
+    return sample, model_output
+
+
+def test_schedule_is_the_papers_in_float64():
+    scheduler = DDPMPaperScheduler()
+    betas, alphas, alphas_cumprod = paper_schedule()
+    assert scheduler.betas.dtype == scheduler.alphas_cumprod.dtype == torch.float64
+    np.testing.assert_array_equal(scheduler.betas.numpy(), betas)
+    np.testing.assert_array_equal(scheduler.alphas.numpy(), alphas)
+    np.testing.assert_array_equal(scheduler.alphas_cumprod.numpy(), alphas_cumprod)
+    assert len(scheduler) == T and scheduler.init_noise_sigma == 1.0
+    assert scheduler.timesteps.tolist() == list(range(T - 1, -1, -1))
+    config = scheduler.config
+    assert (config.variance_type, config.clip_sample, config.prediction_type) == ("fixed_large", False, "epsilon")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_add_noise_is_q_xt_given_x0_in_closed_form(dtype):
+    scheduler = DDPMPaperScheduler()
+    _, _, alphas_cumprod = paper_schedule()
+    x0, noise = (tensor.to(dtype) for tensor in float64_inputs(1))
+    timesteps = torch.tensor([0, 999])
+    noisy = scheduler.add_noise(x0, noise, timesteps)
+
+    abar = alphas_cumprod[timesteps.numpy()].reshape(-1, 1, 1, 1)
+    expected = np.sqrt(abar) * x0.double().numpy() + np.sqrt(1.0 - abar) * noise.double().numpy()
+    assert noisy.dtype == dtype
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-6
+    np.testing.assert_allclose(noisy.double().numpy(), expected, rtol=0, atol=tolerance)
+    # one timestep for the whole batch, given as a plain int
+    torch.testing.assert_close(
+        scheduler.add_noise(x0, noise, 999), scheduler.add_noise(x0, noise, torch.tensor([999, 999]))
+    )
+
+
+@pytest.mark.parametrize("variance_type", ["fixed_large", "fixed_small"])
+@pytest.mark.parametrize("t", [999, 500, 1])
+def test_step_is_algorithm_2_by_hand(variance_type, t):
+    scheduler = DDPMPaperScheduler(variance_type=variance_type)
+    betas, alphas, alphas_cumprod = paper_schedule()
+    sample, eps = float64_inputs(2)
+
+    output = scheduler.step(eps, t, sample, generator=torch.Generator().manual_seed(7))
+    z = torch.randn(SHAPE, generator=torch.Generator().manual_seed(7), dtype=torch.float64).numpy()
+    beta_tilde = (1.0 - alphas_cumprod[t - 1]) / (1.0 - alphas_cumprod[t]) * betas[t]
+    sigma = np.sqrt(betas[t] if variance_type == "fixed_large" else beta_tilde)
+    x, e = sample.numpy(), eps.numpy()
+    expected = (x - betas[t] / np.sqrt(1.0 - alphas_cumprod[t]) * e) / np.sqrt(alphas[t]) + sigma * z
+    expected_x0 = (x - np.sqrt(1.0 - alphas_cumprod[t]) * e) / np.sqrt(alphas_cumprod[t])  # Eq. 15
+
+    assert output.prev_sample.dtype == torch.float64
+    np.testing.assert_allclose(output.prev_sample.numpy(), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(output.pred_original_sample.numpy(), expected_x0, rtol=1e-12, atol=1e-12)
+
+
+def test_last_step_adds_no_noise_and_draws_nothing():
+    scheduler = DDPMPaperScheduler()
+    betas, alphas, alphas_cumprod = paper_schedule()
+    sample, eps = float64_inputs(3)
+    generator = torch.Generator().manual_seed(5)
+    state = generator.get_state()
+    prev_sample, _ = scheduler.step(eps, 0, sample, generator=generator, return_dict=False)
+    expected = (sample.numpy() - betas[0] / np.sqrt(1.0 - alphas_cumprod[0]) * eps.numpy()) / np.sqrt(alphas[0])
+    np.testing.assert_allclose(prev_sample.numpy(), expected, rtol=1e-12, atol=1e-12)
+    assert torch.equal(generator.get_state(), state)
+
+
+def test_trailing_spacing_still_ends_without_noise():
+    """Unlike diffusers (which adds noise whenever t > 0), the last step of any chain is noiseless."""
+    scheduler = DDPMPaperScheduler(timestep_spacing="trailing")
+    scheduler.set_timesteps(50)
+    last = int(scheduler.timesteps[-1])
+    assert last == 19
+    sample, eps = float64_inputs(4)
+    first = scheduler.step(eps, last, sample, generator=torch.Generator().manual_seed(0)).prev_sample
+    second = scheduler.step(eps, last, sample, generator=torch.Generator().manual_seed(1)).prev_sample
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+def test_respacing_uses_effective_betas_from_cumulative_products():
+    scheduler = DDPMPaperScheduler()
+    scheduler.set_timesteps(50)
+    expected_timesteps = np.linspace(0, T - 1, 50).round()[::-1].astype(np.int64)
+    assert scheduler.timesteps.tolist() == expected_timesteps.tolist()
+    assert scheduler.timesteps[0] == T - 1 and scheduler.timesteps[-1] == 0
+
+    _, _, alphas_cumprod = paper_schedule()
+    t, prev_t = int(scheduler.timesteps[10]), int(scheduler.timesteps[11])
+    assert scheduler.previous_timestep(t) == prev_t
+    beta = 1.0 - alphas_cumprod[t] / alphas_cumprod[prev_t]
+    sample, eps = float64_inputs(5)
+    output = scheduler.step(eps, t, sample, generator=torch.Generator().manual_seed(3))
+    z = torch.randn(SHAPE, generator=torch.Generator().manual_seed(3), dtype=torch.float64).numpy()
+    expected = (sample.numpy() - beta / np.sqrt(1.0 - alphas_cumprod[t]) * eps.numpy()) / np.sqrt(1.0 - beta)
+    np.testing.assert_allclose(output.prev_sample.numpy(), expected + np.sqrt(beta) * z, rtol=1e-12, atol=1e-12)
+
+
+def test_custom_timesteps_and_single_step():
+    scheduler = DDPMPaperScheduler()
+    scheduler.set_timesteps(timesteps=[900, 400, 0])
+    assert scheduler.timesteps.tolist() == [900, 400, 0] and scheduler.custom_timesteps
+    scheduler.set_timesteps(1)
+    assert scheduler.timesteps.tolist() == [T - 1]
+    # one step from t = T - 1 straight to x_0: the mean is the x_0 estimate itself (Eq. 7 with abar_prev = 1)
+    sample, eps = float64_inputs(6)
+    output = scheduler.step(eps, T - 1, sample)
+    torch.testing.assert_close(output.prev_sample, output.pred_original_sample, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("t", [999, 321, 0])
+def test_step_draws_like_diffusers(t):
+    ours = DDPMPaperScheduler()
+    theirs = DDPMScheduler(variance_type="fixed_large", clip_sample=False)
+    sample, eps = (tensor.float() for tensor in float64_inputs(8))
+    expected = theirs.step(eps, t, sample, generator=torch.Generator().manual_seed(11))
+    output = ours.step(eps, t, sample, generator=torch.Generator().manual_seed(11))
+    # diffusers' effective beta 1 - abar_t / abar_{t-1} is computed in float32 (relative error up to 5e-4 at small t)
+    torch.testing.assert_close(output.prev_sample, expected.prev_sample, rtol=0, atol=2e-5)
+    torch.testing.assert_close(output.pred_original_sample, expected.pred_original_sample, rtol=1e-5, atol=1e-5)
+
+
+def _eps_model_pair(t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x0, eps and the x_t they make at t (Eq. 4), in float64."""
+    x0, eps = float64_inputs(9)
+    x0 = x0.clamp(-1, 1)
+    return x0, eps, DDPMPaperScheduler().add_noise(x0, eps, t)
+
+
+@pytest.mark.parametrize("prediction_type", ["sample", "v_prediction"])
+def test_other_parameterisations_give_the_same_step(prediction_type):
+    t = 400
+    x0, eps, x_t = _eps_model_pair(t)
+    reference = DDPMPaperScheduler().step(eps, t, x_t, generator=torch.Generator().manual_seed(0))
+    scheduler = DDPMPaperScheduler(prediction_type=prediction_type)
+    model_output = x0 if prediction_type == "sample" else scheduler.get_velocity(x0, eps, t)
+    output = scheduler.step(model_output, t, x_t, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(output.prev_sample, reference.prev_sample, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(output.pred_original_sample, x0, rtol=1e-10, atol=1e-10)
+
+
+def test_clip_sample_clips_the_x0_estimate_and_uses_the_posterior_mean():
+    t = 999
+    betas, _, alphas_cumprod = paper_schedule()
+    sample, eps = float64_inputs(10)
+    scheduler = DDPMPaperScheduler(clip_sample=True)
+    output = scheduler.step(eps, t, sample, generator=torch.Generator().manual_seed(0))
+    unclipped = (sample - np.sqrt(1.0 - alphas_cumprod[t]) * eps) / np.sqrt(alphas_cumprod[t])
+    assert unclipped.abs().max() > 1  # the case is not vacuous
+    x0 = unclipped.clamp(-1, 1)
+    torch.testing.assert_close(output.pred_original_sample, x0)
+    mean = (
+        np.sqrt(alphas_cumprod[t - 1]) * betas[t] / (1.0 - alphas_cumprod[t]) * x0
+        + np.sqrt(1.0 - betas[t]) * (1.0 - alphas_cumprod[t - 1]) / (1.0 - alphas_cumprod[t]) * sample
+    )
+    z = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(output.prev_sample, mean + np.sqrt(betas[t]) * z, rtol=1e-12, atol=1e-12)
+
+
+def test_from_config_both_ways_with_diffusers():
+    ours = DDPMPaperScheduler(beta_end=0.03)
+    theirs = DDPMScheduler.from_config(ours.config)
+    assert isinstance(theirs, DDPMScheduler)
+    for key in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "variance_type", "clip_sample"):
+        assert theirs.config[key] == ours.config[key], key
+    assert (theirs.config.variance_type, theirs.config.clip_sample) == (
+        "fixed_large",
+        False,
+    )  # not diffusers' defaults
+
+    back = DDPMPaperScheduler.from_config(DDPMScheduler().config)
+    assert (back.config.variance_type, back.config.clip_sample, back.config.timestep_spacing) == (
+        "fixed_small",
+        True,
+        "leading",
+    )
+    round_trip = DDPMPaperScheduler.from_config(theirs.config)
+    assert {k: round_trip.config[k] for k in ours.config} == dict(ours.config)
+    assert DDPMScheduler in ours.compatibles and isinstance(DDIMScheduler.from_config(ours.config), DDIMScheduler)
+
+
+def test_unsupported_diffusers_options_raise():
+    with pytest.raises(ValueError, match="`thresholding`=True is not supported"):
+        DDPMPaperScheduler.from_config(DDPMScheduler(thresholding=True).config)
+    with pytest.raises(ValueError, match="`variance_type` must be one of"):
+        DDPMPaperScheduler.from_config(DDPMScheduler(variance_type="learned_range").config)
+
+
+def test_save_load_round_trip(tmp_path):
+    scheduler = DDPMPaperScheduler(variance_type="fixed_small", timestep_spacing="trailing")
+    scheduler.save_pretrained(tmp_path)
+    loaded = DDPMPaperScheduler.from_pretrained(tmp_path)
+    assert dict(loaded.config) == dict(scheduler.config)
+    np.testing.assert_array_equal(loaded.betas.numpy(), scheduler.betas.numpy())
+    sample, eps = float64_inputs(12)
+    for s in (scheduler, loaded):
+        s.set_timesteps(10)
+    outputs = [
+        s.step(eps, int(s.timesteps[3]), sample, generator=torch.Generator().manual_seed(0)).prev_sample
+        for s in (scheduler, loaded)
+    ]
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"variance_type": "learned"}, "`variance_type` must be one of"),
+        ({"prediction_type": "x0"}, "`prediction_type` must be one of"),
+        ({"beta_schedule": "cubic"}, "`beta_schedule` must be one of"),
+        ({"timestep_spacing": "random"}, "`timestep_spacing` must be one of"),
+        ({"beta_start": 0.0}, r"`beta_start` must lie in \(0, 1\)"),
+        ({"beta_end": 1.0}, r"`beta_end` must lie in \(0, 1\)"),
+        ({"beta_start": 0.02, "beta_end": 1e-4}, "`beta_end` must be at least `beta_start`"),
+        ({"num_train_timesteps": 0}, "`num_train_timesteps` must be at least 1"),
+        ({"num_train_timesteps": 10.5}, "`num_train_timesteps` must be an integer"),
+        ({"num_train_timesteps": 3, "trained_betas": [0.1, 0.2]}, r"`trained_betas` must have shape \(3,\)"),
+        ({"num_train_timesteps": 3, "trained_betas": [0.1, 0.3, 0.2]}, "`trained_betas` must give non-decreasing"),
+        ({"num_train_timesteps": 2, "trained_betas": [0.1, 1.0]}, r"`trained_betas` must give betas in the open"),
+        ({"clip_sample_range": 0.0}, "`clip_sample_range` must be positive"),
+    ],
+)
+def test_bad_config_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DDPMPaperScheduler(**kwargs)
+
+
+@pytest.mark.parametrize("steps", [0, T + 1, 2.5, True])
+def test_bad_num_inference_steps_raise(steps):
+    with pytest.raises(ValueError, match="`num_inference_steps` must"):
+        DDPMPaperScheduler().set_timesteps(steps)
+
+
+@pytest.mark.parametrize(
+    ("timesteps", "match"),
+    [([5, 5, 0], "strictly decreasing"), ([T, 0], r"must lie in \[0, 999\]"), ([], "non-empty")],
+)
+def test_bad_custom_timesteps_raise(timesteps, match):
+    with pytest.raises(ValueError, match=f"`timesteps` must.*{match}|{match}"):
+        DDPMPaperScheduler().set_timesteps(timesteps=timesteps)
+
+
+def test_bad_step_and_add_noise_arguments_raise():
+    scheduler = DDPMPaperScheduler()
+    scheduler.set_timesteps(10)
+    sample, eps = float64_inputs(13)
+    with pytest.raises(ValueError, match="`timestep` 998 is not in the current chain"):
+        scheduler.step(eps, 998, sample)
+    with pytest.raises(ValueError, match="`model_output` must have the shape of `sample`"):
+        scheduler.step(torch.cat([eps, eps], dim=1), 999, sample)
+    with pytest.raises(ValueError, match=r"`timesteps` must lie in \[0, 999\]"):
+        scheduler.add_noise(sample, eps, torch.tensor([0, 1000]))
+    with pytest.raises(ValueError, match="`timesteps` must be integers"):
+        scheduler.add_noise(sample, eps, torch.tensor([0.5, 1.0]))
+    with pytest.raises(ValueError, match="`noise` must have the shape of `original_samples`"):
+        scheduler.add_noise(sample, eps[:1], 3)
