@@ -1,0 +1,39 @@
+"""Datasets and transforms for training: the embedded ``digits`` and ``shapes`` sets, Hub datasets, local folders."""
+
+from .embedded import DIGITS_ID2LABEL, EMBEDDED_DATASETS, dataset_id2label, embedded_dataset
+from .loading import load_image_dataset, normalize_columns
+from .shapes import SHAPES_ID2LABEL
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INDEX_COLUMN,
+    DDPMTransform,
+    SegmentationEvalTransform,
+    SegmentationTrainTransform,
+    attach_transform,
+    check_labels,
+    collate_ddpm,
+    collate_segmentation,
+    example_rng,
+)
+
+__all__ = [
+    "DIGITS_ID2LABEL",
+    "EMBEDDED_DATASETS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "INDEX_COLUMN",
+    "SHAPES_ID2LABEL",
+    "DDPMTransform",
+    "SegmentationEvalTransform",
+    "SegmentationTrainTransform",
+    "attach_transform",
+    "check_labels",
+    "collate_ddpm",
+    "collate_segmentation",
+    "dataset_id2label",
+    "embedded_dataset",
+    "example_rng",
+    "load_image_dataset",
+    "normalize_columns",
+]

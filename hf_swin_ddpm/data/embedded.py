@@ -1,0 +1,146 @@
+"""The datasets that ship with the package: ``digits`` (real handwritten digits) and ``shapes`` (procedural).
+
+Both come back as in-memory ``datasets.Dataset`` objects with proper ``Features``, so the training scripts treat them
+exactly like a Hub dataset. Their label names are also written, as JSON, into ``Dataset.info.description``
+(see :func:`dataset_id2label`), so a script can read ``id2label`` from any dataset built here.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import datasets
+import numpy as np
+from PIL import Image
+
+from .shapes import SHAPES_DEFAULT_RESOLUTION, SHAPES_DEFAULT_SIZES, SHAPES_ID2LABEL, SHAPES_SPLITS, generate_shapes
+
+DIGITS_NPZ_PATH = Path(__file__).with_name("digits.npz")
+DIGITS_SPLITS = ("train", "test")
+DIGITS_ID2LABEL: dict[int, str] = {digit: str(digit) for digit in range(10)}
+EMBEDDED_DATASETS: dict[str, str] = {
+    "digits": "1,797 real 8x8 grayscale handwritten digits (scikit-learn / UCI), columns image and label",
+    "shapes": "procedural segmentation: circles, squares, triangles on textured backgrounds, columns image and annotation",
+}
+ID2LABEL_MARKER = "id2label: "
+
+
+def _description(summary: str, id2label: dict[int, str]) -> str:
+    """A dataset description whose last line is the machine-readable ``id2label: {json}``."""
+    return f"{summary}\n{ID2LABEL_MARKER}{json.dumps({str(k): v for k, v in id2label.items()})}"
+
+
+def dataset_id2label(dataset: datasets.Dataset | datasets.IterableDataset) -> dict[int, str] | None:
+    """Return the ``id2label`` recorded in a dataset's description (embedded datasets), or from a ``label`` or
+    ``annotation`` ClassLabel feature; None when the dataset carries no label names."""
+    for line in (dataset.info.description or "").splitlines():
+        if line.startswith(ID2LABEL_MARKER):
+            return {int(k): v for k, v in json.loads(line[len(ID2LABEL_MARKER) :]).items()}
+    for column in ("label", "annotation"):
+        feature = (dataset.features or {}).get(column)
+        if isinstance(feature, datasets.ClassLabel):
+            return dict(enumerate(feature.names))
+    return None
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 (H, W) or (H, W, 3) array as PNG (fast compression level)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _check_split(name: str, split: str, valid: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming the valid splits when ``split`` is not one of them."""
+    if split not in valid:
+        raise ValueError(f"unknown split {split!r} for embedded dataset {name!r}; valid splits: {', '.join(valid)}")
+
+
+@functools.lru_cache(maxsize=1)
+def load_digits_arrays() -> dict[str, np.ndarray]:
+    """The stored digits: ``images`` (1797, 8, 8) uint8 0..255, ``labels`` (1797,) and ``is_test`` (1797,) bool,
+    in scikit-learn's order (see ``make_digits_npz.py``)."""
+    with np.load(DIGITS_NPZ_PATH) as stored:
+        return {key: stored[key] for key in ("images", "labels", "is_test")}
+
+
+def digits_dataset(
+    split: str = "train", *, num_examples: int | None = None, resolution: int | None = None
+) -> datasets.Dataset:
+    """The ``digits`` split (train 1,617 / test 180, fixed). ``resolution`` resizes the 8x8 images (bilinear);
+    by default they stay 8x8 and the training transforms upscale them."""
+    _check_split("digits", split, DIGITS_SPLITS)
+    arrays = load_digits_arrays()
+    rows = np.flatnonzero(arrays["is_test"] == (split == "test"))[:num_examples]
+    images = [Image.fromarray(image) for image in arrays["images"][rows]]
+    if resolution is not None:
+        images = [image.resize((resolution, resolution), Image.Resampling.BILINEAR) for image in images]
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=list(DIGITS_ID2LABEL.values()))}
+    )
+    info = datasets.DatasetInfo(
+        description=_description(EMBEDDED_DATASETS["digits"], DIGITS_ID2LABEL),
+        homepage="https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits",
+        license="CC BY 4.0",
+        features=features,
+    )
+    mapping = {"image": [{"bytes": _png_bytes(np.asarray(image)), "path": None} for image in images]}
+    mapping["label"] = arrays["labels"][rows].astype(np.int64).tolist()
+    return datasets.Dataset.from_dict(mapping, features=features, info=info, split=split)
+
+
+@functools.lru_cache(maxsize=8)
+def _encoded_shapes(num_examples: int, resolution: int, seed: int, split: str) -> tuple[list[dict], list[dict]]:
+    """Generate and PNG-encode a shapes split (cached: building a Dataset from the bytes is then cheap)."""
+    arrays = generate_shapes(num_examples, resolution, seed=seed, split=split)
+    images = [{"bytes": _png_bytes(image), "path": None} for image in arrays.images]
+    annotations = [{"bytes": _png_bytes(annotation), "path": None} for annotation in arrays.annotations]
+    return images, annotations
+
+
+def shapes_dataset(
+    split: str = "train", *, seed: int = 0, num_examples: int | None = None, resolution: int | None = None
+) -> datasets.Dataset:
+    """The ``shapes`` split: ``image`` (RGB) and ``annotation`` (L-mode label map, ids in ``SHAPES_ID2LABEL``).
+
+    Defaults: 64x64, 2,000 train and 200 test images. Deterministic in ``(seed, split, resolution)``; image ``i``
+    does not depend on ``num_examples``.
+    """
+    _check_split("shapes", split, tuple(SHAPES_SPLITS))
+    num_examples = SHAPES_DEFAULT_SIZES[split] if num_examples is None else num_examples
+    resolution = SHAPES_DEFAULT_RESOLUTION if resolution is None else resolution
+    images, annotations = _encoded_shapes(num_examples, resolution, seed, split)
+    features = datasets.Features({"image": datasets.Image(mode="RGB"), "annotation": datasets.Image(mode="L")})
+    label_docs = ", ".join(f"{k} = {v}" for k, v in SHAPES_ID2LABEL.items())
+    summary = (
+        f"{EMBEDDED_DATASETS['shapes']}. Split {split!r}, seed {seed}, {resolution}x{resolution}. "
+        f"annotation pixel values: {label_docs}."
+    )
+    info = datasets.DatasetInfo(description=_description(summary, SHAPES_ID2LABEL), features=features)
+    mapping = {"image": list(images), "annotation": list(annotations)}
+    return datasets.Dataset.from_dict(mapping, features=features, info=info, split=split)
+
+
+def embedded_dataset(
+    name: str,
+    split: str = "train",
+    *,
+    seed: int = 0,
+    num_examples: int | None = None,
+    resolution: int | None = None,
+) -> datasets.Dataset:
+    """Return the embedded dataset ``name`` (``"digits"`` or ``"shapes"``) split ``split`` (``"train"``/``"test"``).
+
+    ``seed`` selects the procedural ``shapes`` data (``digits`` has one fixed split and ignores it);
+    ``num_examples`` keeps the first examples of the split; ``resolution`` sets the image side in pixels.
+    Unknown names or splits raise ``ValueError`` naming the valid ones.
+    """
+    if name == "digits":
+        return digits_dataset(split, num_examples=num_examples, resolution=resolution)
+    if name == "shapes":
+        return shapes_dataset(split, seed=seed, num_examples=num_examples, resolution=resolution)
+    raise ValueError(f"unknown embedded dataset {name!r}; valid names: {', '.join(EMBEDDED_DATASETS)}")

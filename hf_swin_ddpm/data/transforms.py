@@ -1,0 +1,325 @@
+"""Training and evaluation transforms for both models, written with PIL, numpy and torch (no torchvision).
+
+Reproducible augmentation: every random decision for an example comes from
+``np.random.default_rng([seed, epoch, index])`` (see :func:`example_rng`), where ``index`` is the example's position
+in the dataset. The augmentation of an example therefore depends neither on global random state, nor on the order
+in which examples are visited, nor on the number of processes or data-loader workers, so a run resumed from a
+checkpoint at any step sees exactly the augmented examples an uninterrupted run would see. Call ``set_epoch`` at
+the start of every epoch (before creating the epoch's data-loader iterator, so workers get the new value).
+
+The transforms are batch callables for ``Dataset.with_transform``. They read each example's index from the
+``INDEX_COLUMN`` column, which :func:`attach_transform` adds, or from the ``indices`` argument
+(``IterableDataset.map(..., with_indices=True)``); transforms without randomness do not need indices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+DEFAULT_IGNORE_INDEX = 255
+INDEX_COLUMN = "__index__"
+# Resampling for images: bilinear (as diffusers' train_unconditional.py), which keeps upscaled 8x8 digits smooth
+# where bicubic overshoots into ringing. Label maps always use nearest neighbour, so they keep only valid class ids.
+IMAGE_RESAMPLE = Image.Resampling.BILINEAR
+LABEL_RESAMPLE = Image.Resampling.NEAREST
+
+Batch = dict[str, list[Any]]
+
+
+def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The random generator for the augmentation of example ``index`` in ``epoch`` of a run seeded with ``seed``."""
+    return np.random.default_rng([seed, epoch, index])
+
+
+def check_labels(
+    labels: np.ndarray, num_labels: int, ignore_index: int = DEFAULT_IGNORE_INDEX, where: str = "a label map"
+) -> None:
+    """Raise ``ValueError`` naming the first value in ``labels`` outside ``[0, num_labels)`` that is not
+    ``ignore_index``; ``where`` says which example (e.g. ``"example 12"``)."""
+    labels = np.asarray(labels)
+    invalid = ((labels < 0) | (labels >= num_labels)) & (labels != ignore_index)
+    if invalid.any():
+        values = np.unique(labels[invalid])
+        raise ValueError(
+            f"label value {int(values[0])} in {where} is outside [0, {num_labels}) and is not the ignore index "
+            f"{ignore_index} (invalid values: {', '.join(str(int(v)) for v in values[:10])})"
+        )
+
+
+def _describe(index: int | None, image: Image.Image | None = None) -> str:
+    """``"example 3 (path/to/file.png)"``: how an error names the example it is about."""
+    where = "an example" if index is None else f"example {index}"
+    filename = getattr(image, "filename", "") if image is not None else ""
+    return f"{where} ({filename})" if filename else where
+
+
+class IndexedTransform:
+    """Base of the batch transforms: holds the seed and epoch and finds each example's index."""
+
+    needs_indices = False
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch`` in the per-example random generators from now on."""
+        self.epoch = epoch
+
+    def batch_indices(self, batch: Batch, indices: Sequence[int] | None) -> list[int | None]:
+        """The dataset index of every example in ``batch`` (None where unknown and not needed)."""
+        size = len(next(iter(batch.values())))
+        if indices is None and INDEX_COLUMN in batch:
+            indices = batch[INDEX_COLUMN]
+        if indices is not None:
+            return [int(index) for index in indices]
+        if self.needs_indices:
+            raise ValueError(
+                f"{type(self).__name__} draws random augmentations per example and needs the example indices: "
+                "apply it with hf_swin_ddpm.data.attach_transform(dataset, transform)"
+            )
+        return [None] * size
+
+    def rng(self, index: int | None) -> np.random.Generator | None:
+        """The example's random generator, or None for a transform without randomness."""
+        return example_rng(self.seed, self.epoch, index) if self.needs_indices else None
+
+
+class DDPMTransform(IndexedTransform):
+    """Image → ``{"input": float tensor (C, H, W) in [-1, 1]}`` for DDPM training.
+
+    Converts to "L" (``channels=1``) or "RGB" (``channels=3``), resizes the short side to ``resolution`` with
+    bilinear resampling and centre-crops a square (``ImageOps.fit``), optionally flips horizontally with
+    probability 1/2, and maps uint8 ``x`` to ``x / 127.5 - 1``.
+    """
+
+    def __init__(
+        self,
+        resolution: int,
+        channels: int = 3,
+        random_flip: bool = False,
+        *,
+        seed: int = 0,
+        image_column: str = "image",
+    ) -> None:
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        super().__init__(seed)
+        self.resolution = resolution
+        self.channels = channels
+        self.random_flip = random_flip
+        self.image_column = image_column
+        self.needs_indices = random_flip
+
+    def transform_image(self, image: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """Transform one PIL image; ``rng`` decides the flip (required when ``random_flip``)."""
+        image = image.convert("L" if self.channels == 1 else "RGB")
+        if image.size != (self.resolution, self.resolution):
+            image = ImageOps.fit(image, (self.resolution, self.resolution), method=IMAGE_RESAMPLE)
+        array = np.asarray(image, dtype=np.float32).reshape(self.resolution, self.resolution, self.channels)
+        if self.random_flip:
+            if rng is None:
+                raise ValueError("random_flip needs a random generator for each image")
+            if rng.random() < 0.5:
+                array = array[:, ::-1]
+        array = array / 127.5 - 1.0
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+    def __call__(self, batch: Batch, indices: Sequence[int] | None = None) -> dict[str, list[torch.Tensor]]:
+        """Batch transform for ``with_transform`` (or ``IterableDataset.map(batched=True, with_indices=True)``)."""
+        images = batch[self.image_column]
+        return {
+            "input": [
+                self.transform_image(image, self.rng(index))
+                for image, index in zip(images, self.batch_indices(batch, indices), strict=True)
+            ]
+        }
+
+
+def _image_and_labels(
+    image: Image.Image, annotation: Image.Image, index: int | None
+) -> tuple[Image.Image, np.ndarray]:
+    """The RGB image and the annotation as an integer (H, W) array, after checking they fit together."""
+    if annotation.size != image.size:
+        raise ValueError(
+            f"{_describe(index, annotation)}: the annotation is {annotation.size[0]}x{annotation.size[1]} but its "
+            f"image is {image.size[0]}x{image.size[1]}; masks must have the size of their images"
+        )
+    labels = np.asarray(annotation)
+    if labels.ndim != 2:
+        raise ValueError(
+            f"{_describe(index, annotation)}: the annotation has mode {annotation.mode!r}; expected a single-channel "
+            "label map (mode L, P or I) whose pixel values are class ids"
+        )
+    return image.convert("RGB"), labels.astype(np.int64)
+
+
+class SegmentationTransform(IndexedTransform):
+    """Shared part of the segmentation transforms: label preparation, normalisation, batching."""
+
+    def __init__(
+        self,
+        resolution: int,
+        *,
+        ignore_index: int = DEFAULT_IGNORE_INDEX,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        num_labels: int | None = None,
+        reduce_labels: bool = False,
+        seed: int = 0,
+        image_column: str = "image",
+        annotation_column: str = "annotation",
+    ) -> None:
+        super().__init__(seed)
+        self.resolution = resolution
+        self.ignore_index = ignore_index
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        self.num_labels = num_labels
+        self.reduce_labels = reduce_labels
+        self.image_column = image_column
+        self.annotation_column = annotation_column
+
+    def prepare_labels(self, labels: np.ndarray, where: str) -> np.ndarray:
+        """Apply ``reduce_labels`` (0 → ignore, others minus 1, as for ADE20K) and check the values."""
+        if self.reduce_labels:
+            labels = np.where(labels == 0, self.ignore_index, labels - 1)
+            labels[labels == self.ignore_index - 1] = self.ignore_index
+        if self.num_labels is not None:
+            check_labels(labels, self.num_labels, self.ignore_index, where)
+        return labels
+
+    def normalize(self, image: Image.Image) -> np.ndarray:
+        """uint8 RGB image → float32 (H, W, 3) with ``(x / 255 - mean) / std``."""
+        return (np.asarray(image, dtype=np.float32) / 255.0 - self.mean) / self.std
+
+    def transform_example(
+        self, image: Image.Image, annotation: Image.Image, rng: np.random.Generator | None, index: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return the normalised (H, W, 3) image and the (H, W) labels of one example."""
+        raise NotImplementedError
+
+    def __call__(self, batch: Batch, indices: Sequence[int] | None = None) -> dict[str, list[torch.Tensor]]:
+        """Batch transform: ``pixel_values`` float32 (3, H, W) and ``labels`` int64 (H, W) per example."""
+        pixel_values, labels = [], []
+        examples = zip(batch[self.image_column], batch[self.annotation_column], strict=True)
+        for (image, annotation), index in zip(examples, self.batch_indices(batch, indices), strict=True):
+            image_array, label_array = self.transform_example(image, annotation, self.rng(index), index)
+            pixel_values.append(torch.from_numpy(np.ascontiguousarray(image_array.transpose(2, 0, 1))))
+            labels.append(torch.from_numpy(np.ascontiguousarray(label_array, dtype=np.int64)))
+        return {"pixel_values": pixel_values, "labels": labels}
+
+
+def _resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an integer label map to ``size`` = (width, height)."""
+    return np.asarray(Image.fromarray(labels.astype(np.int32)).resize(size, LABEL_RESAMPLE), dtype=np.int64)
+
+
+class SegmentationTrainTransform(SegmentationTransform):
+    """Random scale, random crop, random horizontal flip and normalisation (the Swin/mmseg ADE20K recipe).
+
+    The scale maps the short side to ``resolution`` times a factor drawn uniformly from ``scale_range``
+    (image bilinear, labels nearest). A crop of ``resolution`` x ``resolution`` is taken at a random offset; where
+    the scaled image is smaller, the normalised image is padded with 0 (the mean colour) and the labels with
+    ``ignore_index``, right and bottom. The flip happens with probability ``flip_probability``.
+    Random draws per example, in order: scale, crop top, crop left, flip, from ``example_rng(seed, epoch, index)``.
+    """
+
+    needs_indices = True
+
+    def __init__(
+        self,
+        resolution: int,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        ignore_index: int = DEFAULT_IGNORE_INDEX,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        *,
+        flip_probability: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(resolution, ignore_index=ignore_index, mean=mean, std=std, **kwargs)
+        self.scale_range = scale_range
+        self.flip_probability = flip_probability
+
+    def _pad(self, image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pad right/bottom to at least ``resolution``: 0 on the image, ``ignore_index`` on the labels."""
+        pad_height = max(self.resolution - labels.shape[0], 0)
+        pad_width = max(self.resolution - labels.shape[1], 0)
+        if pad_height == 0 and pad_width == 0:
+            return image, labels
+        image = np.pad(image, ((0, pad_height), (0, pad_width), (0, 0)), constant_values=0.0)
+        labels = np.pad(labels, ((0, pad_height), (0, pad_width)), constant_values=self.ignore_index)
+        return image, labels
+
+    def transform_example(
+        self, image: Image.Image, annotation: Image.Image, rng: np.random.Generator | None, index: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if rng is None:
+            raise ValueError("SegmentationTrainTransform needs a random generator for each example")
+        image, labels = _image_and_labels(image, annotation, index)
+        labels = self.prepare_labels(labels, _describe(index, annotation))
+        factor = self.resolution / min(image.size) * rng.uniform(*self.scale_range)
+        size = (max(1, round(image.size[0] * factor)), max(1, round(image.size[1] * factor)))
+        image_array = self.normalize(image.resize(size, IMAGE_RESAMPLE))
+        image_array, labels = self._pad(image_array, _resize_labels(labels, size))
+        top = int(rng.integers(0, labels.shape[0] - self.resolution + 1))
+        left = int(rng.integers(0, labels.shape[1] - self.resolution + 1))
+        window = (slice(top, top + self.resolution), slice(left, left + self.resolution))
+        image_array, labels = image_array[window], labels[window]
+        if rng.random() < self.flip_probability:
+            image_array, labels = image_array[:, ::-1], labels[:, ::-1]
+        return image_array, labels
+
+
+class SegmentationEvalTransform(SegmentationTransform):
+    """Resize to ``resolution`` x ``resolution`` (image bilinear, labels nearest) and normalise; no randomness."""
+
+    def transform_example(
+        self,
+        image: Image.Image,
+        annotation: Image.Image,
+        rng: np.random.Generator | None = None,
+        index: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        image, labels = _image_and_labels(image, annotation, index)
+        labels = self.prepare_labels(labels, _describe(index, annotation))
+        size = (self.resolution, self.resolution)
+        return self.normalize(image.resize(size, IMAGE_RESAMPLE)), _resize_labels(labels, size)
+
+
+def attach_transform(
+    dataset: datasets.Dataset | datasets.IterableDataset, transform: Callable[..., dict[str, list[Any]]]
+) -> datasets.Dataset | datasets.IterableDataset:
+    """Apply a batch transform lazily, giving it each example's index.
+
+    A ``Dataset`` gets an ``INDEX_COLUMN`` with its row numbers and ``with_transform(transform)``; an
+    ``IterableDataset`` gets ``map(transform, batched=True, with_indices=True)``, where the index is the position
+    in the stream this process reads.
+    """
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset.map(transform, batched=True, with_indices=True, remove_columns=dataset.column_names)
+    if INDEX_COLUMN not in dataset.column_names:
+        dataset = dataset.add_column(INDEX_COLUMN, np.arange(len(dataset), dtype=np.int64))
+    return dataset.with_transform(transform)
+
+
+def collate_ddpm(examples: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack ``{"input": (C, H, W)}`` examples into ``{"input": (B, C, H, W)}``."""
+    return {"input": torch.stack([example["input"] for example in examples])}
+
+
+def collate_segmentation(examples: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack examples into ``pixel_values`` (B, 3, H, W) float and ``labels`` (B, H, W) int64."""
+    return {
+        "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
+        "labels": torch.stack([example["labels"] for example in examples]),
+    }
