@@ -1,7 +1,8 @@
 """Procedural "shapes" segmentation data: solid shapes on random textured backgrounds.
 
-Each image holds 2 to 4 non-overlapping shapes (circle, square, triangle; squares and triangles randomly rotated)
-with a random solid colour each, on a background drawn from five textures (colour noise, linear gradient, sinusoidal
+Each image holds 2 or 3 non-overlapping shapes (1 in about 2% of images, where no second one fits; circle,
+square, triangle, of bounding radius 15-26% of the image side; squares and triangles randomly rotated) with a random
+solid colour each, on a background drawn from five textures (colour noise, linear gradient, sinusoidal
 stripes, checkerboard, smooth blotches) made of random colours. Shape and background colours come from the same
 distribution (uniform RGB), so only the geometry tells the classes apart; a shape's colour is redrawn until it
 stands out from the background colours (RGB distance at least ``MIN_CONTRAST``). Shapes do not touch, so every
@@ -12,8 +13,10 @@ Randomness: image ``i`` of a split is drawn from ``np.random.default_rng([SHAPES
 a dataset is fully determined by ``(seed, split, resolution)``, a smaller ``num_examples`` gives a prefix of the
 larger dataset, and the ``train`` and ``test`` splits come from different seed streams.
 
-Rasterisation is vectorised with numpy over the pixel grid (one array expression per shape and per background),
-about 0.3 ms per 64x64 image.
+Rasterisation is vectorised with numpy over the pixel grid (one array expression per shape and per background):
+about 0.5-0.7 s per 1,000 64x64 images on one core; PNG-encoding them into a ``Dataset`` adds about as much.
+A small stride-4 CNN reaches a test mean IoU of about 0.93 after 150 s of single-thread CPU training on the
+default 2,000 training images.
 """
 
 from __future__ import annotations
