@@ -1,0 +1,27 @@
+"""SwinFPN: registered with the transformers Auto classes on import."""
+
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation
+
+from .configuration_swin_fpn import SWIN_FPN_PRESETS, SwinFPNConfig
+from .image_processing_swin_fpn import SwinFPNImageProcessor
+from .modeling_swin_fpn import SwinFPNBackbone, SwinFPNForSegmentation, SwinFPNPreTrainedModel
+
+AutoConfig.register(SwinFPNConfig.model_type, SwinFPNConfig, exist_ok=True)
+AutoModel.register(SwinFPNConfig, SwinFPNForSegmentation, exist_ok=True)
+AutoModelForSemanticSegmentation.register(SwinFPNConfig, SwinFPNForSegmentation, exist_ok=True)
+AutoImageProcessor.register(SwinFPNConfig, slow_image_processor_class=SwinFPNImageProcessor, exist_ok=True)
+
+# `save_pretrained` then copies the defining files and writes `auto_map`, so saved folders load with
+# `trust_remote_code=True` where this package is not installed.
+SwinFPNConfig.register_for_auto_class()
+SwinFPNForSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
+SwinFPNImageProcessor.register_for_auto_class("AutoImageProcessor")
+
+__all__ = [
+    "SWIN_FPN_PRESETS",
+    "SwinFPNBackbone",
+    "SwinFPNConfig",
+    "SwinFPNForSegmentation",
+    "SwinFPNImageProcessor",
+    "SwinFPNPreTrainedModel",
+]

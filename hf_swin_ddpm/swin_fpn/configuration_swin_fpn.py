@@ -1,0 +1,118 @@
+"""SwinFPN configuration: a Swin Transformer backbone (Liu et al. 2021, arXiv 2103.14030) with a Semantic FPN head
+(Kirillov et al. 2019, Panoptic FPN)."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+SWIN_FPN_PRESETS: dict[str, dict] = {
+    "swin-tiny": {"embed_dim": 96, "depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24)},
+    "swin-small": {"embed_dim": 96, "depths": (2, 2, 18, 2), "num_heads": (3, 6, 12, 24)},
+    "swin-base": {"embed_dim": 128, "depths": (2, 2, 18, 2), "num_heads": (4, 8, 16, 32)},
+}
+
+
+@strict
+class SwinFPNConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`SwinFPNForSegmentation`]. The defaults build Swin-T (Table 7 of the Swin paper: patch 4, embed
+    dim 96, depths (2, 2, 6, 2), heads (3, 6, 12, 24), window 7, MLP ratio 4) with a Semantic FPN head.
+
+    Args:
+        image_size (`int`): the training resolution, used by the image processor. Any input size works at inference.
+        patch_size (`int`): side of the non-overlapping patches of the patch embedding (Sec. 3.1).
+        num_channels (`int`): input channels.
+        embed_dim (`int`): channels C of stage 1; stage i has C * 2**(i-1).
+        depths (`tuple[int]`): Swin blocks per stage; blocks alternate W-MSA and SW-MSA.
+        num_heads (`tuple[int]`): attention heads per stage; each stage's width must divide by them.
+        window_size (`int`): M, the side of the attention windows (Sec. 3.2); SW-MSA shifts by floor(M / 2).
+        mlp_ratio (`float`): hidden width of the block MLP over its input width.
+        qkv_bias (`bool`): bias on the query/key/value projection.
+        hidden_dropout_prob (`float`): dropout after the embedding, attention output and MLP.
+        attention_probs_dropout_prob (`float`): dropout on the attention probabilities.
+        drop_path_rate (`float`): stochastic depth, rising linearly over the blocks to this rate.
+        hidden_act (`str`): MLP activation.
+        layer_norm_eps (`float`): epsilon of the blocks' LayerNorms.
+        initializer_range (`float`): std of the truncated-normal initialisation of linear layers.
+        fpn_hidden_size (`int`): channels of the FPN levels (256 in Panoptic FPN).
+        head_hidden_size (`int`): channels of the Semantic FPN head's upsampling branches (128).
+        head_num_groups (`int`): GroupNorm groups of the head (32).
+        semantic_loss_ignore_index (`int`): label value the cross-entropy loss ignores.
+        backbone_checkpoint (`str`, *optional*): the Swin checkpoint the backbone started from, if any.
+    """
+
+    model_type = "swin_fpn"
+    attribute_map = {"num_attention_heads": "num_heads", "num_hidden_layers": "num_layers"}
+
+    image_size: int = 224
+    patch_size: int = 4
+    num_channels: int = 3
+    embed_dim: int = 96
+    depths: list[int] | tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: list[int] | tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 7
+    mlp_ratio: float | int = 4.0
+    qkv_bias: bool = True
+    hidden_dropout_prob: float | int = 0.0
+    attention_probs_dropout_prob: float | int = 0.0
+    drop_path_rate: float | int = 0.1
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    fpn_hidden_size: int = 256
+    head_hidden_size: int = 128
+    head_num_groups: int = 32
+    semantic_loss_ignore_index: int = 255
+    backbone_checkpoint: str | None = None
+
+    def __post_init__(self, **kwargs):
+        self.depths = list(self.depths)
+        self.num_heads = list(self.num_heads)
+        self._check_geometry()
+        self.num_layers = len(self.depths)
+        self.hidden_size = self.stage_channels[-1]
+        super().__post_init__(**kwargs)
+
+    @property
+    def stage_channels(self) -> list[int]:
+        """Channels of the four (or `len(depths)`) stage outputs: C, 2C, 4C, 8C."""
+        return [self.embed_dim * 2**stage for stage in range(len(self.depths))]
+
+    def _check_geometry(self) -> None:
+        """Raise `ValueError` naming the field when the Swin or head geometry cannot build a model."""
+        for name in ("patch_size", "num_channels", "embed_dim", "window_size", "fpn_hidden_size", "head_hidden_size"):
+            _require(getattr(self, name) >= 1, name, "an integer >= 1", getattr(self, name))
+        _require(len(self.depths) >= 1, "depths", "at least one stage", self.depths)
+        _require(
+            len(self.depths) == len(self.num_heads),
+            "num_heads",
+            f"one entry per stage (len(depths) = {len(self.depths)})",
+            self.num_heads,
+        )
+        _require(all(d >= 1 for d in self.depths), "depths", "every stage depth >= 1", self.depths)
+        _require(all(h >= 1 for h in self.num_heads), "num_heads", "every head count >= 1", self.num_heads)
+        for stage, (channels, heads) in enumerate(zip(self.stage_channels, self.num_heads)):
+            _require(
+                channels % heads == 0,
+                "num_heads",
+                f"stage {stage + 1} width {channels} (embed_dim * 2**{stage}) divisible by its head count",
+                heads,
+            )
+        _require(self.mlp_ratio > 0, "mlp_ratio", "a ratio > 0", self.mlp_ratio)
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
+            _require(0.0 <= getattr(self, name) < 1.0, name, "a probability in [0, 1)", getattr(self, name))
+        _require(self.layer_norm_eps > 0, "layer_norm_eps", "a value > 0", self.layer_norm_eps)
+        _require(
+            self.head_num_groups >= 1 and self.head_hidden_size % self.head_num_groups == 0,
+            "head_num_groups",
+            f"a divisor of head_hidden_size ({self.head_hidden_size})",
+            self.head_num_groups,
+        )
+        _require(self.image_size >= 1, "image_size", "an integer >= 1", self.image_size)
+
+
+def _require(condition: bool, field: str, expected: str, given) -> None:
+    if not condition:
+        raise ValueError(f"SwinFPNConfig.{field}: expected {expected}, got {given!r}.")
+
+
+__all__ = ["SwinFPNConfig", "SWIN_FPN_PRESETS"]

@@ -1,0 +1,606 @@
+"""SwinFPN: the Swin Transformer (Liu et al. 2021, arXiv 2103.14030) with a Semantic FPN head (Kirillov et al. 2019).
+
+The backbone keeps feature maps channels-last, (batch, height, width, channels), from the patch embedding to the stage
+outputs, as the paper's reference code does, and fuses the query/key/value projections into one linear layer. The
+shifted-window attention mask and the window gather are built once per stage and resolution, shared by its blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import SemanticSegmenterOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from .configuration_swin_fpn import SwinFPNConfig
+
+# Value the shifted-window mask adds between tokens of different sub-windows (as in the reference implementation).
+SHIFTED_WINDOW_MASK_VALUE = -100.0
+
+
+class SwinFPNDropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): drops a residual branch per sample with probability `drop_prob`."""
+
+    def __init__(self, drop_prob: float) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return hidden_states
+        keep_prob = 1.0 - self.drop_prob
+        shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+        keep = hidden_states.new_empty(shape).bernoulli_(keep_prob)
+        return hidden_states * keep / keep_prob
+
+
+class SwinFPNPatchEmbedding(nn.Module):
+    """Splits the image into non-overlapping `patch_size` patches and projects them to `embed_dim` (Sec. 3.1).
+
+    The input is zero-padded on the right and bottom to a multiple of the patch size, as transformers' Swin does.
+    """
+
+    def __init__(self, config: SwinFPNConfig) -> None:
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.projection = nn.Conv2d(
+            config.num_channels, config.embed_dim, kernel_size=config.patch_size, stride=config.patch_size
+        )
+        self.norm = nn.LayerNorm(config.embed_dim)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        height, width = pixel_values.shape[-2:]
+        pad_bottom = (-height) % self.patch_size
+        pad_right = (-width) % self.patch_size
+        if pad_bottom or pad_right:
+            pixel_values = F.pad(pixel_values, (0, pad_right, 0, pad_bottom))
+        embeddings = self.projection(pixel_values).permute(0, 2, 3, 1)
+        return self.norm(embeddings)
+
+
+class SwinFPNPatchMerging(nn.Module):
+    """Concatenates each 2x2 neighbourhood (4C channels) and projects it to 2C: the stage transition of Sec. 3.1."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * channels)
+        self.reduction = nn.Linear(4 * channels, 2 * channels, bias=False)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        height, width = hidden_states.shape[1:3]
+        if height % 2 or width % 2:
+            hidden_states = F.pad(hidden_states, (0, 0, 0, width % 2, 0, height % 2))
+        batch, height, width, channels = hidden_states.shape
+        # (B, H/2, 2[row], W/2, 2[col], C) -> (B, H/2, W/2, col, row, C): the order x00, x10, x01, x11 of the paper's code.
+        merged = hidden_states.view(batch, height // 2, 2, width // 2, 2, channels).permute(0, 1, 3, 4, 2, 5)
+        merged = merged.reshape(batch, height // 2, width // 2, 4 * channels)
+        return self.reduction(self.norm(merged))
+
+
+def relative_position_index(window_size: int) -> torch.Tensor:
+    """Index into the (2M-1)^2 bias table for every (query, key) pair of an M x M window (Eq. 4 of the paper)."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij"))
+    coords = coords.flatten(1)
+    relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window_size - 1)
+    return (relative[..., 0] * (2 * window_size - 1) + relative[..., 1]).flatten()
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(Q K^T * scaling + mask) V on (batch, heads, tokens, head_dim); returns (batch, tokens, heads, head_dim)
+    and the attention probabilities."""
+    scores = torch.matmul(query, key.transpose(-2, -1)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
+    context = torch.matmul(F.dropout(weights, p=dropout, training=module.training), value)
+    return context.transpose(1, 2), weights
+
+
+class SwinFPNWindowAttention(nn.Module):
+    """Multi-head self-attention inside each window with a learned relative position bias B (Eq. 4):
+
+    Attention(Q, K, V) = SoftMax(Q K^T / sqrt(d) + B + mask) V,
+
+    where `mask` separates the sub-windows that the cyclic shift of SW-MSA brought together. The kernel is chosen the
+    transformers way, from `config._attn_implementation` ("sdpa" by default, or "eager").
+    """
+
+    def __init__(self, config: SwinFPNConfig, channels: int, num_heads: int) -> None:
+        super().__init__()
+        self.config = config
+        self.is_causal = False
+        self.num_heads = num_heads
+        self.head_dim = channels // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.window_area = config.window_size**2
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.qkv = nn.Linear(channels, 3 * channels, bias=config.qkv_bias)
+        self.proj = nn.Linear(channels, channels)
+        self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * config.window_size - 1) ** 2, num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(config.window_size), persistent=False)
+
+    def relative_position_bias(self) -> torch.Tensor:
+        """B of Eq. 4 for this block's heads: (num_heads, M^2, M^2)."""
+        bias = self.relative_position_bias_table[self.relative_position_index]
+        return bias.view(self.window_area, self.window_area, self.num_heads).permute(2, 0, 1)
+
+    def forward(
+        self, windows: torch.Tensor, shift_mask: torch.Tensor | None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`windows`: (B, nW, M^2, C); `shift_mask`: (nW, M^2, M^2) or None. Returns (B, nW, M^2, C)."""
+        batch, num_windows, tokens, channels = windows.shape
+        qkv = self.qkv(windows).view(batch * num_windows, tokens, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self.relative_position_bias().unsqueeze(0)
+        if shift_mask is not None:
+            bias = (bias + shift_mask.unsqueeze(1)).repeat(batch, 1, 1, 1)
+        attention = eager_attention_forward
+        if not output_attentions:
+            attention = ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
+        context, weights = attention(
+            self,
+            query,
+            key,
+            value,
+            bias.to(query.dtype),
+            scaling=self.scaling,
+            dropout=self.attention_dropout if self.training else 0.0,
+        )
+        context = context.reshape(batch, num_windows, tokens, channels)
+        return self.proj_dropout(self.proj(context)), weights if output_attentions else None
+
+
+class SwinFPNMLP(nn.Module):
+    def __init__(self, config: SwinFPNConfig, channels: int) -> None:
+        super().__init__()
+        hidden = int(channels * config.mlp_ratio)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.activation = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(hidden, channels)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.dropout(self.activation(self.fc1(hidden_states)))
+        return self.dropout(self.fc2(hidden_states))
+
+
+class WindowLayout:
+    """How a stage's (H, W) map is cut into M x M windows: the padded size, the cyclic shift, the SW-MSA mask.
+
+    Built once per stage and forward from shapes only, shared by the stage's blocks.
+    """
+
+    def __init__(self, height: int, width: int, window_size: int, device: torch.device) -> None:
+        self.height, self.width, self.window_size = height, width, window_size
+        self.padded_height = height + (-height) % window_size
+        self.padded_width = width + (-width) % window_size
+        self.shift = window_size // 2
+        self.shift_mask = self._shift_mask(device) if self.shift > 0 else None
+
+    @property
+    def needs_padding(self) -> bool:
+        return self.padded_height != self.height or self.padded_width != self.width
+
+    def _shift_mask(self, device: torch.device) -> torch.Tensor:
+        """(nW, M^2, M^2) mask: 0 within a sub-window of the shifted map, -100 across (Sec. 3.2, Fig. 4)."""
+        window, shift = self.window_size, self.shift
+        rows = torch.arange(self.padded_height, device=device)
+        cols = torch.arange(self.padded_width, device=device)
+        row_region = (rows >= self.padded_height - window).long() + (rows >= self.padded_height - shift).long()
+        col_region = (cols >= self.padded_width - window).long() + (cols >= self.padded_width - shift).long()
+        regions = (row_region[:, None] * 3 + col_region[None, :]).float()
+        regions = self.partition(regions[None, :, :, None]).flatten(0, 1).squeeze(-1)
+        mask = regions[:, None, :] != regions[:, :, None]
+        return torch.zeros(mask.shape, device=device).masked_fill_(mask, SHIFTED_WINDOW_MASK_VALUE)
+
+    def partition(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(B, Hp, Wp, C) -> (B, nW, M^2, C) in row-major window order."""
+        batch, height, width, channels = hidden_states.shape
+        window = self.window_size
+        windows = hidden_states.view(batch, height // window, window, width // window, window, channels)
+        return windows.permute(0, 1, 3, 2, 4, 5).reshape(batch, -1, window * window, channels)
+
+    def reverse(self, windows: torch.Tensor) -> torch.Tensor:
+        """(B, nW, M^2, C) -> (B, Hp, Wp, C), the inverse of `partition`."""
+        batch, _, _, channels = windows.shape
+        window = self.window_size
+        rows, cols = self.padded_height // window, self.padded_width // window
+        hidden_states = windows.view(batch, rows, cols, window, window, channels).permute(0, 1, 3, 2, 4, 5)
+        return hidden_states.reshape(batch, self.padded_height, self.padded_width, channels)
+
+    def to_windows(self, hidden_states: torch.Tensor, shifted: bool) -> torch.Tensor:
+        """Pad to whole windows, apply the cyclic shift by -floor(M/2) for SW-MSA, and partition."""
+        if self.needs_padding:
+            pad = (0, 0, 0, self.padded_width - self.width, 0, self.padded_height - self.height)
+            hidden_states = F.pad(hidden_states, pad)
+        if shifted:
+            hidden_states = torch.roll(hidden_states, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        return self.partition(hidden_states)
+
+    def from_windows(self, windows: torch.Tensor, shifted: bool) -> torch.Tensor:
+        """Inverse of `to_windows`: reverse the partition, undo the shift, crop the padding."""
+        hidden_states = self.reverse(windows)
+        if shifted:
+            hidden_states = torch.roll(hidden_states, shifts=(self.shift, self.shift), dims=(1, 2))
+        if self.needs_padding:
+            hidden_states = hidden_states[:, : self.height, : self.width]
+        return hidden_states
+
+
+class SwinFPNBlock(GradientCheckpointingLayer):
+    """One Swin Transformer block (Eq. 3): z' = (S)W-MSA(LN(z)) + z; z = MLP(LN(z')) + z'."""
+
+    def __init__(self, config: SwinFPNConfig, channels: int, num_heads: int, drop_path: float, shifted: bool) -> None:
+        super().__init__()
+        self.shifted = shifted
+        self.norm1 = nn.LayerNorm(channels, eps=config.layer_norm_eps)
+        self.attn = SwinFPNWindowAttention(config, channels, num_heads)
+        self.norm2 = nn.LayerNorm(channels, eps=config.layer_norm_eps)
+        self.mlp = SwinFPNMLP(config, channels)
+        self.drop_path = SwinFPNDropPath(drop_path)
+
+    def forward(
+        self, hidden_states: torch.Tensor, layout: WindowLayout, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        shifted = self.shifted and layout.shift > 0
+        windows = layout.to_windows(self.norm1(hidden_states), shifted)
+        attended, weights = self.attn(windows, layout.shift_mask if shifted else None, output_attentions)
+        hidden_states = hidden_states + self.drop_path(layout.from_windows(attended, shifted))
+        hidden_states = hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states)))
+        return hidden_states, weights
+
+
+class SwinFPNStage(nn.Module):
+    """The blocks of one stage, alternating W-MSA and SW-MSA, then the patch merging to the next stage (if any)."""
+
+    def __init__(
+        self, config: SwinFPNConfig, channels: int, depth: int, num_heads: int, drop_paths: list[float], merge: bool
+    ) -> None:
+        super().__init__()
+        self.window_size = config.window_size
+        self.blocks = nn.ModuleList(
+            [SwinFPNBlock(config, channels, num_heads, drop_paths[i], shifted=i % 2 == 1) for i in range(depth)]
+        )
+        self.downsample = SwinFPNPatchMerging(channels) if merge else None
+
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        layout = WindowLayout(hidden_states.shape[1], hidden_states.shape[2], self.window_size, hidden_states.device)
+        attentions = ()
+        for block in self.blocks:
+            hidden_states, weights = block(hidden_states, layout, output_attentions)
+            if output_attentions:
+                attentions += (weights,)
+        return hidden_states, attentions
+
+
+class SwinFPNBackbone(nn.Module):
+    """The hierarchical Swin encoder: patch embedding, four stages, a LayerNorm on each stage output.
+
+    `forward(pixel_values)` returns the stage outputs (before patch merging) as NCHW maps at strides
+    patch, 2*patch, 4*patch, 8*patch, the order and layout of transformers' `SwinBackbone.feature_maps`.
+    """
+
+    def __init__(self, config: SwinFPNConfig) -> None:
+        super().__init__()
+        self.patch_embed = SwinFPNPatchEmbedding(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        total_blocks = sum(config.depths)
+        drop_paths = [config.drop_path_rate * i / max(total_blocks - 1, 1) for i in range(total_blocks)]
+        self.stages = nn.ModuleList()
+        for index, (depth, heads, channels) in enumerate(zip(config.depths, config.num_heads, config.stage_channels)):
+            first = sum(config.depths[:index])
+            self.stages.append(
+                SwinFPNStage(
+                    config,
+                    channels,
+                    depth,
+                    heads,
+                    drop_paths[first : first + depth],
+                    merge=index < len(config.depths) - 1,
+                )
+            )
+        self.stage_norms = nn.ModuleList(nn.LayerNorm(channels) for channels in config.stage_channels)
+
+    def encode(
+        self, pixel_values: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Returns (stage feature maps NCHW, patch embedding NCHW, attention weights per block)."""
+        hidden_states = self.dropout(self.patch_embed(pixel_values))
+        embedding = hidden_states
+        feature_maps, attentions = (), ()
+        for stage, norm in zip(self.stages, self.stage_norms):
+            hidden_states, stage_attentions = stage(hidden_states, output_attentions)
+            attentions += stage_attentions
+            feature_maps += (norm(hidden_states).permute(0, 3, 1, 2),)
+            if stage.downsample is not None:
+                hidden_states = stage.downsample(hidden_states)
+        return feature_maps, embedding.permute(0, 3, 1, 2), attentions
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.encode(pixel_values)[0]
+
+
+class SwinFPNFeaturePyramid(nn.Module):
+    """Feature Pyramid Network (Lin et al. 2017): lateral 1x1 convs, a top-down path with nearest upsampling and
+    addition, and a 3x3 conv on each merged level. All levels get `fpn_hidden_size` channels."""
+
+    def __init__(self, config: SwinFPNConfig) -> None:
+        super().__init__()
+        width = config.fpn_hidden_size
+        self.lateral_convs = nn.ModuleList(nn.Conv2d(c, width, kernel_size=1) for c in config.stage_channels)
+        self.output_convs = nn.ModuleList(
+            nn.Conv2d(width, width, kernel_size=3, padding=1) for _ in config.stage_channels
+        )
+
+    def forward(self, feature_maps: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        laterals = [conv(feature) for conv, feature in zip(self.lateral_convs, feature_maps)]
+        for level in range(len(laterals) - 1, 0, -1):
+            coarser = F.interpolate(laterals[level], size=laterals[level - 1].shape[-2:], mode="nearest")
+            laterals[level - 1] = laterals[level - 1] + coarser
+        return [conv(lateral) for conv, lateral in zip(self.output_convs, laterals)]
+
+
+class SwinFPNUpsamplingBranch(nn.Module):
+    """One level of the Semantic FPN head: max(1, level) stages of conv3x3-GroupNorm-ReLU, each followed by a 2x
+    bilinear upsampling except at the finest level, bringing the level to stride `patch_size`."""
+
+    def __init__(self, config: SwinFPNConfig, level: int) -> None:
+        super().__init__()
+        self.upsample = level > 0
+        in_channels = [config.fpn_hidden_size] + [config.head_hidden_size] * max(level - 1, 0)
+        self.convs = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(channels, config.head_hidden_size, kernel_size=3, padding=1, bias=False),
+                nn.GroupNorm(config.head_num_groups, config.head_hidden_size),
+                nn.ReLU(inplace=True),
+            )
+            for channels in in_channels
+        )
+
+    def forward(self, feature: torch.Tensor, sizes: list[torch.Size]) -> torch.Tensor:
+        """`sizes` are the spatial sizes of the finer levels, finest first, to upsample through."""
+        for step, conv in enumerate(self.convs):
+            feature = conv(feature)
+            if self.upsample:
+                target = sizes[len(self.convs) - 1 - step]
+                feature = F.interpolate(feature, size=target, mode="bilinear", align_corners=False)
+        return feature
+
+
+class SwinFPNSegmentationHead(nn.Module):
+    """Semantic FPN head (Kirillov et al. 2019, Sec. 3 and Fig. 3): every FPN level is brought to the finest stride
+    with 128 channels, the levels are summed, and a 1x1 conv predicts the classes."""
+
+    def __init__(self, config: SwinFPNConfig) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            SwinFPNUpsamplingBranch(config, level) for level in range(len(config.stage_channels))
+        )
+        self.classifier = nn.Conv2d(config.head_hidden_size, config.num_labels, kernel_size=1)
+
+    def forward(self, pyramid: list[torch.Tensor]) -> torch.Tensor:
+        sizes = [level.shape[-2:] for level in pyramid]
+        fused = self.branches[0](pyramid[0], sizes)
+        for level in range(1, len(pyramid)):
+            fused = fused + self.branches[level](pyramid[level], sizes)
+        return self.classifier(fused)
+
+
+class SwinFPNPreTrainedModel(PreTrainedModel):
+    config_class = SwinFPNConfig
+    config: SwinFPNConfig
+    base_model_prefix = "swin_fpn"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _no_split_modules = ["SwinFPNStage"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=self.config.initializer_range)
+        elif isinstance(module, SwinFPNWindowAttention):
+            init.trunc_normal_(module.relative_position_bias_table, std=self.config.initializer_range)
+            init.copy_(module.relative_position_index, relative_position_index(self.config.window_size))
+        elif isinstance(module, nn.Conv2d) and module.kernel_size != (self.config.patch_size,) * 2:
+            init.kaiming_uniform_(module.weight, a=1)
+
+
+class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
+    """Swin backbone + FPN + Semantic FPN head for semantic segmentation.
+
+    Returns a `SemanticSegmenterOutput` whose `logits` are (batch, num_labels, height, width) at the input size.
+    With `labels` (batch, height, width), `loss` is the cross-entropy ignoring `config.semantic_loss_ignore_index`.
+    """
+
+    def __init__(self, config: SwinFPNConfig) -> None:
+        super().__init__(config)
+        self.backbone = SwinFPNBackbone(config)
+        self.fpn = SwinFPNFeaturePyramid(config)
+        self.decode_head = SwinFPNSegmentationHead(config)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SemanticSegmenterOutput | tuple:
+        output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
+        output_attentions = bool(output_attentions or self.config.output_attentions)
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        self._check_pixel_values(pixel_values)
+        if labels is not None:
+            self._check_labels(labels, pixel_values)
+
+        feature_maps, embedding, attentions = self.backbone.encode(pixel_values, output_attentions)
+        logits = self.decode_head(self.fpn(feature_maps))
+        logits = self._upsample_to_input(logits, pixel_values.shape[-2:])
+
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits, labels.long(), ignore_index=self.config.semantic_loss_ignore_index)
+
+        hidden_states = (embedding, *feature_maps) if output_hidden_states else None
+        attentions = attentions if output_attentions else None
+        if not return_dict:
+            output = tuple(v for v in (logits, hidden_states, attentions) if v is not None)
+            return ((loss,) + output) if loss is not None else output
+        return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=hidden_states, attentions=attentions)
+
+    def _upsample_to_input(self, logits: torch.Tensor, input_size: torch.Size) -> torch.Tensor:
+        """Bilinear upsampling from stride `patch_size` to the padded input, then the padding is cropped away."""
+        patch = self.config.patch_size
+        padded = (logits.shape[-2] * patch, logits.shape[-1] * patch)
+        logits = F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)
+        return logits[..., : input_size[0], : input_size[1]]
+
+    def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        expected = f"(batch, {self.config.num_channels}, height, width)"
+        if not isinstance(pixel_values, torch.Tensor):
+            raise ValueError(f"pixel_values: expected a torch.Tensor of shape {expected}, got {type(pixel_values)}.")
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
+            raise ValueError(f"pixel_values: expected shape {expected}, got {tuple(pixel_values.shape)}.")
+        if not pixel_values.is_floating_point():
+            raise ValueError(
+                f"pixel_values: expected a floating-point tensor (use the image processor), got {pixel_values.dtype}."
+            )
+        if min(pixel_values.shape) < 1:
+            raise ValueError(f"pixel_values: every dimension must be >= 1, got {tuple(pixel_values.shape)}.")
+
+    def _check_labels(self, labels: torch.Tensor, pixel_values: torch.Tensor) -> None:
+        expected = (pixel_values.shape[0], *pixel_values.shape[-2:])
+        if labels.shape != expected:
+            raise ValueError(
+                f"labels: expected shape (batch, height, width) = {expected} to match pixel_values, "
+                f"got {tuple(labels.shape)}."
+            )
+        if labels.is_floating_point():
+            raise ValueError(f"labels: expected an integer tensor of class ids, got {labels.dtype}.")
+
+    @classmethod
+    def from_pretrained_backbone(cls, name_or_path: str, **config_kwargs) -> SwinFPNForSegmentation:
+        """Build the model from a transformers Swin checkpoint (`SwinModel`, `SwinForImageClassification` or
+        `SwinBackbone`; v5 or legacy key names), e.g. `microsoft/swin-tiny-patch4-window7-224`.
+
+        The checkpoint's geometry and backbone weights are taken; the FPN and head start fresh, and so do the stage
+        norms when the checkpoint has none. `config_kwargs` set the rest (`num_labels`, `id2label`, dropouts, ...).
+        """
+        from transformers import SwinBackbone, SwinConfig
+
+        swin_config = SwinConfig.from_pretrained(name_or_path)
+        if swin_config.model_type != "swin":
+            raise ValueError(
+                f"from_pretrained_backbone: {name_or_path!r} is a {swin_config.model_type!r} checkpoint; expected a "
+                "transformers Swin ('swin') checkpoint such as microsoft/swin-tiny-patch4-window7-224."
+            )
+        if swin_config.use_absolute_embeddings:
+            raise ValueError(
+                f"from_pretrained_backbone: {name_or_path!r} uses absolute position embeddings, which SwinFPN does "
+                "not have; use a checkpoint with use_absolute_embeddings=False."
+            )
+        geometry = _swin_geometry(swin_config)
+        clashes = {k: v for k, v in config_kwargs.items() if k in geometry and _as_list(v) != _as_list(geometry[k])}
+        if clashes:
+            raise ValueError(
+                f"from_pretrained_backbone: {sorted(clashes)} differ from the checkpoint's geometry "
+                f"{ {k: geometry[k] for k in clashes} }; leave them out to take the checkpoint's."
+            )
+        config = SwinFPNConfig(**{**geometry, **config_kwargs, "backbone_checkpoint": str(name_or_path)})
+        stage_names = [f"stage{i + 1}" for i in range(len(swin_config.depths))]
+        swin_backbone, info = SwinBackbone.from_pretrained(
+            name_or_path, out_features=stage_names, output_loading_info=True
+        )
+        model = cls(config)
+        converted = convert_swin_backbone_state_dict(swin_backbone.state_dict())
+        missing_norms = any(key.startswith("hidden_states_norms") for key in info["missing_keys"])
+        if missing_norms:
+            converted = {k: v for k, v in converted.items() if not k.startswith("stage_norms.")}
+        model.backbone.load_state_dict(converted, strict=not missing_norms)
+        return model
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _swin_geometry(swin_config) -> dict:
+    """The fields of a transformers `SwinConfig` that fix the backbone's shape and arithmetic."""
+    image_size = swin_config.image_size
+    return {
+        "image_size": image_size if isinstance(image_size, int) else int(image_size[0]),
+        "patch_size": swin_config.patch_size if isinstance(swin_config.patch_size, int) else swin_config.patch_size[0],
+        "num_channels": swin_config.num_channels,
+        "embed_dim": swin_config.embed_dim,
+        "depths": list(swin_config.depths),
+        "num_heads": list(swin_config.num_heads),
+        "window_size": swin_config.window_size,
+        "mlp_ratio": swin_config.mlp_ratio,
+        "qkv_bias": swin_config.qkv_bias,
+        "hidden_act": swin_config.hidden_act,
+        "layer_norm_eps": swin_config.layer_norm_eps,
+    }
+
+
+def convert_swin_backbone_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a transformers `SwinBackbone` state dict (v5 names) to `SwinFPNBackbone`'s, fusing q/k/v into qkv."""
+    converted: dict[str, torch.Tensor] = {}
+    for key, tensor in state_dict.items():
+        key = key.removeprefix("swin.")
+        if key.startswith("hidden_states_norms.stage"):
+            stage, param = key.removeprefix("hidden_states_norms.stage").split(".", 1)
+            converted[f"stage_norms.{int(stage) - 1}.{param}"] = tensor
+            continue
+        if key.startswith("layernorm.") or "relative_position_index" in key or key.startswith("pooler"):
+            continue
+        for old, new in _SWIN_KEY_RENAMES:
+            key = key.replace(old, new)
+        converted[key] = tensor
+    for key in [k for k in converted if ".attn.q_proj." in k]:
+        suffix = key.rsplit(".", 1)[1]
+        prefix = key.split(".attn.q_proj.")[0]
+        parts = [converted.pop(f"{prefix}.attn.{name}_proj.{suffix}") for name in ("q", "k", "v")]
+        converted[f"{prefix}.attn.qkv.{suffix}"] = torch.cat(parts, dim=0)
+    return converted
+
+
+_SWIN_KEY_RENAMES = (
+    ("embeddings.patch_embeddings.projection", "patch_embed.projection"),
+    ("embeddings.norm", "patch_embed.norm"),
+    ("encoder.layers.", "stages."),
+    ("layernorm_before", "norm1"),
+    ("layernorm_after", "norm2"),
+    ("attention.relative_position_bias.relative_position_bias_table", "attn.relative_position_bias_table"),
+    ("attention.o_proj", "attn.proj"),
+    ("attention.q_proj", "attn.q_proj"),
+    ("attention.k_proj", "attn.k_proj"),
+    ("attention.v_proj", "attn.v_proj"),
+)
+
+
+__all__ = ["SwinFPNForSegmentation", "SwinFPNPreTrainedModel", "SwinFPNBackbone"]
