@@ -13,6 +13,15 @@ T = 1000
 LN2 = math.log(2.0)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared machine the thread pool only adds waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class PointMassEpsilon(torch.nn.Module):
     """The exact noise predictor when the data distribution is the single point `x0` (one point per image).
 

@@ -11,6 +11,15 @@ T = 1000
 SHAPE = (2, 3, 4, 4)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared machine the thread pool only adds waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def paper_schedule() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     betas = np.linspace(1e-4, 0.02, T, dtype=np.float64)
     alphas = 1.0 - betas
