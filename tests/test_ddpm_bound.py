@@ -132,10 +132,11 @@ def test_bound_uses_the_full_training_schedule_after_respacing():
 
 def test_bound_with_a_unet_is_finite_and_reproducible():
     torch.manual_seed(0)
-    unet = paper_unet("tiny", sample_size=8, block_out_channels=(8, 16, 16), norm_num_groups=4).eval()
+    unet = paper_unet("tiny", sample_size=8, block_out_channels=(8, 16, 16), norm_num_groups=4, dropout=0.5)
     scheduler = DDPMPaperScheduler()
     x0 = _eight_bit_images(batch=2, size=8)
     first = variational_bound(unet, scheduler, x0, generator=torch.Generator().manual_seed(1), num_timesteps=8)
+    assert unet.training  # dropout was off during the evaluation (the results agree) and training mode is restored
     again = variational_bound(unet, scheduler, x0, generator=torch.Generator().manual_seed(1), num_timesteps=8)
     for key, value in first.items():
         assert value.shape == (2,) and torch.isfinite(value).all(), key

@@ -218,7 +218,7 @@ def variational_bound(
     Args:
         unet:
             The noise predictor: `unet(x_t, t).sample` for a batch `x_t` and a tensor of per-sample timesteps, e.g. a
-            diffusers `UNet2DModel`. Put it in eval mode first (dropout).
+            diffusers `UNet2DModel`. It runs in eval mode (no dropout); a module in training mode is put back after.
         scheduler:
             A [`DDPMPaperScheduler`] (or anything with float `betas` and a config with `variance_type` and
             `prediction_type`); its full training schedule is used, whatever `set_timesteps` was called with.
@@ -246,12 +246,19 @@ def variational_bound(
     kl_timesteps = _kl_timesteps(num_timesteps, schedule.num_timesteps)
 
     timesteps = np.concatenate([[0], kl_timesteps[::-1]])  # the decoder first, then t = T-1 .. 1 as the official loop
-    terms = torch.cat(
-        [
-            _terms_bpd(unet, schedule, x0, timesteps[i : i + batch_timesteps], generator, clip_denoised)
-            for i in range(0, len(timesteps), batch_timesteps)
-        ]
-    )
+    was_training = bool(getattr(unet, "training", False))
+    if was_training:  # the official code evaluates with dropout off
+        unet.eval()
+    try:
+        terms = torch.cat(
+            [
+                _terms_bpd(unet, schedule, x0, timesteps[i : i + batch_timesteps], generator, clip_denoised)
+                for i in range(0, len(timesteps), batch_timesteps)
+            ]
+        )
+    finally:
+        if was_training:
+            unet.train()
     decoder_bpd = terms[0]
     diffusion_bpd = terms[1:].sum(dim=0) * ((schedule.num_timesteps - 1) / len(kl_timesteps))
     prior_bpd = _prior_bpd(schedule, x0).to(decoder_bpd.device)
