@@ -1,0 +1,54 @@
+"""The `hf-swin-ddpm` console script, run as a real subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, SwinBackbone, SwinConfig
+
+import hf_swin_ddpm  # noqa: F401  (registers swin_fpn with the Auto classes)
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("hf-swin-ddpm")
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(CONSOLE_SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_convert_swin_saves_a_loadable_model_and_processor(tmp_path):
+    torch.manual_seed(0)
+    swin = SwinBackbone(
+        SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], out_features=["stage1", "stage4"])
+    ).eval()
+    swin.save_pretrained(tmp_path / "swin")
+    (tmp_path / "labels.json").write_text('{"0": "sky", "1": "tree", "2": "road"}')
+    result = run_cli("convert-swin", "swin", "out", "--id2label", "labels.json", "--image-size", "96", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    model = AutoModelForSemanticSegmentation.from_pretrained(tmp_path / "out")
+    assert model.config.id2label == {0: "sky", 1: "tree", 2: "road"}
+    assert AutoImageProcessor.from_pretrained(tmp_path / "out").size["height"] == 96
+    weight = swin.swin.embeddings.patch_embeddings.projection.weight
+    assert torch.equal(model.backbone.patch_embed.projection.weight, weight)
+
+
+def test_errors_are_one_line_without_traceback(tmp_path):
+    (tmp_path / "bad.json").write_text("[1, 2")
+    cases = [
+        ("convert-swin", "no-such-folder", "out"),
+        ("convert-swin", "x", "out", "--id2label", "bad.json"),
+        ("convert-swin", "x", "out", "--id2label", "missing.json"),
+        ("convert-swin", "x", "out", "--num-labels", "0"),
+        ("sample", "no-such-pipeline", "grid.png"),
+    ]
+    for args in cases:
+        result = run_cli(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr, args
+        lines = [line for line in result.stderr.splitlines() if line.startswith("hf-swin-ddpm")]
+        assert len(lines) == 1 and "error:" in lines[0], (args, result.stderr)
+    assert not (tmp_path / "out").exists()  # nothing written on failure
