@@ -182,66 +182,74 @@ class SwinFPNMLP(nn.Module):
 
 
 class WindowLayout:
-    """How a stage's (H, W) map is cut into M x M windows: the padded size, the cyclic shift, the SW-MSA mask.
+    """How a stage's (H, W) map is cut into M x M windows: padding, cyclic shift and the SW-MSA mask.
 
-    Built once per stage and forward from shapes only, shared by the stage's blocks.
+    Built once per stage and forward from shapes only and shared by the stage's blocks. Padding to whole windows, the
+    cyclic shift by -floor(M/2) (Sec. 3.2) and the window partition are one gather along the token axis, and their
+    inverse (partition reversed, shift undone, padding cropped) is one gather too: two copies per block instead of
+    the five of pad, roll, partition, reverse and roll back.
     """
 
     def __init__(self, height: int, width: int, window_size: int, device: torch.device) -> None:
         self.height, self.width, self.window_size = height, width, window_size
         self.padded_height = height + (-height) % window_size
         self.padded_width = width + (-width) % window_size
+        self.num_windows = (self.padded_height // window_size) * (self.padded_width // window_size)
+        self.num_padding = self.padded_height * self.padded_width - height * width
         self.shift = window_size // 2
         self.shift_mask = self._shift_mask(device) if self.shift > 0 else None
+        self._gathers = {
+            shifted: self._gather_indices(self.shift if shifted else 0, device) for shifted in (False, True)
+        }
 
-    @property
-    def needs_padding(self) -> bool:
-        return self.padded_height != self.height or self.padded_width != self.width
+    def _window_slot_coordinates(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row and column, in the padded (and shifted) map, of every token slot in window order."""
+        window, windows_per_row = self.window_size, self.padded_width // self.window_size
+        slot = torch.arange(self.padded_height * self.padded_width, device=device)
+        window_index, inner = slot // (window * window), slot % (window * window)
+        rows = (window_index // windows_per_row) * window + inner // window
+        cols = (window_index % windows_per_row) * window + inner % window
+        return rows, cols
+
+    def _gather_indices(self, shift: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(source token of each window slot, the slots that hold padding, the window slot of each token)."""
+        window, windows_per_row = self.window_size, self.padded_width // self.window_size
+        rows, cols = self._window_slot_coordinates(device)
+        source_rows = (rows + shift) % self.padded_height  # torch.roll by -shift reads from i + shift
+        source_cols = (cols + shift) % self.padded_width
+        valid = (source_rows < self.height) & (source_cols < self.width)
+        slot_sources = torch.where(valid, source_rows * self.width + source_cols, 0)
+        padding_slots = torch.argsort(valid.to(torch.uint8), stable=True)[: self.num_padding]
+        token_rows = (torch.arange(self.height, device=device)[:, None] - shift) % self.padded_height
+        token_cols = (torch.arange(self.width, device=device)[None, :] - shift) % self.padded_width
+        token_slots = ((token_rows // window) * windows_per_row + token_cols // window) * window * window
+        token_slots = token_slots + (token_rows % window) * window + token_cols % window
+        return slot_sources, padding_slots, token_slots.flatten()
 
     def _shift_mask(self, device: torch.device) -> torch.Tensor:
         """(nW, M^2, M^2) mask: 0 within a sub-window of the shifted map, -100 across (Sec. 3.2, Fig. 4)."""
         window, shift = self.window_size, self.shift
-        rows = torch.arange(self.padded_height, device=device)
-        cols = torch.arange(self.padded_width, device=device)
+        rows, cols = self._window_slot_coordinates(device)
         row_region = (rows >= self.padded_height - window).long() + (rows >= self.padded_height - shift).long()
         col_region = (cols >= self.padded_width - window).long() + (cols >= self.padded_width - shift).long()
-        regions = (row_region[:, None] * 3 + col_region[None, :]).float()
-        regions = self.partition(regions[None, :, :, None]).flatten(0, 1).squeeze(-1)
+        regions = (row_region * 3 + col_region).view(self.num_windows, window * window)
         mask = regions[:, None, :] != regions[:, :, None]
         return torch.zeros(mask.shape, device=device).masked_fill_(mask, SHIFTED_WINDOW_MASK_VALUE)
 
-    def partition(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """(B, Hp, Wp, C) -> (B, nW, M^2, C) in row-major window order."""
-        batch, height, width, channels = hidden_states.shape
-        window = self.window_size
-        windows = hidden_states.view(batch, height // window, window, width // window, window, channels)
-        return windows.permute(0, 1, 3, 2, 4, 5).reshape(batch, -1, window * window, channels)
-
-    def reverse(self, windows: torch.Tensor) -> torch.Tensor:
-        """(B, nW, M^2, C) -> (B, Hp, Wp, C), the inverse of `partition`."""
-        batch, _, _, channels = windows.shape
-        window = self.window_size
-        rows, cols = self.padded_height // window, self.padded_width // window
-        hidden_states = windows.view(batch, rows, cols, window, window, channels).permute(0, 1, 3, 2, 4, 5)
-        return hidden_states.reshape(batch, self.padded_height, self.padded_width, channels)
-
     def to_windows(self, hidden_states: torch.Tensor, shifted: bool) -> torch.Tensor:
-        """Pad to whole windows, apply the cyclic shift by -floor(M/2) for SW-MSA, and partition."""
-        if self.needs_padding:
-            pad = (0, 0, 0, self.padded_width - self.width, 0, self.padded_height - self.height)
-            hidden_states = F.pad(hidden_states, pad)
-        if shifted:
-            hidden_states = torch.roll(hidden_states, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        return self.partition(hidden_states)
+        """(B, H, W, C) -> (B, nW, M^2, C): zero-pad to whole windows, shift by -floor(M/2) if `shifted`, partition."""
+        batch, _, _, channels = hidden_states.shape
+        slot_sources, padding_slots, _ = self._gathers[shifted]
+        windows = hidden_states.reshape(batch, -1, channels).index_select(1, slot_sources)
+        if self.num_padding:
+            windows.index_fill_(1, padding_slots, 0.0)
+        return windows.view(batch, self.num_windows, -1, channels)
 
     def from_windows(self, windows: torch.Tensor, shifted: bool) -> torch.Tensor:
-        """Inverse of `to_windows`: reverse the partition, undo the shift, crop the padding."""
-        hidden_states = self.reverse(windows)
-        if shifted:
-            hidden_states = torch.roll(hidden_states, shifts=(self.shift, self.shift), dims=(1, 2))
-        if self.needs_padding:
-            hidden_states = hidden_states[:, : self.height, : self.width]
-        return hidden_states
+        """Inverse of `to_windows`: (B, nW, M^2, C) -> (B, H, W, C)."""
+        batch, _, _, channels = windows.shape
+        tokens = windows.reshape(batch, -1, channels).index_select(1, self._gathers[shifted][2])
+        return tokens.view(batch, self.height, self.width, channels)
 
 
 class SwinFPNBlock(GradientCheckpointingLayer):
