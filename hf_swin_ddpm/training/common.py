@@ -1,0 +1,665 @@
+"""What both training scripts share: the common flags, data loading, checkpoints, trackers, results and model cards.
+
+The flags carry the names of the diffusers / transformers example scripts (``--dataset_name``, ``--train_data_dir``,
+``--output_dir``, ``--resolution``, ``--train_batch_size``, ``--max_train_steps``, ``--checkpointing_steps``,
+``--resume_from_checkpoint``, ``--report_to``, ``--push_to_hub``, ...).
+
+Checkpoints are ``output_dir/checkpoint-{global_step}`` folders written by ``accelerator.save_state`` (model,
+optimizer, LR scheduler, every process's RNG states and the objects registered with ``register_for_checkpointing``:
+the EMA weights and the :class:`TrainingProgress`, i.e. the data position). They are written under
+``checkpoint-{global_step}.tmp`` and renamed once complete, so a run killed while saving never leaves a folder that
+looks complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data import EMBEDDED_DATASETS, load_image_dataset
+
+CHECKPOINT_PREFIX = "checkpoint-"
+INCOMPLETE_SUFFIX = ".tmp"
+CHECKPOINT_PATTERN = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+ALL_RESULTS_FILE = "all_results.json"
+MODEL_CARD_FILE = "README.md"
+DEFAULT_EVAL_SPLITS = ("validation", "test")
+DEBUG_ENV = "HF_SWIN_DDPM_DEBUG"  # set to 1 to get full tracebacks instead of one-line errors
+TRACKERS = ("tensorboard", "wandb", "comet_ml", "mlflow", "aim", "clearml", "dvclive", "swanlab", "trackio")
+
+AnyDataset = datasets.Dataset | datasets.IterableDataset
+
+
+class TrainingError(Exception):
+    """A problem with the user's input or files: reported as one line, exit status 2, no traceback."""
+
+
+# --- arguments --------------------------------------------------------------------------------------------------
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags both scripts share (names of the diffusers / transformers example scripts).
+
+    Script-specific defaults (learning rate, warm-up, model preset, ...) are set by each script with
+    ``parser.set_defaults``.
+    """
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--dataset_name",
+        help="An embedded dataset (digits, shapes), a Hub dataset id, or a local dataset file/folder "
+        "(parquet, arrow, save_to_disk).",
+    )
+    data.add_argument("--dataset_config_name", help="The configuration of the Hub dataset.")
+    data.add_argument(
+        "--train_data_dir",
+        help="A local folder: an image folder (generation) or images/ + annotations/ folders (segmentation).",
+    )
+    data.add_argument("--cache_dir", help="Where datasets (and pretrained weights) are cached.")
+    data.add_argument("--streaming", action="store_true", help="Stream the dataset (needs --max_train_steps).")
+    data.add_argument(
+        "--eval_split",
+        help="The held-out split to evaluate on. Default: 'validation', else 'test', else --train_val_split of train.",
+    )
+    data.add_argument(
+        "--train_val_split",
+        type=float,
+        default=0.1,
+        help="Fraction of the train split held out for evaluation when the dataset has no eval split.",
+    )
+    data.add_argument("--max_train_samples", type=int, help="Keep only the first N training examples.")
+    data.add_argument("--max_eval_samples", type=int, help="Keep only the first N evaluation examples.")
+    data.add_argument("--resolution", type=int, help="Training resolution; sets the model's input/sample size.")
+    data.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes.")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model_config", help="A preset name or a JSON config file.")
+
+    training = parser.add_argument_group("training")
+    training.add_argument("--output_dir", required=True, help="Where the model, checkpoints and logs go.")
+    training.add_argument("--seed", type=int, default=0, help="Seed of initialisation, data order and augmentation.")
+    training.add_argument("--train_batch_size", type=int, help="Batch size per process.")
+    training.add_argument("--eval_batch_size", type=int, default=16, help="Evaluation batch size per process.")
+    training.add_argument("--num_epochs", "--num_train_epochs", dest="num_epochs", type=int, help="Training epochs.")
+    training.add_argument("--max_train_steps", type=int, help="Optimizer steps; overrides --num_epochs.")
+    training.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    training.add_argument("--learning_rate", type=float, help="Peak learning rate.")
+    training.add_argument("--lr_scheduler", help="diffusers.optimization.get_scheduler name.")
+    training.add_argument("--lr_warmup_steps", type=int, help="Linear warm-up, in optimizer steps.")
+    training.add_argument("--adam_beta1", type=float, default=0.9)
+    training.add_argument("--adam_beta2", type=float, default=0.999)
+    training.add_argument("--adam_epsilon", type=float, default=1e-8)
+    training.add_argument("--max_grad_norm", type=float, help="Clip gradients to this global norm (0: no clipping).")
+    training.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), help="Default: accelerate's config.")
+    training.add_argument("--logging_steps", type=int, default=10, help="Log the loss every N optimizer steps.")
+
+    checkpoints = parser.add_argument_group("checkpoints")
+    checkpoints.add_argument("--checkpointing_steps", type=int, default=500, help="Save a checkpoint every N steps.")
+    checkpoints.add_argument("--checkpoints_total_limit", type=int, help="Keep at most N checkpoints (oldest go).")
+    checkpoints.add_argument("--resume_from_checkpoint", help="A checkpoint folder, or 'latest' in --output_dir.")
+
+    tracking = parser.add_argument_group("tracking and the Hub")
+    tracking.add_argument(
+        "--report_to", default="tensorboard", help=f"Trackers, comma separated ({', '.join(TRACKERS)}), 'all', 'none'."
+    )
+    tracking.add_argument("--logging_dir", default="logs", help="Tracker logs, relative to --output_dir.")
+    tracking.add_argument("--tracker_project_name", help="Project / run name given to the trackers.")
+    tracking.add_argument("--push_to_hub", action="store_true", help="Push the final model to the Hub.")
+    tracking.add_argument("--hub_model_id", help="The Hub repository (default: the output folder's name).")
+    tracking.add_argument("--hub_token", help="Hub token (default: HF_TOKEN or the login cache).")
+    tracking.add_argument("--hub_private_repo", action="store_true")
+
+
+def _positive(value: int | float | None, flag: str, allow_zero: bool = False) -> None:
+    """Raise ``TrainingError`` when a numeric flag is not positive (or not >= 0)."""
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise TrainingError(f"{flag} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def check_common_arguments(args: argparse.Namespace) -> None:
+    """Raise ``TrainingError`` naming the first inconsistent or out-of-range common flag."""
+    if (args.dataset_name is None) == (args.train_data_dir is None):
+        raise TrainingError("give exactly one of --dataset_name and --train_data_dir")
+    for flag in ("resolution", "train_batch_size", "eval_batch_size", "num_epochs", "max_train_steps"):
+        _positive(getattr(args, flag), f"--{flag}")
+    for flag in ("gradient_accumulation_steps", "checkpointing_steps", "checkpoints_total_limit", "logging_steps"):
+        _positive(getattr(args, flag), f"--{flag}")
+    for flag in ("learning_rate", "max_train_samples", "max_eval_samples"):
+        _positive(getattr(args, flag), f"--{flag}")
+    for flag in ("lr_warmup_steps", "max_grad_norm", "dataloader_num_workers"):
+        _positive(getattr(args, flag), f"--{flag}", allow_zero=True)
+    if not 0.0 < args.train_val_split < 1.0:
+        raise TrainingError(f"--train_val_split must lie in (0, 1), got {args.train_val_split}")
+    if args.streaming and args.max_train_steps is None:
+        raise TrainingError("--streaming needs --max_train_steps (a stream has no length to count epochs by)")
+    if args.train_data_dir is not None and not Path(args.train_data_dir).is_dir():
+        raise TrainingError(f"--train_data_dir {args.train_data_dir!r} does not exist or is not a folder")
+    report_to = tracker_names(args.report_to)
+    unknown = [name for name in report_to if name not in TRACKERS]
+    if unknown:
+        raise TrainingError(
+            f"--report_to: unknown tracker {unknown[0]!r}; choose from {', '.join(TRACKERS)}, all, none"
+        )
+
+
+def tracker_names(report_to: str | None) -> list[str]:
+    """``--report_to`` as a list of tracker names ("all" is kept as is, "none" gives an empty list)."""
+    if report_to is None or report_to.strip().lower() in ("", "none"):
+        return []
+    if report_to.strip().lower() == "all":
+        return ["all"]
+    return [name.strip() for name in report_to.split(",") if name.strip()]
+
+
+def load_model_config(value: str, presets: Mapping[str, Mapping[str, Any]], flag: str = "--model_config") -> dict:
+    """The model config of ``value``: a preset name from ``presets``, or a JSON file (e.g. a saved ``config.json``)."""
+    if value in presets:
+        return dict(presets[value])
+    path = Path(value)
+    if path.is_dir() and (path / "config.json").is_file():
+        path = path / "config.json"
+    if path.is_file():
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise TrainingError(f"{flag}: {path} is not a readable JSON file ({first_line(error)})") from None
+        if not isinstance(config, dict):
+            raise TrainingError(f"{flag}: {path} must hold a JSON object of config values")
+        return config
+    raise TrainingError(f"{flag}: {value!r} is neither a preset ({', '.join(presets)}) nor a JSON config file")
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type name when empty)."""
+    text = str(error).strip()
+    if isinstance(error, KeyError) and text.startswith(("'", '"')):
+        text = f"missing key {text}"
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# --- running with one-line errors -----------------------------------------------------------------------------------
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    TrainingError,
+    ValueError,
+    OSError,
+    datasets.exceptions.DatasetNotFoundError,
+)
+
+
+def run_with_clear_errors(program: str, train: Callable[[], Any]) -> int:
+    """Run ``train()``; a user error becomes one line ``"{program}: error: ..."`` on stderr and exit status 2.
+
+    Set ``HF_SWIN_DDPM_DEBUG=1`` for the full traceback.
+    """
+    try:
+        train()
+    except USER_ERRORS as error:
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        print(f"{program}: error: {first_line(error)}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted; resume with --resume_from_checkpoint latest", file=sys.stderr, flush=True)
+        return 130
+    return 0
+
+
+# --- data -----------------------------------------------------------------------------------------------------------
+
+
+def _load_split(args: argparse.Namespace, split: str, task: str) -> AnyDataset:
+    """One split of the dataset the flags name (see :func:`hf_swin_ddpm.data.load_image_dataset`)."""
+    return load_image_dataset(
+        dataset_name=args.dataset_name,
+        dataset_config_name=args.dataset_config_name,
+        train_data_dir=args.train_data_dir,
+        split=split,
+        streaming=args.streaming,
+        task=task,
+        cache_dir=args.cache_dir,
+        seed=args.seed,
+        resolution=args.resolution,
+    )
+
+
+def _first_examples(dataset: AnyDataset, count: int | None) -> AnyDataset:
+    """The first ``count`` examples (all when ``count`` is None)."""
+    if count is None:
+        return dataset
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset.take(count)
+    return dataset.select(range(min(count, len(dataset))))
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """The training examples and the held-out ones: ``eval_split`` names the split (``"test"``, or ``"train"`` when
+    part of the train split was held out) and ``eval_source`` says in words where the held-out examples come from."""
+
+    train: AnyDataset
+    eval: AnyDataset | None
+    eval_split: str | None
+    eval_source: str
+
+
+def load_train_and_eval_datasets(args: argparse.Namespace, task: str) -> TrainingData:
+    """The training data and the held-out data.
+
+    The held-out data is ``--eval_split`` when given (it must exist), otherwise the first of ``validation`` and
+    ``test`` that exists, otherwise a seeded ``--train_val_split`` fraction of the train split (not for streams, which
+    then have no held-out data).
+    """
+    train = _load_split(args, "train", task)
+    candidates = (args.eval_split,) if args.eval_split else DEFAULT_EVAL_SPLITS
+    held_out, eval_split, source = None, None, "none"
+    for split in candidates:
+        try:
+            held_out, eval_split, source = _load_split(args, split, task), split, f"the {split!r} split"
+            break
+        except ValueError:
+            if args.eval_split:
+                raise
+    if held_out is None and isinstance(train, datasets.Dataset):
+        if len(train) < 2:
+            raise TrainingError(f"the training data has {len(train)} example(s); at least 2 are needed")
+        parts = train.train_test_split(test_size=args.train_val_split, seed=args.seed)
+        train, held_out, eval_split = parts["train"], parts["test"], "train"
+        source = f"{args.train_val_split:.0%} of the train split, held out (seed {args.seed})"
+    train = _first_examples(train, args.max_train_samples)
+    if held_out is not None:
+        held_out = _first_examples(held_out, args.max_eval_samples)
+    if isinstance(train, datasets.Dataset) and len(train) == 0:
+        raise TrainingError("the training data is empty")
+    return TrainingData(train, held_out, eval_split, source)
+
+
+def dataset_label(args: argparse.Namespace) -> str:
+    """How the model card and logs name the data: the dataset name or the folder."""
+    if args.dataset_name is not None:
+        return args.dataset_name + (f" ({args.dataset_config_name})" if args.dataset_config_name else "")
+    return f"local folder {Path(args.train_data_dir).name}"
+
+
+def hub_dataset_ids(args: argparse.Namespace) -> list[str]:
+    """The ``datasets`` entry of the card metadata: the Hub dataset id (not an embedded dataset or a local path)."""
+    if args.dataset_name is None or args.dataset_name in EMBEDDED_DATASETS or Path(args.dataset_name).exists():
+        return []
+    return [args.dataset_name]
+
+
+def seeded_data_generator(seed: int) -> torch.Generator:
+    """The DataLoader's own generator: its base-seed draw then leaves the global torch RNG alone (exact resume)."""
+    return torch.Generator().manual_seed(seed)
+
+
+# --- schedule -------------------------------------------------------------------------------------------------------
+
+
+def resolve_training_length(
+    args: argparse.Namespace, batches_per_epoch: int | None, default_num_epochs: int
+) -> tuple[int, int, int | None]:
+    """``(max_train_steps, num_epochs, updates_per_epoch)`` from ``--max_train_steps`` / ``--num_epochs``.
+
+    ``batches_per_epoch`` is per process (None for streams, which then need ``--max_train_steps``).
+    """
+    if batches_per_epoch is None:
+        return args.max_train_steps, 1, None
+    if batches_per_epoch == 0:
+        raise TrainingError("the training data is smaller than one batch per process; lower --train_batch_size")
+    updates_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
+    if args.max_train_steps is not None:
+        return args.max_train_steps, math.ceil(args.max_train_steps / updates_per_epoch), updates_per_epoch
+    num_epochs = args.num_epochs or default_num_epochs
+    return num_epochs * updates_per_epoch, num_epochs, updates_per_epoch
+
+
+@dataclasses.dataclass
+class TrainingProgress:
+    """Where training stands: optimizer steps taken, the epoch, and the batches of that epoch already consumed.
+
+    Registered with ``accelerator.register_for_checkpointing``, it is saved in every checkpoint, so a resumed run
+    skips exactly the batches it had consumed (``accelerator.skip_first_batches``).
+    """
+
+    global_step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, int(state[field.name]))
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------------------
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The global step of a complete checkpoint folder's name, None for anything else (incl. ``.tmp`` folders)."""
+    match = CHECKPOINT_PATTERN.match(path.name)
+    return int(match.group(1)) if match and path.is_dir() else None
+
+
+def complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """The complete checkpoints in ``output_dir``, oldest (lowest step) first."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(checkpoint_step(path), path) for path in root.iterdir()]
+    return [path for step, path in sorted((s, p) for s, p in found if s is not None)]
+
+
+def resolve_resume_checkpoint(value: str | None, output_dir: str | Path) -> Path | None:
+    """The checkpoint ``--resume_from_checkpoint`` names: a folder, or ``latest`` (None when there is none yet)."""
+    if value is None:
+        return None
+    if value == "latest":
+        checkpoints = complete_checkpoints(output_dir)
+        return checkpoints[-1] if checkpoints else None
+    path = Path(value)
+    if not path.is_dir() and (Path(output_dir) / value).is_dir():
+        path = Path(output_dir) / value
+    if not path.is_dir():
+        raise TrainingError(f"--resume_from_checkpoint: {value!r} is not a checkpoint folder (or 'latest')")
+    if path.name.endswith(INCOMPLETE_SUFFIX):
+        raise TrainingError(f"--resume_from_checkpoint: {path} is an incomplete checkpoint (its save was interrupted)")
+    if not any(path.glob("model*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
+        raise TrainingError(f"--resume_from_checkpoint: {path} holds no saved model; not an accelerate checkpoint")
+    return path
+
+
+def save_checkpoint(accelerator, output_dir: str | Path, global_step: int, total_limit: int | None) -> Path:
+    """``accelerator.save_state`` into ``checkpoint-{global_step}.tmp``, renamed to ``checkpoint-{global_step}``
+    when every process has written its part; then the oldest checkpoints beyond ``total_limit`` are removed.
+
+    Call on every process.
+    """
+    root = Path(output_dir)
+    final = root / f"{CHECKPOINT_PREFIX}{global_step}"
+    partial = root / f"{CHECKPOINT_PREFIX}{global_step}{INCOMPLETE_SUFFIX}"
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted save
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        partial.rename(final)
+        if total_limit is not None:
+            for old in complete_checkpoints(root)[:-total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator, path: Path) -> None:
+    """``accelerator.load_state``: model, optimizer, LR scheduler, RNG states and the registered objects."""
+    accelerator.load_state(str(path))
+
+
+# --- trackers and images ----------------------------------------------------------------------------------------------
+
+
+def tracker_config(args: argparse.Namespace) -> dict[str, int | float | str | bool]:
+    """The flags as tracker hyperparameters (TensorBoard accepts only scalars and strings)."""
+    config = {}
+    for key, value in vars(args).items():
+        if key == "hub_token":
+            continue
+        config[key] = value if isinstance(value, int | float | str | bool) else str(value)
+    return config
+
+
+def image_grid(images: Sequence[Image.Image], columns: int | None = None) -> Image.Image:
+    """Paste equally sized images into a grid, ``columns`` wide (default: about square)."""
+    if not images:
+        raise ValueError("image_grid needs at least one image")
+    columns = columns or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    width, height = images[0].size
+    grid = Image.new(images[0].mode, (columns * width, rows * height))
+    for index, image in enumerate(images):
+        grid.paste(image, ((index % columns) * width, (index // columns) * height))
+    return grid
+
+
+def log_image(accelerator, tag: str, image: Image.Image, step: int) -> None:
+    """Send an image to the trackers that take images (TensorBoard, Weights & Biases). Main process only."""
+    if not accelerator.is_main_process:
+        return
+    array = np.asarray(image.convert("RGB"))
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image(tag, array, step, dataformats="HWC")
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({tag: wandb.Image(image)}, step=step)
+
+
+def upscale_for_display(image: Image.Image, min_side: int = 256) -> Image.Image:
+    """Nearest-neighbour upscale of a small image so that its short side reaches about ``min_side`` pixels."""
+    factor = max(1, min_side // max(1, min(image.size)))
+    return image if factor == 1 else image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+
+
+# --- results, model card, Hub ---------------------------------------------------------------------------------------
+
+
+def write_all_results(output_dir: str | Path, results: Mapping[str, Any]) -> Path:
+    """Write ``all_results.json`` (as the transformers examples do)."""
+    path = Path(output_dir) / ALL_RESULTS_FILE
+    path.write_text(json.dumps(dict(results), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+CARD_KINDS: dict[str, dict[str, Any]] = {
+    "ddpm": {
+        "library_name": "diffusers",
+        "pipeline_tag": "unconditional-image-generation",
+        "tags": ["hf-swin-ddpm", "ddpm", "diffusion", "unconditional-image-generation"],
+        "metric": ("bits_per_dim", "NLL (bits/dim)", "test"),
+    },
+    "swin_fpn": {
+        "library_name": "transformers",
+        "pipeline_tag": "image-segmentation",
+        "tags": ["hf-swin-ddpm", "swin", "fpn", "semantic-segmentation", "vision"],
+        "metric": ("mean_iou", "Mean IoU", "validation"),
+    },
+}
+
+FALLBACK_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+{{ description }}
+{% if image_file %}
+![{{ image_caption }}]({{ image_file }})
+{% endif %}
+## Training
+
+{{ training_data }}
+
+| Hyperparameter | Value |
+|---|---|
+{% for name, value in hyperparameters.items() -%}
+| {{ name }} | {{ value }} |
+{% endfor %}
+## Results
+
+{% if metric_value is not none %}{{ metric_name }}: {{ metric_value }} ({{ eval_dataset }}, {{ eval_split }}).
+{% else %}No evaluation results were recorded.{% endif %}
+"""
+
+FALLBACK_DESCRIPTIONS = {
+    "ddpm": "A DDPM (Ho et al. 2020, arXiv:2006.11239) trained with hf-swin-ddpm; load it with "
+    "`hf_swin_ddpm.DDPMPaperPipeline.from_pretrained`.",
+    "swin_fpn": "A Swin Transformer + Semantic FPN segmentation model trained with hf-swin-ddpm; load it with "
+    "`transformers.AutoModelForSemanticSegmentation.from_pretrained` after `import hf_swin_ddpm`.",
+}
+
+
+def render_model_card(kind: str, card_fields: Mapping[str, Any]):
+    """The model card of a ``kind`` (``"ddpm"`` or ``"swin_fpn"``) model as a ``huggingface_hub.ModelCard``.
+
+    Uses ``hf_swin_ddpm.hub.render_model_card`` (the templates of ``model_cards/``) when that module is available,
+    else a small built-in template with the same YAML metadata. ``card_fields`` are that function's fields
+    (``model_name``, ``datasets``, ``training_data``, ``hyperparameters``, ``bits_per_dim`` / ``mean_iou``,
+    ``eval_dataset``, ``eval_split``, ``num_parameters``, ``architecture``, ``image_file``, ...).
+    """
+    try:
+        from ..hub import render_model_card as render_with_templates
+    except ImportError:
+        render_with_templates = None
+    if render_with_templates is not None:
+        return render_with_templates(kind, **card_fields)
+    return _render_fallback_card(kind, card_fields)
+
+
+def _render_fallback_card(kind: str, fields: Mapping[str, Any]):
+    """The built-in card: huggingface_hub's ``ModelCardData`` (with ``model-index`` results) and a short body."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    info = CARD_KINDS[kind]
+    metric_field, metric_name, default_split = info["metric"]
+    model_name = fields.get("model_name") or "model"
+    datasets_ids = list(fields.get("datasets") or [])
+    metric_value = fields.get(metric_field)
+    eval_dataset = fields.get("eval_dataset") or (datasets_ids[0] if datasets_ids else None)
+    eval_split = fields.get("eval_split") or default_split
+    eval_results = None
+    if metric_value is not None and eval_dataset:
+        eval_results = [
+            EvalResult(
+                task_type=info["pipeline_tag"],
+                dataset_type=eval_dataset,
+                dataset_name=eval_dataset,
+                dataset_split=eval_split,
+                metric_type=metric_field,
+                metric_name=metric_name,
+                metric_value=round(float(metric_value), 6),
+            )
+        ]
+    card_data = ModelCardData(
+        library_name=info["library_name"],
+        pipeline_tag=info["pipeline_tag"],
+        tags=[*info["tags"], *(fields.get("tags") or [])],
+        datasets=datasets_ids or None,
+        license=fields.get("license") or "apache-2.0",
+        base_model=fields.get("base_model"),
+        model_name=model_name,
+        eval_results=eval_results,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_str=FALLBACK_CARD_TEMPLATE,
+        model_name=model_name,
+        description=FALLBACK_DESCRIPTIONS[kind],
+        training_data=fields.get("training_data") or "",
+        hyperparameters={k: format_value(v) for k, v in (fields.get("hyperparameters") or {}).items()},
+        metric_name=metric_name,
+        metric_value=None if metric_value is None else format_value(float(metric_value)),
+        eval_dataset=eval_dataset,
+        eval_split=eval_split,
+        image_file=fields.get("image_file"),
+        image_caption=fields.get("image_caption") or "Example",
+    )
+
+
+def write_model_card(output_dir: str | Path, kind: str, card_fields: Mapping[str, Any]) -> Path:
+    """Write ``output_dir/README.md``, the model card (see :func:`render_model_card`)."""
+    path = Path(output_dir) / MODEL_CARD_FILE
+    render_model_card(kind, card_fields).save(path)
+    return path
+
+
+def format_value(value: Any) -> str:
+    """A hyperparameter or metric as the card shows it."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+PUSH_SKIPPED_CARD_FIELDS = ("model_name", "image_file", "image_caption")
+
+
+def push_to_hub(obj: Any, args: argparse.Namespace, card_fields: Mapping[str, Any], **save_fields: Any) -> str:
+    """Push ``obj`` with ``hf_swin_ddpm.hub.push_to_hub`` to ``--hub_model_id`` (default: the output folder's name),
+    with the run's card fields and ``save_fields`` (``image_processor``, ``example_image``); returns the commit URL."""
+    try:
+        from ..hub import push_to_hub as hub_push
+    except ImportError as error:
+        raise TrainingError(f"--push_to_hub needs hf_swin_ddpm.hub, which is not available ({error})") from None
+    repo_id = args.hub_model_id or Path(args.output_dir).resolve().name
+    fields = {k: v for k, v in card_fields.items() if k not in PUSH_SKIPPED_CARD_FIELDS}
+    return hub_push(
+        obj,
+        repo_id,
+        private=args.hub_private_repo,
+        token=args.hub_token,
+        commit_message=f"End of training ({args.command_line.split()[0]})",
+        **fields,
+        **save_fields,
+    )
+
+
+@contextlib.contextmanager
+def main_process_first_when(accelerator, condition: bool = True):
+    """``accelerator.main_process_first()`` when ``condition``, else nothing (e.g. dataset downloads)."""
+    if condition:
+        with accelerator.main_process_first():
+            yield
+    else:
+        yield
+
+
+def make_accelerator(args: argparse.Namespace):
+    """The ``Accelerator`` of a run: gradient accumulation, mixed precision, trackers logging under
+    ``output_dir/logging_dir``, and accelerate's seedable sampler (every process draws the same, seeded order)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+
+    trackers = tracker_names(args.report_to)
+    project_config = ProjectConfiguration(
+        project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / args.logging_dir)
+    )
+    return Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=trackers or None,
+        project_config=project_config,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+
+
+def command_line(program: str, argv: Sequence[str]) -> str:
+    """The command as the model card shows it (the Hub token masked)."""
+    shown = list(argv)
+    for index, value in enumerate(shown[:-1]):
+        if value == "--hub_token":
+            shown[index + 1] = "***"
+    return " ".join([program, *shown])

@@ -1,0 +1,534 @@
+"""Train a DDPM (Ho et al. 2020) with accelerate and save it as a ``DDPMPaperPipeline``.
+
+    accelerate launch -m hf_swin_ddpm.training.train_ddpm --dataset_name digits --model_config tiny \\
+        --output_dir ddpm-digits --train_batch_size 64 --max_train_steps 2000 --lr_warmup_steps 100
+
+The defaults are the paper's CIFAR-10 recipe: the 35.7M-parameter UNet (``--model_config cifar10``), Adam at 2e-4
+with 5,000 warm-up steps and then a constant rate, gradient clipping at 1.0, an EMA of the weights with decay 0.9999,
+dropout 0.1, random horizontal flips (off for ``digits``), T = 1000 linear betas from 1e-4 to 0.02 and the L_simple
+loss ||eps - eps_theta(x_t, t)||^2 with t uniform. Sample grids go to the trackers and ``output_dir/samples/`` every
+``--save_images_steps``; at the end ``output_dir`` holds the pipeline (EMA weights when EMA is on), its variational
+bound in bits/dim on the held-out split (``all_results.json``), ``sample_grid.png`` and a model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+import torch.nn.functional as F
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from diffusers import UNet2DModel
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from PIL import Image
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..data import DDPMTransform, attach_transform, collate_ddpm
+from ..ddpm import PAPER_UNET_PRESETS, DDPMPaperPipeline, DDPMPaperScheduler, variational_bound
+from . import common
+from .common import TrainingError, TrainingProgress
+
+PROGRAM = "train_ddpm"
+logger = get_logger(__name__)
+
+# Datasets whose images must not be flipped (a mirrored digit is not a digit).
+NO_FLIP_DATASETS = frozenset({"digits"})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags: the common ones plus the DDPM-specific ones (names of diffusers' ``train_unconditional.py``)."""
+    parser = argparse.ArgumentParser(
+        prog="train_ddpm", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    common.add_common_arguments(parser)
+    ddpm = parser.add_argument_group("DDPM")
+    ddpm.add_argument("--dropout", type=float, default=0.1, help="UNet dropout (the paper's CIFAR-10 value).")
+    ddpm.add_argument(
+        "--random_flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Random horizontal flips (default: on, except for the digits dataset).",
+    )
+    ddpm.add_argument("--ddpm_num_steps", type=int, default=1000, help="T, the number of diffusion steps.")
+    ddpm.add_argument(
+        "--ddpm_beta_schedule", default="linear", choices=("linear", "scaled_linear", "squaredcos_cap_v2")
+    )
+    ddpm.add_argument("--ddpm_num_inference_steps", type=int, default=1000, help="Sampling steps of the sample grids.")
+    ddpm.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True, help="Keep an EMA of weights.")
+    ddpm.add_argument("--ema_decay", type=float, default=0.9999, help="Maximum EMA decay.")
+    ddpm.add_argument("--ema_min_decay", type=float, default=0.0)
+    ddpm.add_argument(
+        "--ema_warmup",
+        action="store_true",
+        help="EMA decay warm-up 1 - (1 + step / inv_gamma)^-power (default: EMAModel's (1 + step) / (10 + step)).",
+    )
+    ddpm.add_argument("--ema_inv_gamma", type=float, default=1.0)
+    ddpm.add_argument("--ema_power", type=float, default=3 / 4)
+    ddpm.add_argument("--adam_weight_decay", type=float, default=0.0, help="Decoupled weight decay (0: plain Adam).")
+    ddpm.add_argument("--save_images_steps", type=int, default=1000, help="Log a sample grid every N steps.")
+    ddpm.add_argument("--num_sample_images", type=int, default=16, help="Images in each sample grid.")
+    ddpm.add_argument(
+        "--eval_bpd_timesteps",
+        type=int,
+        default=100,
+        help="KL terms of the variational bound evaluated (evenly strided over T; 0 skips the evaluation).",
+    )
+    parser.set_defaults(
+        model_config="cifar10",
+        train_batch_size=128,
+        num_epochs=None,
+        learning_rate=2e-4,
+        lr_scheduler="constant_with_warmup",
+        lr_warmup_steps=5000,
+        max_grad_norm=1.0,
+    )
+    return parser
+
+
+DEFAULT_NUM_EPOCHS = 100
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and check the flags; fill in the defaults that depend on others (flips)."""
+    args = build_parser().parse_args(argv)
+    common.check_common_arguments(args)
+    args.command_line = common.command_line(PROGRAM, sys.argv[1:] if argv is None else argv)
+    for flag in ("ddpm_num_steps", "ddpm_num_inference_steps", "save_images_steps", "num_sample_images"):
+        common._positive(getattr(args, flag), f"--{flag}")
+    common._positive(args.eval_bpd_timesteps, "--eval_bpd_timesteps", allow_zero=True)
+    if args.ddpm_num_inference_steps > args.ddpm_num_steps:
+        raise TrainingError(
+            f"--ddpm_num_inference_steps ({args.ddpm_num_inference_steps}) exceeds --ddpm_num_steps ({args.ddpm_num_steps})"
+        )
+    if not 0.0 <= args.dropout < 1.0:
+        raise TrainingError(f"--dropout must lie in [0, 1), got {args.dropout}")
+    if not 0.0 < args.ema_decay <= 1.0:
+        raise TrainingError(f"--ema_decay must lie in (0, 1], got {args.ema_decay}")
+    if args.random_flip is None:
+        args.random_flip = args.dataset_name not in NO_FLIP_DATASETS
+    return args
+
+
+# --- model and data -------------------------------------------------------------------------------------------------
+
+
+def build_unet(args: argparse.Namespace) -> UNet2DModel:
+    """The UNet of ``--model_config`` (a preset of ``PAPER_UNET_PRESETS`` or a JSON config), at ``--resolution``
+    with ``--dropout``."""
+    config = common.load_model_config(args.model_config, PAPER_UNET_PRESETS)
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    if args.resolution is not None:
+        config["sample_size"] = args.resolution
+    config["dropout"] = args.dropout
+    try:
+        return UNet2DModel(**config)
+    except (TypeError, ValueError) as error:
+        raise TrainingError(f"--model_config {args.model_config}: not a valid UNet2DModel config ({error})") from None
+
+
+def unet_resolution(unet: UNet2DModel) -> int:
+    """The side of the square images the UNet is trained on."""
+    size = unet.config.sample_size
+    return int(size if isinstance(size, int) else size[0])
+
+
+def build_noise_scheduler(args: argparse.Namespace) -> DDPMPaperScheduler:
+    """The paper's forward process: T steps, betas from 1e-4 to 0.02 (linear by default), sigma_t^2 = beta_t."""
+    return DDPMPaperScheduler(num_train_timesteps=args.ddpm_num_steps, beta_schedule=args.ddpm_beta_schedule)
+
+
+def build_dataloaders(
+    args: argparse.Namespace, resolution: int, channels: int
+) -> tuple[DataLoader, DataLoader | None, DDPMTransform, common.TrainingData]:
+    """The training and held-out DataLoaders (before ``accelerator.prepare``), the training transform (its epoch
+    must be set every epoch) and the loaded data."""
+    data = common.load_train_and_eval_datasets(args, "generation")
+    train_dataset, eval_dataset = data.train, data.eval
+    train_transform = DDPMTransform(resolution, channels, random_flip=args.random_flip, seed=args.seed)
+    streaming = isinstance(train_dataset, datasets.IterableDataset)
+    if streaming:
+        train_dataset = train_dataset.shuffle(seed=args.seed, buffer_size=1000)
+    train_dataloader = DataLoader(
+        attach_transform(train_dataset, train_transform),
+        batch_size=args.train_batch_size,
+        shuffle=not streaming,
+        collate_fn=collate_ddpm,
+        num_workers=args.dataloader_num_workers,
+        generator=common.seeded_data_generator(args.seed),
+    )
+    eval_dataloader = None
+    if eval_dataset is not None and args.eval_bpd_timesteps > 0:
+        eval_dataloader = DataLoader(
+            attach_transform(eval_dataset, DDPMTransform(resolution, channels, random_flip=False)),
+            batch_size=args.eval_batch_size,
+            collate_fn=collate_ddpm,
+            num_workers=args.dataloader_num_workers,
+        )
+    return train_dataloader, eval_dataloader, train_transform, data
+
+
+def build_ema(args: argparse.Namespace, unet: UNet2DModel) -> EMAModel | None:
+    """diffusers' ``EMAModel`` of the UNet's weights (None without ``--use_ema``)."""
+    if not args.use_ema:
+        return None
+    return EMAModel(
+        unet.parameters(),
+        decay=args.ema_decay,
+        min_decay=args.ema_min_decay,
+        use_ema_warmup=args.ema_warmup,
+        inv_gamma=args.ema_inv_gamma,
+        power=args.ema_power,
+        model_cls=UNet2DModel,
+        model_config=unet.config,
+    )
+
+
+# --- the training step ------------------------------------------------------------------------------------------------
+
+
+def ddpm_loss(unet: torch.nn.Module, noise_scheduler: DDPMPaperScheduler, clean_images: torch.Tensor) -> torch.Tensor:
+    """L_simple (Algorithm 1): ||eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t)||^2, t uniform in
+    0..T-1 (the paper's 1..T). Noise and timesteps come from the global torch RNG (per process)."""
+    noise = torch.randn(clean_images.shape, device=clean_images.device, dtype=clean_images.dtype)
+    timesteps = torch.randint(
+        0, noise_scheduler.config.num_train_timesteps, (clean_images.shape[0],), device=clean_images.device
+    )
+    noisy_images = noise_scheduler.add_noise(clean_images, noise, timesteps)
+    noise_pred = unet(noisy_images, timesteps).sample
+    return F.mse_loss(noise_pred.float(), noise.float())
+
+
+def training_step(
+    accelerator, unet, noise_scheduler, optimizer, lr_scheduler, batch: dict[str, torch.Tensor], max_grad_norm: float
+) -> torch.Tensor:
+    """One micro-batch: loss, backward, and (at accumulation boundaries) clipping and the optimizer/LR step."""
+    with accelerator.accumulate(unet):
+        loss = ddpm_loss(unet, noise_scheduler, batch["input"])
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and max_grad_norm:
+            accelerator.clip_grad_norm_(unet.parameters(), max_grad_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+# --- sampling and evaluation ------------------------------------------------------------------------------------------
+
+
+class ema_weights:  # noqa: N801 (a context manager used like a function)
+    """Within the block the model holds the EMA weights (no-op without EMA); the training weights come back after."""
+
+    def __init__(self, ema: EMAModel | None, model: torch.nn.Module) -> None:
+        self.ema, self.model = ema, model
+
+    def __enter__(self) -> torch.nn.Module:
+        if self.ema is not None:
+            self.ema.store(self.model.parameters())
+            self.ema.copy_to(self.model.parameters())
+        return self.model
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.ema is not None:
+            self.ema.restore(self.model.parameters())
+
+
+def generate_samples(unet: UNet2DModel, noise_scheduler: DDPMPaperScheduler, args: argparse.Namespace) -> list:
+    """``--num_sample_images`` images from the reverse chain (Algorithm 2), seeded by ``--seed``."""
+    pipeline = DDPMPaperPipeline(unet=unet, scheduler=DDPMPaperScheduler.from_config(noise_scheduler.config))
+    pipeline.set_progress_bar_config(disable=True)
+    generator = torch.Generator(device=unet.device).manual_seed(args.seed)
+    was_training = unet.training
+    unet.eval()
+    try:
+        return pipeline(
+            batch_size=args.num_sample_images, generator=generator, num_inference_steps=args.ddpm_num_inference_steps
+        ).images
+    finally:
+        unet.train(was_training)
+
+
+def save_sample_grid(images: list, path: Path) -> Image.Image:
+    """Save the images as one grid, upscaled (nearest) so that each image is at least 64 pixels wide."""
+    grid = common.image_grid(images)
+    factor = max(1, math.ceil(64 / images[0].width))
+    grid = grid.resize((grid.width * factor, grid.height * factor), Image.NEAREST) if factor > 1 else grid
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return grid
+
+
+def evaluate_bpd(
+    accelerator, unet: UNet2DModel, noise_scheduler: DDPMPaperScheduler, eval_dataloader, args: argparse.Namespace
+) -> dict[str, float]:
+    """The variational bound (bits/dim) averaged over the held-out images, gathered over all processes."""
+    generator = torch.Generator(device=accelerator.device).manual_seed(args.seed + 1 + accelerator.process_index)
+    totals: dict[str, list[torch.Tensor]] = {}
+    for batch in tqdm(eval_dataloader, desc="bits/dim", disable=not accelerator.is_local_main_process, leave=False):
+        terms = variational_bound(
+            unet, noise_scheduler, batch["input"], generator=generator, num_timesteps=args.eval_bpd_timesteps
+        )
+        for name, values in terms.items():
+            totals.setdefault(name, []).append(accelerator.gather_for_metrics(values.float()))
+    if not totals:
+        return {}
+    results = {f"eval_{name}": torch.cat(values).mean().item() for name, values in totals.items()}
+    results["eval_samples"] = int(torch.cat(totals["total_bpd"]).numel())
+    return results
+
+
+# --- the run ----------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DDPMTrainingResult:
+    """What :func:`train` returns: the trained UNet (final weights, EMA weights copied in when EMA is on), the noise
+    scheduler, the results written to ``all_results.json`` and the process index."""
+
+    unet: UNet2DModel
+    noise_scheduler: DDPMPaperScheduler
+    results: dict[str, Any]
+    process_index: int
+
+
+def _log_window(accelerator, loss_sum: torch.Tensor, count: int) -> float:
+    """The mean loss of the logging window over all processes."""
+    mean = loss_sum / max(count, 1)
+    return accelerator.reduce(mean.reshape(1), reduction="mean").item()
+
+
+def train(args: argparse.Namespace) -> DDPMTrainingResult:
+    """Train as the flags say; returns the result on every process (used by the multi-process tests)."""
+    accelerator = common.make_accelerator(args)
+    output_dir = Path(args.output_dir)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(args.seed)  # same initial weights on every process
+
+    unet = build_unet(args)
+    noise_scheduler = build_noise_scheduler(args)
+    resolution = unet_resolution(unet)
+    with accelerator.main_process_first():
+        train_dataloader, eval_dataloader, train_transform, data = build_dataloaders(
+            args, resolution, unet.config.in_channels
+        )
+    optimizer = torch.optim.AdamW(
+        unet.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+        weight_decay=args.adam_weight_decay,
+    )
+    streaming = isinstance(train_dataloader.dataset, datasets.IterableDataset)
+    train_dataloader = accelerator.prepare(train_dataloader)
+    batches_per_epoch = None if streaming else len(train_dataloader)  # per process
+    max_train_steps, num_epochs, _ = common.resolve_training_length(args, batches_per_epoch, DEFAULT_NUM_EPOCHS)
+    lr_scheduler = get_scheduler(  # stepped once per process by accelerate: count in process-steps
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_train_steps * accelerator.num_processes,
+    )
+    unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    if eval_dataloader is not None:
+        eval_dataloader = accelerator.prepare(eval_dataloader)
+    ema = build_ema(args, accelerator.unwrap_model(unet))
+    if ema is not None:
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+    progress = TrainingProgress()
+    accelerator.register_for_checkpointing(progress)
+    set_seed(args.seed, device_specific=True)  # different noise on every process
+
+    resume_from = common.resolve_resume_checkpoint(args.resume_from_checkpoint, output_dir)
+    if resume_from is not None:
+        accelerator.print(f"Resuming from {resume_from}")
+        common.load_checkpoint(accelerator, resume_from)
+    elif args.resume_from_checkpoint == "latest":
+        accelerator.print(f"No checkpoint in {output_dir} yet: starting a new run")
+
+    accelerator.init_trackers(args.tracker_project_name or "train_ddpm", config=common.tracker_config(args))
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info(
+        f"Training {sum(p.numel() for p in unet.parameters()):,} parameters for {max_train_steps} steps "
+        f"(batch {total_batch_size} = {args.train_batch_size} x {accelerator.num_processes} processes x "
+        f"{args.gradient_accumulation_steps} accumulation), images {resolution}x{resolution}",
+        main_process_only=True,
+    )
+
+    unwrapped = accelerator.unwrap_model(unet)
+    progress_bar = tqdm(
+        total=max_train_steps,
+        initial=progress.global_step,
+        disable=not accelerator.is_local_main_process,
+        desc="Steps",
+    )
+    loss_sum, loss_count, last_loss = torch.zeros((), device=accelerator.device), 0, float("nan")
+    start_time, start_step = time.perf_counter(), progress.global_step
+    unet.train()
+    while progress.global_step < max_train_steps:
+        train_dataloader.set_epoch(progress.epoch)
+        train_transform.set_epoch(progress.epoch)
+        batches = train_dataloader
+        if progress.batches_in_epoch:
+            batches = accelerator.skip_first_batches(train_dataloader, progress.batches_in_epoch)
+        batches_before = progress.batches_in_epoch
+        for batch in batches:
+            loss = training_step(
+                accelerator, unet, noise_scheduler, optimizer, lr_scheduler, batch, args.max_grad_norm
+            )
+            progress.batches_in_epoch += 1
+            loss_sum, loss_count = loss_sum + loss, loss_count + 1
+            if not accelerator.sync_gradients:
+                continue
+            if ema is not None:
+                ema.step(unet.parameters())
+            progress.global_step += 1
+            progress_bar.update(1)
+            step = progress.global_step
+            if step % args.logging_steps == 0 or step == max_train_steps:
+                last_loss = _log_window(accelerator, loss_sum, loss_count)
+                loss_sum, loss_count = torch.zeros_like(loss_sum), 0
+                logs = {"loss": last_loss, "lr": lr_scheduler.get_last_lr()[0], "epoch": progress.epoch}
+                if ema is not None:
+                    logs["ema_decay"] = ema.cur_decay_value
+                accelerator.log(logs, step=step)
+                progress_bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{logs['lr']:.2e}")
+            if step % args.save_images_steps == 0 and step != max_train_steps:
+                _log_samples(accelerator, unwrapped, ema, noise_scheduler, args, step)
+            if step % args.checkpointing_steps == 0:
+                path = common.save_checkpoint(accelerator, output_dir, step, args.checkpoints_total_limit)
+                logger.info(f"Saved {path}", main_process_only=True)
+            if step >= max_train_steps:
+                break
+        else:
+            if progress.batches_in_epoch == batches_before and streaming:
+                raise TrainingError("the training stream yielded no batches")
+            progress.epoch += 1
+            progress.batches_in_epoch = 0
+    progress_bar.close()
+    train_seconds = time.perf_counter() - start_time
+
+    accelerator.wait_for_everyone()
+    if ema is not None:
+        ema.copy_to(unwrapped.parameters())
+    results: dict[str, Any] = {
+        "global_step": progress.global_step,
+        "epoch": progress.epoch,
+        "num_processes": accelerator.num_processes,
+        "train_loss": last_loss,
+        "train_runtime": round(train_seconds, 2),
+        "train_steps_per_second": round((progress.global_step - start_step) / max(train_seconds, 1e-9), 3),
+        "total_train_batch_size": total_batch_size,
+    }
+    if eval_dataloader is not None:
+        results.update(evaluate_bpd(accelerator, unwrapped, noise_scheduler, eval_dataloader, args))
+        results["eval_bpd_timesteps"] = args.eval_bpd_timesteps
+        results["eval_source"] = data.eval_source
+        results["eval_split"] = data.eval_split
+    if accelerator.is_main_process:
+        _save_outputs(args, unwrapped, noise_scheduler, results, output_dir)
+    accelerator.log({k: v for k, v in results.items() if isinstance(v, int | float)}, step=progress.global_step)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return DDPMTrainingResult(unwrapped, noise_scheduler, results, accelerator.process_index)
+
+
+def _log_samples(accelerator, unet, ema, noise_scheduler, args: argparse.Namespace, step: int) -> None:
+    """Sample a grid with the EMA weights on the main process; save it under ``samples/`` and log it."""
+    if accelerator.is_main_process:
+        with ema_weights(ema, unet):
+            images = generate_samples(unet, noise_scheduler, args)
+        grid = save_sample_grid(images, Path(args.output_dir) / "samples" / f"samples-{step:07d}.png")
+        common.log_image(accelerator, "samples", grid, step)
+    accelerator.wait_for_everyone()
+
+
+def _save_outputs(
+    args: argparse.Namespace,
+    unet: UNet2DModel,
+    noise_scheduler: DDPMPaperScheduler,
+    results: dict[str, Any],
+    output_dir: Path,
+) -> None:
+    """Main process: the pipeline, ``sample_grid.png``, ``all_results.json``, the model card, and the Hub push."""
+    pipeline = DDPMPaperPipeline(unet=unet, scheduler=DDPMPaperScheduler.from_config(noise_scheduler.config))
+    pipeline.save_pretrained(output_dir)
+    images = generate_samples(unet, noise_scheduler, args)
+    save_sample_grid(images, output_dir / "sample_grid.png")
+    common.write_all_results(output_dir, results)
+    card_fields = ddpm_card_fields(args, unet, results, output_dir)
+    common.write_model_card(output_dir, "ddpm", card_fields)
+    if args.push_to_hub:
+        url = common.push_to_hub(pipeline, args, card_fields, example_image=output_dir / "sample_grid.png")
+        print(f"Pushed to {url}")
+
+
+def ddpm_card_fields(
+    args: argparse.Namespace, unet: UNet2DModel, results: dict[str, Any], output_dir: Path
+) -> dict[str, Any]:
+    """The model card fields of the run (``hf_swin_ddpm.hub.render_model_card`` names)."""
+    resolution = unet_resolution(unet)
+    colour = "grayscale" if unet.config.in_channels == 1 else f"{unet.config.in_channels}-channel"
+    hyperparameters = {
+        "model_config": args.model_config,
+        "train_batch_size (total)": results["total_train_batch_size"],
+        "optimizer steps": results["global_step"],
+        "learning_rate": args.learning_rate,
+        "lr_scheduler": f"{args.lr_scheduler}, {args.lr_warmup_steps} warm-up steps",
+        "optimizer": f"Adam betas ({args.adam_beta1}, {args.adam_beta2}), eps {args.adam_epsilon}, "
+        f"weight decay {args.adam_weight_decay}",
+        "max_grad_norm": args.max_grad_norm,
+        "dropout": args.dropout,
+        "EMA": f"decay {args.ema_decay}" if args.use_ema else "off",
+        "random_flip": args.random_flip,
+        "beta schedule": f"{args.ddpm_beta_schedule}, T = {args.ddpm_num_steps}",
+        "mixed_precision": args.mixed_precision or "no",
+        "processes": results["num_processes"],
+        "seed": args.seed,
+        "command": args.command_line,
+    }
+    fields: dict[str, Any] = {
+        "model_name": (args.hub_model_id or output_dir.resolve().name).rsplit("/", 1)[-1],
+        "datasets": common.hub_dataset_ids(args),
+        "training_data": f"Trained on {common.dataset_label(args)} at {resolution}x{resolution} ({colour}); "
+        f"held-out images: {results.get('eval_source', 'none')}.",
+        "hyperparameters": hyperparameters,
+        "num_parameters": sum(p.numel() for p in unet.parameters()),
+        "architecture": {
+            "block_out_channels": tuple(unet.config.block_out_channels),
+            "layers_per_block": unet.config.layers_per_block,
+            "down_block_types": tuple(unet.config.down_block_types),
+        },
+        "sample_size": f"{resolution}x{resolution} {colour}",
+        "num_train_timesteps": args.ddpm_num_steps,
+        "image_file": "sample_grid.png",
+        "image_caption": f"{args.num_sample_images} samples ({args.ddpm_num_inference_steps} steps, seed {args.seed})",
+    }
+    if args.hub_model_id:
+        fields["repo_id"] = args.hub_model_id
+    if "eval_total_bpd" in results:
+        fields["bits_per_dim"] = results["eval_total_bpd"]
+        fields["eval_dataset"] = args.dataset_name or "imagefolder"
+        fields["eval_split"] = results["eval_split"]
+    return fields
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m hf_swin_ddpm.training.train_ddpm`` / ``hf-swin-ddpm train-ddpm``."""
+    return common.run_with_clear_errors(PROGRAM, lambda: train(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
