@@ -1,0 +1,367 @@
+"""The Space's API, served in-process on a free loopback port and called with gradio_client.
+
+Tiny random-weight models stand in for the trained demo models; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from gradio_client import Client, handle_file
+from PIL import Image
+from space_app_support import (
+    TINY_NUM_TRAIN_TIMESTEPS,
+    load_app_module,
+    save_tiny_ddpm,
+    save_tiny_segmenter,
+    served_app,
+)
+
+from hf_swin_ddpm import SwinFPNForSegmentation, SwinFPNImageProcessor
+from hf_swin_ddpm.data import SHAPES_ID2LABEL
+
+LAST_T = TINY_NUM_TRAIN_TIMESTEPS - 1
+
+
+@dataclass
+class Space:
+    client: Client
+    demo: gr.Blocks
+    app: ModuleType
+    swin_fpn_folder: Path
+    images: Path  # a folder for the test's input files
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Space]:
+    root = tmp_path_factory.mktemp("space_api")
+    swin_fpn_folder = save_tiny_segmenter(root / "swin-fpn")
+    ddpm_folder = save_tiny_ddpm(root / "ddpm")
+    images = root / "images"
+    images.mkdir()
+    with served_app(swin_fpn_folder, ddpm_folder) as (demo, url):
+        yield Space(Client(url, verbose=False), demo, load_app_module(), swin_fpn_folder, images)
+
+
+def example_path(app: ModuleType, index: int = 0) -> str:
+    return app.example_images()[index]
+
+
+def save_input(space: Space, image: Image.Image, name: str, **save_options) -> str:
+    path = space.images / name
+    image.save(path, **save_options)
+    return str(path)
+
+
+def segment(space: Space, path: str) -> tuple[Image.Image, Image.Image, dict]:
+    overlay, mask, legend = space.client.predict(handle_file(path), api_name="/segment")
+    return Image.open(overlay), Image.open(mask), legend
+
+
+def expected_classes(space: Space, image: Image.Image) -> np.ndarray:
+    """The model's argmax at the image size, computed directly (not through the app)."""
+    model = SwinFPNForSegmentation.from_pretrained(space.swin_fpn_folder).eval()
+    processor = SwinFPNImageProcessor.from_pretrained(space.swin_fpn_folder)
+    with torch.no_grad():
+        logits = model(pixel_values=processor(images=image, return_tensors="pt")["pixel_values"]).logits
+    upsampled = F.interpolate(logits, size=(image.height, image.width), mode="bilinear", align_corners=False)
+    return upsampled.argmax(dim=1)[0].numpy()
+
+
+def still_answers(space: Space) -> None:
+    overlay, _, _ = segment(space, example_path(space.app))
+    assert overlay.size == (64, 64)
+
+
+# ------------------------------------------------------------------------------------------------ routes
+
+
+def test_api_routes_and_their_first_inputs(space):
+    endpoints = space.client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    parameters = {name: [p["parameter_name"] for p in info["parameters"]] for name, info in endpoints.items()}
+    assert parameters["/segment"] == ["image"]
+    assert parameters["/generate"][:3] == ["seed", "num_images", "inference_steps"]
+    assert parameters["/generate"][3] == "variance"
+    assert parameters["/forward_diffusion"][:2] == ["image", "t"]
+
+
+def test_segment_mask_is_a_lossless_png_of_the_models_argmax(space):
+    path = example_path(space.app)
+    overlay, mask, legend = segment(space, path)
+    assert mask.format == "PNG" and mask.mode == "P" and overlay.size == mask.size == (64, 64)
+    classes = np.asarray(mask)
+    expected = expected_classes(space, Image.open(path).convert("RGB"))
+    assert np.array_equal(classes, expected)
+    assert len(np.unique(classes)) >= 2  # the random model still separates some pixels
+
+    assert legend["headers"] == ["class id", "class", "colour", "pixels (%)"]
+    rows = legend["data"]
+    assert [row[1] for row in rows] == list(SHAPES_ID2LABEL.values())
+    shares = np.array([row[3] for row in rows], dtype=float)
+    assert abs(shares.sum() - 100.0) < 0.05
+    counted = 100.0 * np.bincount(classes.ravel(), minlength=len(rows)) / classes.size
+    np.testing.assert_allclose(shares, counted, atol=0.006)
+    palette = np.array(mask.getpalette()[: 3 * len(rows)]).reshape(-1, 3)
+    for class_id, row in enumerate(rows):
+        assert "#{:02x}{:02x}{:02x}".format(*palette[class_id]) in row[2]
+
+
+def test_overlay_tints_predicted_objects_and_leaves_background_pixels(space):
+    path = example_path(space.app, 1)
+    overlay, mask, _ = segment(space, path)
+    original = np.asarray(Image.open(path).convert("RGB"), dtype=int)
+    changed = np.abs(np.asarray(overlay, dtype=int) - original).sum(axis=2) > 0
+    classes = np.asarray(mask)
+    assert not changed[classes == 0].any()  # background is shown as is
+    assert changed[classes != 0].mean() > 0.95
+
+
+def image_in_mode(mode: str) -> Image.Image:
+    """A 48x40 test picture in `mode`."""
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    if mode == "I;16":
+        return Image.fromarray(np.linspace(0, 65535, 40 * 48).reshape(40, 48).astype(np.uint16))
+    if mode == "P-transparent":
+        palette_image = rgb.convert("P")
+        palette_image.info["transparency"] = 0
+        return palette_image
+    return rgb.convert(mode)
+
+
+@pytest.mark.parametrize(
+    ("mode", "file_name"),
+    [
+        ("RGBA", "rgba.png"),
+        ("LA", "la.png"),
+        ("L", "grey.png"),
+        ("1", "bilevel.png"),
+        ("P", "palette.png"),
+        ("P-transparent", "palette_alpha.png"),
+        ("CMYK", "cmyk.jpg"),
+        ("CMYK", "cmyk.tiff"),
+        ("I;16", "sixteen_bit.png"),
+        ("RGB", "photo.jpg"),
+        ("RGB", "photo.webp"),
+    ],
+)
+def test_segment_accepts_common_image_modes(space, mode, file_name):
+    image = image_in_mode(mode)
+    path = save_input(space, image, file_name)
+    overlay, mask, legend = segment(space, path)
+    assert overlay.mode == "RGB" and overlay.size == mask.size == (48, 40)
+    assert abs(sum(row[3] for row in legend["data"]) - 100.0) < 0.05
+
+
+def test_huge_images_are_downscaled_to_the_bound(space):
+    ramp = np.linspace(0, 255, 3000, dtype=np.uint8)
+    huge = Image.fromarray(np.stack([np.tile(ramp, (1500, 1))] * 3, axis=2))  # 3000 x 1500, compresses well
+    overlay, mask, _ = segment(space, save_input(space, huge, "huge.png"))
+    assert overlay.size == mask.size == (space.app.MAX_IMAGE_SIDE, space.app.MAX_IMAGE_SIDE // 2)
+
+
+@pytest.mark.parametrize(
+    ("file_name", "content"),
+    [
+        ("not_an_image.png", b"this is plain text, not a picture"),
+        ("empty.jpg", b""),
+        ("truncated.png", None),  # the first half of a real PNG
+    ],
+)
+def test_unreadable_uploads_give_a_clear_error_and_the_server_keeps_serving(space, file_name, content):
+    path = space.images / file_name
+    if content is None:
+        content = Path(example_path(space.app, 2)).read_bytes()
+        content = content[: len(content) // 2]
+    path.write_bytes(content)
+    with pytest.raises(Exception, match=r"Could not read '.*': it is not an image or it is corrupt"):
+        space.client.predict(handle_file(str(path)), api_name="/segment")
+    still_answers(space)
+
+
+# ------------------------------------------------------------------------------------------------ generate
+
+
+def generate(space: Space, seed, num_images, steps, variance="sigma² = beta") -> tuple[list[np.ndarray], Image.Image]:
+    gallery, strip = space.client.predict(seed, num_images, steps, variance, api_name="/generate")
+    return [np.asarray(Image.open(item["image"])) for item in gallery], Image.open(strip)
+
+
+def test_generate_returns_the_requested_number_of_upscaled_samples_and_a_trajectory(space):
+    samples, strip = generate(space, seed=3, num_images=3, steps=4)
+    assert len(samples) == 3
+    assert all(sample.shape == (128, 128) for sample in samples)  # 16x16, upscaled 8x with nearest
+    assert all(
+        np.array_equal(sample, np.kron(sample[::8, ::8], np.ones((8, 8), dtype=np.uint8))) for sample in samples
+    )
+    assert strip.width > 3 * strip.height / 2  # a strip: one column per recorded step
+
+
+def test_generate_same_seed_gives_identical_samples(space):
+    first, _ = generate(space, seed=7, num_images=2, steps=3)
+    again, _ = generate(space, seed=7, num_images=2, steps=3)
+    other, _ = generate(space, seed=8, num_images=2, steps=3)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_generate_variance_choice_changes_the_chain(space):
+    large, _ = generate(space, seed=1, num_images=1, steps=3, variance="sigma² = beta")
+    small, _ = generate(space, seed=1, num_images=1, steps=3, variance="beta-tilde")
+    assert not np.array_equal(large[0], small[0])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ((0, 2, 0), "Inference steps must be a whole number from 1 to 1000"),
+        ((0, 2, 1001), "Inference steps must be a whole number from 1 to 1000"),
+        ((0, 2, 2.5), "Inference steps must be a whole number"),
+        ((0, 0, 2), "Number of images must be a whole number from 1 to 16"),
+        ((0, 17, 2), "Number of images must be a whole number from 1 to 16"),
+        ((-1, 2, 2), "Seed must be a whole number from 0 to"),
+    ],
+)
+def test_generate_rejects_out_of_range_numbers(space, arguments, message):
+    with pytest.raises(Exception, match=message):
+        space.client.predict(*arguments, "sigma² = beta", api_name="/generate")
+    samples, _ = generate(space, seed=0, num_images=1, steps=1)
+    assert len(samples) == 1
+
+
+def test_generate_rejects_an_unknown_variance(space):
+    with pytest.raises(Exception, match="not in the list of choices"):
+        space.client.predict(0, 1, 1, "fixed_medium", api_name="/generate")
+
+
+# ------------------------------------------------------------------------------------------------ forward process
+
+
+def forward(space: Space, path: str, t: int, noise_seed: int = 0) -> tuple[np.ndarray, Image.Image, str]:
+    noisy, curve, summary = space.client.predict(handle_file(path), t, noise_seed, api_name="/forward_diffusion")
+    return np.asarray(Image.open(noisy), dtype=float), Image.open(curve), summary
+
+
+def test_forward_process_at_t0_is_the_image(space):
+    path = example_path(space.app)
+    noisy, curve, summary = forward(space, path, 0)
+    original = np.asarray(Image.open(path).convert("RGB"), dtype=float)
+    difference = np.abs(noisy - original)
+    assert difference.mean() < 2.0 and difference.max() <= 8  # noise std sqrt(beta_1) = 0.01 = 1.3 levels
+    assert "t = 0" in summary and curve.width > 200
+
+
+def test_forward_process_at_the_last_step_is_almost_pure_noise(space):
+    path = example_path(space.app)
+    noisy, _, summary = forward(space, path, LAST_T)
+    original = np.asarray(Image.open(path).convert("RGB"), dtype=float)
+    assert abs(np.corrcoef(noisy.ravel(), original.ravel())[0, 1]) < 0.05
+    scaled = noisy / 127.5 - 1.0  # N(0, 1) clipped to [-1, 1]: mean 0, std 0.718, 31.7% at the bounds
+    assert abs(scaled.mean()) < 0.05
+    assert 0.68 < scaled.std() < 0.76
+    assert 0.28 < np.mean(np.abs(scaled) >= 0.999) < 0.36
+    assert f"t = {LAST_T}" in summary
+
+
+def test_forward_process_is_seeded_and_depends_on_t(space):
+    path = example_path(space.app)
+    first, _, _ = forward(space, path, 300, noise_seed=5)
+    again, _, _ = forward(space, path, 300, noise_seed=5)
+    later, _, _ = forward(space, path, 600, noise_seed=5)
+    assert np.array_equal(first, again) and not np.array_equal(first, later)
+
+
+@pytest.mark.parametrize("t", [-1, TINY_NUM_TRAIN_TIMESTEPS, 10.5])
+def test_forward_process_rejects_out_of_range_t(space, t):
+    with pytest.raises(Exception, match=f"t must be a whole number from 0 to {LAST_T}"):
+        space.client.predict(handle_file(example_path(space.app)), t, 0, api_name="/forward_diffusion")
+    still_answers(space)
+
+
+def test_forward_process_rejects_a_corrupt_upload(space):
+    path = space.images / "corrupt.webp"
+    path.write_bytes(b"RIFF\x00\x00\x00\x00WEBPVP8 garbage")
+    with pytest.raises(Exception, match="not an image or it is corrupt"):
+        space.client.predict(handle_file(str(path)), 10, 0, api_name="/forward_diffusion")
+    still_answers(space)
+
+
+# ------------------------------------------------------------------------------------------------ in-process
+
+
+def test_queue_bounds_concurrency_and_waiting_jobs(space):
+    demo = space.demo
+    assert demo._queue.max_size == space.app.QUEUE_MAX_SIZE
+    assert demo._queue.default_concurrency_limit == space.app.INFERENCE_CONCURRENCY
+    model_events = [
+        fn for fn in demo.fns.values() if fn.api_name in ("segment", "generate", "forward_diffusion", "run")
+    ]
+    assert len(model_events) == 4  # the three routes and the t slider's release
+    for fn in model_events:  # one shared pool of workers for every event that runs a model
+        assert (fn.concurrency_id, fn.concurrency_limit) == ("inference", space.app.INFERENCE_CONCURRENCY)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.full((5, 6), 200, dtype=np.uint8),
+        np.full((5, 6, 1), 200, dtype=np.uint8),
+        np.dstack([np.full((5, 6, 3), 200, dtype=np.uint8), np.full((5, 6), 255, dtype=np.uint8)]),
+        np.full((5, 6), 51400, dtype=np.uint16),
+        np.full((5, 6, 3), 200 / 255, dtype=np.float32),
+        np.ones((5, 6), dtype=bool),
+    ],
+    ids=["grey", "grey1", "rgba", "uint16", "float", "bool"],
+)
+def test_numpy_arrays_become_rgb(array):
+    app = load_app_module()
+    rgb = app.to_rgb(array)
+    assert rgb.mode == "RGB" and rgb.size == (6, 5)
+    expected = 255 if array.dtype == bool else 200
+    assert np.all(np.asarray(rgb) == expected)
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped():
+    app = load_app_module()
+    ramp = Image.fromarray(np.array([[0, 257 * 64, 257 * 128, 65535]], dtype=np.uint16))
+    assert np.asarray(app.to_rgb(ramp))[0, :, 0].tolist() == [0, 64, 128, 255]
+
+
+def test_transparent_pixels_become_white():
+    app = load_app_module()
+    rgba = Image.new("RGBA", (2, 1), (10, 20, 30, 0))
+    rgba.putpixel((1, 0), (10, 20, 30, 255))
+    assert np.asarray(app.to_rgb(rgba)).tolist() == [[[255, 255, 255], [10, 20, 30]]]
+
+
+def test_bad_arrays_and_missing_images_raise_gradio_errors():
+    app = load_app_module()
+    with pytest.raises(gr.Error, match="Expected an image array"):
+        app.to_rgb(np.zeros((2, 3, 5), dtype=np.uint8))
+    with pytest.raises(gr.Error, match="Upload an image first"):
+        app.to_rgb(None)
+
+
+def test_missing_models_tell_the_user_to_run_make_demo_models(tmp_path, monkeypatch, capsys):
+    app = load_app_module()
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(app.ModelLoadError, match="make demo-models"):
+        app.build_demo(swin_fpn_model=missing, ddpm_model=missing)
+    monkeypatch.setenv("SWIN_FPN_MODEL", str(missing))
+    assert app.main() == 1
+    error = capsys.readouterr().err
+    assert "make demo-models" in error and str(missing) in error and "SWIN_FPN_MODEL" in error
+
+
+def test_a_folder_without_a_pipeline_is_reported(tmp_path):
+    app = load_app_module()
+    with pytest.raises(app.ModelLoadError, match="no model_index.json.*make demo-models"):
+        app.load_ddpm(str(tmp_path))
