@@ -46,6 +46,13 @@ def test_schedule_is_the_papers_in_float64():
     assert (config.variance_type, config.clip_sample, config.prediction_type) == ("fixed_large", False, "epsilon")
 
 
+@pytest.mark.parametrize("beta_schedule", ["scaled_linear", "squaredcos_cap_v2"])
+def test_other_schedules_match_diffusers_in_float64(beta_schedule):
+    ours = DDPMPaperScheduler(beta_schedule=beta_schedule).betas
+    assert ours.dtype == torch.float64
+    torch.testing.assert_close(ours.float(), DDPMScheduler(beta_schedule=beta_schedule).betas, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_add_noise_is_q_xt_given_x0_in_closed_form(dtype):
     scheduler = DDPMPaperScheduler()

@@ -82,18 +82,9 @@ def _scaled_linear_betas(beta_start: float, beta_end: float, num_train_timesteps
 
 def _cosine_betas(num_train_timesteps: int, max_beta: float = 0.999) -> np.ndarray:
     """The cosine schedule of Nichol & Dhariwal 2021 (diffusers' "squaredcos_cap_v2"), in float64."""
-
-    def alpha_bar(time: float) -> float:
-        return math.cos((time + 0.008) / 1.008 * math.pi / 2) ** 2
-
-    steps = np.arange(num_train_timesteps, dtype=np.float64)
-    return np.array(
-        [
-            min(1.0 - alpha_bar((i + 1) / num_train_timesteps) / alpha_bar(i / num_train_timesteps), max_beta)
-            for i in steps
-        ],
-        dtype=np.float64,
-    )
+    fractions = np.arange(num_train_timesteps + 1, dtype=np.float64) / num_train_timesteps
+    alpha_bar = np.cos((fractions + 0.008) / 1.008 * math.pi / 2) ** 2
+    return np.minimum(1.0 - alpha_bar[1:] / alpha_bar[:-1], max_beta)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
