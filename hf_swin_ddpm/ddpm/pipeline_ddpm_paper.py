@@ -4,8 +4,13 @@
 Self-contained (diffusers, torch and numpy only) so that it can be shipped as remote code next to a checkpoint.
 """
 
+import importlib
+import json
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +22,9 @@ from diffusers.utils.torch_utils import randn_tensor
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 DEFAULT_TRAJECTORY_FRAMES = 10
+# `from_pretrained` arguments that choose what to download rather than how to build the model
+_DOWNLOAD_ARGUMENTS = ("cache_dir", "force_download", "local_files_only", "token", "revision")
+_COMPONENT_LIBRARIES = ("diffusers", "transformers")
 
 
 @dataclass
@@ -95,6 +103,58 @@ class DDPMPaperPipeline(DiffusionPipeline):
         library = self.config[name][0] if isinstance(self.config.get(name), (tuple, list)) else None
         if library != cls.__module__:
             self.register_to_config(**{name: (cls.__module__, cls.__name__)})
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> DiffusionPipeline:
+        """
+        Loads a pipeline from a folder or Hub repository, as `DiffusionPipeline.from_pretrained` does.
+
+        A repository laid out as remote code (`model_index.json` naming this pipeline and its scheduler as
+        `[file, class]` pairs, with the files beside it, as `hf_swin_ddpm.hub.save_for_hub` writes) is loaded with
+        this class and the installed scheduler class of the same module name, without running the repository's copies
+        of the code. Pass `trust_remote_code=True` to run those copies instead.
+        """
+        if kwargs.get("trust_remote_code") or kwargs.get("custom_pipeline") is not None:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        download_kwargs = {name: kwargs[name] for name in _DOWNLOAD_ARGUMENTS if name in kwargs}
+        model_index = _read_model_index(pretrained_model_name_or_path, download_kwargs)
+        if not isinstance(model_index.get("_class_name"), (list, tuple)):
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+        folder = _local_folder(pretrained_model_name_or_path, download_kwargs)
+        model_kwargs = {name: value for name, value in kwargs.items() if name not in _DOWNLOAD_ARGUMENTS}
+        components = {}
+        for name in ("unet", "scheduler"):
+            if name in model_kwargs:
+                components[name] = model_kwargs.pop(name)
+                continue
+            component_class = cls._component_class(name, *model_index[name])
+            if issubclass(component_class, SchedulerMixin):
+                components[name] = component_class.from_pretrained(folder, subfolder=name)
+            else:
+                components[name] = component_class.from_pretrained(folder, subfolder=name, **model_kwargs)
+        pipeline = cls(**components)
+        pipeline.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
+        return pipeline
+
+    @classmethod
+    def _component_class(cls, name: str, library: str, class_name: str) -> type:
+        """The class of a `model_index.json` entry: from diffusers/transformers, or this package's module of that name.
+
+        A remote-code entry `[file, class]` is looked up only among modules already imported beside this pipeline's
+        own module, so nothing the repository names gets imported or run.
+        """
+        if library in _COMPONENT_LIBRARIES:
+            return getattr(importlib.import_module(library), class_name)
+        package = cls.__module__.rpartition(".")[0]
+        module = sys.modules.get(f"{package}.{library}" if package else library)
+        component_class = getattr(module, class_name, None)
+        if component_class is None:
+            raise ValueError(
+                f"`model_index.json` names the {name} as remote code {[library, class_name]}, which this package does "
+                f"not provide; pass `trust_remote_code=True` to run the repository's copy, or pass `{name}=` yourself."
+            )
+        return component_class
 
     def _image_shape(self, batch_size: int) -> tuple[int, ...]:
         sample_size = self.unet.config.sample_size
@@ -258,3 +318,24 @@ class DDPMPaperPipeline(DiffusionPipeline):
             trajectory_samples=trajectory[1],
             trajectory_x0=trajectory[2],
         )
+
+
+def _read_model_index(pretrained_model_name_or_path: str | os.PathLike, download_kwargs: dict[str, Any]) -> dict:
+    """`model_index.json` of a local folder, or of a Hub repository (downloaded into the cache)."""
+    if os.path.isdir(pretrained_model_name_or_path):
+        path = Path(pretrained_model_name_or_path) / "model_index.json"
+    else:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(str(pretrained_model_name_or_path), "model_index.json", **download_kwargs)
+    return json.loads(Path(path).read_text())
+
+
+def _local_folder(pretrained_model_name_or_path: str | os.PathLike, download_kwargs: dict[str, Any]) -> str:
+    """The folder itself, or the cached snapshot of a Hub repository's configs and safetensors weights."""
+    if os.path.isdir(pretrained_model_name_or_path):
+        return str(pretrained_model_name_or_path)
+    from huggingface_hub import snapshot_download
+
+    patterns = ["model_index.json", "*/*.json", "*/*.safetensors"]
+    return snapshot_download(str(pretrained_model_name_or_path), allow_patterns=patterns, **download_kwargs)
