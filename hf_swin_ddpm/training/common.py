@@ -125,7 +125,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     tracking.add_argument("--hub_private_repo", action="store_true")
 
 
-def _positive(value: int | float | None, flag: str, allow_zero: bool = False) -> None:
+def check_positive(value: int | float | None, flag: str, allow_zero: bool = False) -> None:
     """Raise ``TrainingError`` when a numeric flag is not positive (or not >= 0)."""
     if value is None:
         return
@@ -138,13 +138,13 @@ def check_common_arguments(args: argparse.Namespace) -> None:
     if (args.dataset_name is None) == (args.train_data_dir is None):
         raise TrainingError("give exactly one of --dataset_name and --train_data_dir")
     for flag in ("resolution", "train_batch_size", "eval_batch_size", "num_epochs", "max_train_steps"):
-        _positive(getattr(args, flag), f"--{flag}")
+        check_positive(getattr(args, flag), f"--{flag}")
     for flag in ("gradient_accumulation_steps", "checkpointing_steps", "checkpoints_total_limit", "logging_steps"):
-        _positive(getattr(args, flag), f"--{flag}")
+        check_positive(getattr(args, flag), f"--{flag}")
     for flag in ("learning_rate", "max_train_samples", "max_eval_samples"):
-        _positive(getattr(args, flag), f"--{flag}")
+        check_positive(getattr(args, flag), f"--{flag}")
     for flag in ("lr_warmup_steps", "max_grad_norm", "dataloader_num_workers"):
-        _positive(getattr(args, flag), f"--{flag}", allow_zero=True)
+        check_positive(getattr(args, flag), f"--{flag}", allow_zero=True)
     if not 0.0 < args.train_val_split < 1.0:
         raise TrainingError(f"--train_val_split must lie in (0, 1), got {args.train_val_split}")
     if args.streaming and args.max_train_steps is None:
@@ -663,3 +663,9 @@ def command_line(program: str, argv: Sequence[str]) -> str:
         if value == "--hub_token":
             shown[index + 1] = "***"
     return " ".join([program, *shown])
+
+
+def mean_over_processes(accelerator, total: torch.Tensor, count: int) -> float:
+    """``total / count`` averaged over all processes (a collective: call it on every process)."""
+    mean = total / max(count, 1)
+    return accelerator.reduce(mean.reshape(1), reduction="mean").item()

@@ -105,8 +105,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     common.check_common_arguments(args)
     args.command_line = common.command_line(PROGRAM, sys.argv[1:] if argv is None else argv)
     for flag in ("ddpm_num_steps", "ddpm_num_inference_steps", "save_images_steps", "num_sample_images"):
-        common._positive(getattr(args, flag), f"--{flag}")
-    common._positive(args.eval_bpd_timesteps, "--eval_bpd_timesteps", allow_zero=True)
+        common.check_positive(getattr(args, flag), f"--{flag}")
+    common.check_positive(args.eval_bpd_timesteps, "--eval_bpd_timesteps", allow_zero=True)
     if args.ddpm_num_inference_steps > args.ddpm_num_steps:
         raise TrainingError(
             f"--ddpm_num_inference_steps ({args.ddpm_num_inference_steps}) exceeds --ddpm_num_steps ({args.ddpm_num_steps})"
@@ -302,12 +302,6 @@ class DDPMTrainingResult:
     process_index: int
 
 
-def _log_window(accelerator, loss_sum: torch.Tensor, count: int) -> float:
-    """The mean loss of the logging window over all processes."""
-    mean = loss_sum / max(count, 1)
-    return accelerator.reduce(mean.reshape(1), reduction="mean").item()
-
-
 def train(args: argparse.Namespace) -> DDPMTrainingResult:
     """Train as the flags say; returns the result on every process (used by the multi-process tests)."""
     accelerator = common.make_accelerator(args)
@@ -398,7 +392,7 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
             progress_bar.update(1)
             step = progress.global_step
             if step % args.logging_steps == 0 or step == max_train_steps:
-                last_loss = _log_window(accelerator, loss_sum, loss_count)
+                last_loss = common.mean_over_processes(accelerator, loss_sum, loss_count)
                 loss_sum, loss_count = torch.zeros_like(loss_sum), 0
                 logs = {"loss": last_loss, "lr": lr_scheduler.get_last_lr()[0], "epoch": progress.epoch}
                 if ema is not None:

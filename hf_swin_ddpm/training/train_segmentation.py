@@ -1,0 +1,635 @@
+"""Train a SwinFPN semantic segmentation model with accelerate and save it with its image processor.
+
+    accelerate launch -m hf_swin_ddpm.training.train_segmentation --dataset_name shapes --model_config tiny \\
+        --output_dir swin-fpn-shapes --max_train_steps 600
+
+The defaults follow the Swin paper's ADE20K recipe (UperNet there, the Semantic FPN head here), scaled to the data:
+AdamW with weight decay 0.01 and none on the relative position bias tables, the norms and the biases; a linear warm-up
+(by default 5% of the steps, at most the paper's 1,500) then polynomial decay with power 1.0 to zero; drop path 0.3
+for the Swin presets; random scale (0.5-2.0), crop and flip, with the ignore index (255) on the padding. The learning
+rate is the paper's 6e-5 when the backbone starts from a pretrained Swin (``--pretrained_backbone``); models trained
+from scratch default to 1e-3 (transformers trained from scratch on small data need the larger rate; the tiny preset
+reaches its best results on ``shapes`` near it). Evaluation: mean IoU over the classes present, per-class IoU and pixel
+accuracy with torchmetrics, on predictions gathered from every process with ``gather_for_metrics``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from diffusers.optimization import get_scheduler
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SegmentationEvalTransform,
+    SegmentationTrainTransform,
+    attach_transform,
+    collate_segmentation,
+    dataset_id2label,
+)
+from ..swin_fpn import SwinFPNConfig, SwinFPNForSegmentation, SwinFPNImageProcessor
+from ..swin_fpn.configuration_swin_fpn import SWIN_FPN_PRESETS
+from . import common
+from .common import TrainingError, TrainingProgress
+
+PROGRAM = "train_segmentation"
+logger = get_logger(__name__)
+
+IGNORE_INDEX = 255
+PRETRAINED_LEARNING_RATE = 6e-5  # the Swin paper's ADE20K recipe
+SCRATCH_LEARNING_RATE = 1e-3  # from scratch (the tiny preset on shapes)
+MAX_WARMUP_STEPS = 1500  # the Swin paper's warm-up
+WARMUP_FRACTION = 0.05
+DEFAULT_NUM_EPOCHS = 20
+NO_WEIGHT_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)
+NO_WEIGHT_DECAY_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
+
+# Model presets: the Swin-T/S/B backbones at the paper's ADE20K crop size and drop path, and a tiny CPU model.
+SEGMENTATION_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "image_size": 64,
+        "embed_dim": 32,
+        "depths": [1, 1, 2, 1],
+        "num_heads": [1, 2, 4, 8],
+        "window_size": 4,
+        "fpn_hidden_size": 64,
+        "head_hidden_size": 32,
+        "head_num_groups": 8,
+        "drop_path_rate": 0.1,
+    },
+    **{
+        name: {**{k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()}, "image_size": 512}
+        | {"drop_path_rate": 0.3}
+        for name, preset in SWIN_FPN_PRESETS.items()
+    },
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags: the common ones plus the segmentation-specific ones (names of transformers' examples)."""
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    common.add_common_arguments(parser)
+    seg = parser.add_argument_group("segmentation")
+    seg.add_argument(
+        "--pretrained_backbone",
+        help="A transformers Swin checkpoint (Hub id or folder) to start the backbone from, "
+        "e.g. microsoft/swin-tiny-patch4-window7-224.",
+    )
+    seg.add_argument("--num_labels", type=int, help="Number of classes (default: from the dataset).")
+    seg.add_argument("--id2label", help="JSON file mapping class ids to names (default: from the dataset).")
+    seg.add_argument(
+        "--do_reduce_labels",
+        action="store_true",
+        help="Map label 0 to the ignore index and c to c - 1 (ADE20K's 'other' class).",
+    )
+    seg.add_argument(
+        "--weight_decay", type=float, default=0.01, help="AdamW weight decay (not on norms/biases/tables)."
+    )
+    seg.add_argument("--drop_path_rate", type=float, help="Stochastic depth (default: the preset's).")
+    seg.add_argument("--scale_range", type=float, nargs=2, default=(0.5, 2.0), help="Random scale range.")
+    seg.add_argument("--lr_power", type=float, default=1.0, help="Power of the polynomial decay.")
+    seg.add_argument("--eval_steps", type=int, help="Evaluate every N steps (default: at the end only).")
+    parser.set_defaults(
+        model_config="swin-tiny",
+        train_batch_size=16,
+        learning_rate=None,
+        lr_scheduler="polynomial",
+        lr_warmup_steps=None,
+        max_grad_norm=0.0,
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and check the flags."""
+    args = build_parser().parse_args(argv)
+    common.check_common_arguments(args)
+    args.command_line = common.command_line(PROGRAM, sys.argv[1:] if argv is None else argv)
+    common.check_positive(args.num_labels, "--num_labels")
+    common.check_positive(args.eval_steps, "--eval_steps")
+    common.check_positive(args.weight_decay, "--weight_decay", allow_zero=True)
+    if args.drop_path_rate is not None and not 0.0 <= args.drop_path_rate < 1.0:
+        raise TrainingError(f"--drop_path_rate must lie in [0, 1), got {args.drop_path_rate}")
+    if not 0.0 < args.scale_range[0] <= args.scale_range[1]:
+        raise TrainingError(f"--scale_range must be two increasing positive numbers, got {list(args.scale_range)}")
+    if args.id2label is not None and not Path(args.id2label).is_file():
+        raise TrainingError(f"--id2label: file {args.id2label} does not exist")
+    if args.learning_rate is None:
+        args.learning_rate = PRETRAINED_LEARNING_RATE if args.pretrained_backbone else SCRATCH_LEARNING_RATE
+    return args
+
+
+# --- labels ---------------------------------------------------------------------------------------------------------
+
+
+def _read_id2label(path: str) -> dict[int, str]:
+    """A JSON object class id -> name."""
+    try:
+        mapping = json.loads(Path(path).read_text())
+        return {int(k): str(v) for k, v in mapping.items()}
+    except (ValueError, AttributeError, OSError) as error:
+        raise TrainingError(f"--id2label: {path} is not a JSON object of class id -> name ({error})") from None
+
+
+def _max_label(dataset: datasets.Dataset, reduce_labels: bool) -> int:
+    """The largest class id in the dataset's annotations (after label reduction), ignoring the ignore index."""
+    largest = -1
+    for annotation in dataset.select_columns(["annotation"]):
+        labels = np.asarray(annotation["annotation"]).astype(np.int64)
+        if reduce_labels:
+            labels = np.where(labels == 0, IGNORE_INDEX, labels - 1)
+        valid = labels[labels != IGNORE_INDEX]
+        if valid.size:
+            largest = max(largest, int(valid.max()))
+    return largest
+
+
+def resolve_id2label(args: argparse.Namespace, train_dataset: common.AnyDataset) -> dict[int, str]:
+    """The classes: ``--id2label``, else the dataset's label names (``--num_labels`` of them if given), else
+    ``--num_labels`` numbered classes, else the largest class id found in the training annotations plus one."""
+    if args.id2label:
+        id2label = _read_id2label(args.id2label)
+        if sorted(id2label) != list(range(len(id2label))):
+            raise TrainingError(f"--id2label: class ids must be 0..N-1, got {sorted(id2label)[:10]}")
+        return id2label
+    from_dataset = None if args.do_reduce_labels else dataset_id2label(train_dataset)
+    if from_dataset and (args.num_labels is None or args.num_labels == len(from_dataset)):
+        return from_dataset
+    if args.num_labels is not None:
+        return {index: f"class_{index}" for index in range(args.num_labels)}
+    if isinstance(train_dataset, datasets.IterableDataset):
+        raise TrainingError("a streamed dataset without label names needs --num_labels or --id2label")
+    largest = _max_label(train_dataset, args.do_reduce_labels)
+    if largest < 0:
+        raise TrainingError("the training annotations hold no class ids; give --num_labels or --id2label")
+    logger.info(
+        f"No label names in the dataset: {largest + 1} classes found in the annotations", main_process_only=True
+    )
+    return {index: f"class_{index}" for index in range(largest + 1)}
+
+
+# --- model ----------------------------------------------------------------------------------------------------------
+
+
+def build_model(args: argparse.Namespace, id2label: dict[int, str]) -> SwinFPNForSegmentation:
+    """A SwinFPN from ``--model_config`` (preset or JSON config) trained from scratch, or from a transformers Swin
+    checkpoint with ``--pretrained_backbone``."""
+    labels = {
+        "num_labels": len(id2label),
+        "id2label": id2label,
+        "label2id": {name: index for index, name in id2label.items()},
+        "semantic_loss_ignore_index": IGNORE_INDEX,
+    }
+    if args.drop_path_rate is not None:
+        labels["drop_path_rate"] = args.drop_path_rate
+    if args.pretrained_backbone:
+        kwargs = {**labels, "image_size": args.resolution or 512}
+        kwargs.setdefault("drop_path_rate", 0.3)
+        try:
+            return SwinFPNForSegmentation.from_pretrained_backbone(args.pretrained_backbone, **kwargs)
+        except OSError as error:
+            raise TrainingError(
+                f"--pretrained_backbone {args.pretrained_backbone!r}: {common.first_line(error)}"
+            ) from None
+    config = common.load_model_config(args.model_config, SEGMENTATION_PRESETS)
+    for key in ("id2label", "label2id", "num_labels", "architectures", "transformers_version", "model_type"):
+        config.pop(key, None)
+    if args.resolution is not None:
+        config["image_size"] = args.resolution
+    try:
+        model_config = SwinFPNConfig(**{**config, **labels})
+    except (TypeError, ValueError) as error:
+        raise TrainingError(f"--model_config {args.model_config}: {common.first_line(error)}") from None
+    return SwinFPNForSegmentation(model_config)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on the weights of linear and conv layers; none on norms, biases and the relative
+    position bias tables (the Swin recipe)."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if not parameter.requires_grad:
+                continue
+            exempt = (
+                isinstance(module, NO_WEIGHT_DECAY_MODULES)
+                or name == "bias"
+                or any(key in name for key in NO_WEIGHT_DECAY_NAMES)
+            )
+            (no_decay if exempt else decay).append(parameter)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+# --- data -------------------------------------------------------------------------------------------------------------
+
+
+def build_dataloaders(
+    args: argparse.Namespace, data: common.TrainingData, resolution: int, num_labels: int
+) -> tuple[DataLoader, DataLoader | None, SegmentationTrainTransform]:
+    """The training and held-out DataLoaders (before ``accelerator.prepare``) and the training transform."""
+    transform_options = {
+        "num_labels": num_labels,
+        "reduce_labels": args.do_reduce_labels,
+        "ignore_index": IGNORE_INDEX,
+    }
+    train_transform = SegmentationTrainTransform(
+        resolution, scale_range=tuple(args.scale_range), seed=args.seed, **transform_options
+    )
+    train_dataset = data.train
+    streaming = isinstance(train_dataset, datasets.IterableDataset)
+    if streaming:
+        train_dataset = train_dataset.shuffle(seed=args.seed, buffer_size=1000)
+    train_dataloader = DataLoader(
+        attach_transform(train_dataset, train_transform),
+        batch_size=args.train_batch_size,
+        shuffle=not streaming,
+        collate_fn=collate_segmentation,
+        num_workers=args.dataloader_num_workers,
+        generator=common.seeded_data_generator(args.seed),
+    )
+    eval_dataloader = None
+    if data.eval is not None:
+        eval_dataloader = DataLoader(
+            attach_transform(data.eval, SegmentationEvalTransform(resolution, **transform_options)),
+            batch_size=args.eval_batch_size,
+            collate_fn=collate_segmentation,
+            num_workers=args.dataloader_num_workers,
+        )
+    return train_dataloader, eval_dataloader, train_transform
+
+
+def default_warmup_steps(max_train_steps: int) -> int:
+    """5% of the steps, at most the Swin paper's 1,500."""
+    return min(MAX_WARMUP_STEPS, math.ceil(WARMUP_FRACTION * max_train_steps))
+
+
+# --- evaluation -------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class SegmentationMetrics:
+    """Mean IoU (over the classes that occur in the labels or the predictions), per-class IoU (NaN for a class that
+    occurs in neither), pixel accuracy, and the number of evaluated images."""
+
+    mean_iou: float
+    per_class_iou: list[float]
+    pixel_accuracy: float
+    mean_accuracy: float
+    num_images: int
+
+    def as_results(self, id2label: dict[int, str], prefix: str = "eval_") -> dict[str, Any]:
+        results = {
+            f"{prefix}mean_iou": self.mean_iou,
+            f"{prefix}pixel_accuracy": self.pixel_accuracy,
+            f"{prefix}mean_accuracy": self.mean_accuracy,
+            f"{prefix}samples": self.num_images,
+        }
+        results[f"{prefix}per_class_iou"] = {
+            id2label.get(index, str(index)): None if math.isnan(value) else value
+            for index, value in enumerate(self.per_class_iou)
+        }
+        return results
+
+
+@torch.no_grad()
+def evaluate(accelerator, model, eval_dataloader, num_labels: int) -> SegmentationMetrics:
+    """Predict every held-out image on its process, gather predictions and labels over all processes
+    (``gather_for_metrics`` drops the padding of the last batch) and compute the metrics with torchmetrics."""
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+    common_options = {"num_classes": num_labels, "ignore_index": IGNORE_INDEX, "validate_args": False}
+    jaccard = MulticlassJaccardIndex(average=None, zero_division=float("nan"), **common_options)
+    pixel_accuracy = MulticlassAccuracy(average="micro", **common_options)
+    mean_accuracy = MulticlassAccuracy(average="macro", **common_options)
+    was_training = model.training
+    model.eval()
+    num_images = 0
+    for batch in tqdm(eval_dataloader, desc="eval", disable=not accelerator.is_local_main_process, leave=False):
+        logits = model(pixel_values=batch["pixel_values"]).logits
+        predictions, labels = accelerator.gather_for_metrics((logits.argmax(dim=1), batch["labels"]))
+        predictions, labels = predictions.cpu(), labels.cpu()
+        for metric in (jaccard, pixel_accuracy, mean_accuracy):
+            metric.update(predictions, labels)
+        num_images += labels.shape[0]
+    model.train(was_training)
+    per_class = jaccard.compute()
+    return SegmentationMetrics(
+        mean_iou=float(torch.nanmean(per_class)) if not torch.isnan(per_class).all() else float("nan"),
+        per_class_iou=[float(value) for value in per_class],
+        pixel_accuracy=float(pixel_accuracy.compute()),
+        mean_accuracy=float(mean_accuracy.compute()),
+        num_images=num_images,
+    )
+
+
+def label_palette(num_labels: int) -> np.ndarray:
+    """A fixed colour per class (class 0 black), uint8 (num_labels + 1, 3); the last row is the ignore colour."""
+    rng = np.random.default_rng(0)
+    palette = rng.integers(64, 256, size=(num_labels + 1, 3), dtype=np.uint8)
+    palette[0] = 0
+    palette[-1] = 255
+    return palette
+
+
+def colour_labels(labels: np.ndarray, palette: np.ndarray) -> Image.Image:
+    """A label map as an RGB image (the ignore index white)."""
+    index = np.where(labels == IGNORE_INDEX, len(palette) - 1, np.clip(labels, 0, len(palette) - 2))
+    return Image.fromarray(palette[index])
+
+
+@torch.no_grad()
+def example_prediction(model, eval_batch: dict[str, torch.Tensor], num_labels: int, count: int = 4) -> Image.Image:
+    """Rows of (image, ground truth, prediction) for the first ``count`` images of a held-out batch."""
+    model.eval()
+    pixel_values = eval_batch["pixel_values"][:count].to(model.device)
+    predictions = model(pixel_values=pixel_values).logits.argmax(dim=1).cpu().numpy()
+    model.train()
+    mean, std = np.asarray(IMAGENET_MEAN), np.asarray(IMAGENET_STD)
+    images = (pixel_values.cpu().numpy().transpose(0, 2, 3, 1) * std + mean).clip(0, 1)
+    palette = label_palette(num_labels)
+    tiles = []
+    for image, labels, prediction in zip(images, eval_batch["labels"][:count].numpy(), predictions, strict=True):
+        tiles += [Image.fromarray((image * 255).round().astype(np.uint8)), colour_labels(labels, palette)]
+        tiles.append(colour_labels(prediction, palette))
+    return common.upscale_for_display(common.image_grid(tiles, columns=3), min_side=384)
+
+
+# --- the run ----------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class SegmentationTrainingResult:
+    """What :func:`train` returns: the trained model, its image processor, the results written to
+    ``all_results.json`` and the process index."""
+
+    model: SwinFPNForSegmentation
+    image_processor: SwinFPNImageProcessor
+    results: dict[str, Any]
+    process_index: int
+
+
+def training_step(accelerator, model, optimizer, lr_scheduler, batch, max_grad_norm: float) -> torch.Tensor:
+    """One micro-batch: cross-entropy (ignore index 255), backward, and at accumulation boundaries the optional
+    gradient clipping and the optimizer/LR step."""
+    with accelerator.accumulate(model):
+        loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and max_grad_norm:
+            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def train(args: argparse.Namespace) -> SegmentationTrainingResult:
+    """Train as the flags say; returns the result on every process (used by the multi-process tests)."""
+    accelerator = common.make_accelerator(args)
+    output_dir = Path(args.output_dir)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(args.seed)
+
+    with accelerator.main_process_first():
+        data = common.load_train_and_eval_datasets(args, "segmentation")
+        id2label = resolve_id2label(args, data.train)
+    model = build_model(args, id2label)
+    resolution = args.resolution or model.config.image_size
+    train_dataloader, eval_dataloader, train_transform = build_dataloaders(args, data, resolution, len(id2label))
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, args.weight_decay),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+    )
+    streaming = isinstance(data.train, datasets.IterableDataset)
+    train_dataloader = accelerator.prepare(train_dataloader)
+    batches_per_epoch = None if streaming else len(train_dataloader)
+    max_train_steps, _, _ = common.resolve_training_length(args, batches_per_epoch, DEFAULT_NUM_EPOCHS)
+    if args.lr_warmup_steps is None:
+        args.lr_warmup_steps = default_warmup_steps(max_train_steps)
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_train_steps * accelerator.num_processes,
+        power=args.lr_power,
+    )
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    if eval_dataloader is not None:
+        eval_dataloader = accelerator.prepare(eval_dataloader)
+    progress = TrainingProgress()
+    accelerator.register_for_checkpointing(progress)
+    set_seed(args.seed, device_specific=True)  # different drop-path draws on every process
+
+    resume_from = common.resolve_resume_checkpoint(args.resume_from_checkpoint, output_dir)
+    if resume_from is not None:
+        accelerator.print(f"Resuming from {resume_from}")
+        common.load_checkpoint(accelerator, resume_from)
+    elif args.resume_from_checkpoint == "latest":
+        accelerator.print(f"No checkpoint in {output_dir} yet: starting a new run")
+
+    accelerator.init_trackers(args.tracker_project_name or PROGRAM, config=common.tracker_config(args))
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    unwrapped = accelerator.unwrap_model(model)
+    logger.info(
+        f"Training {sum(p.numel() for p in unwrapped.parameters()):,} parameters, {len(id2label)} classes, for "
+        f"{max_train_steps} steps (batch {total_batch_size}), crops {resolution}x{resolution}",
+        main_process_only=True,
+    )
+
+    progress_bar = tqdm(
+        total=max_train_steps,
+        initial=progress.global_step,
+        disable=not accelerator.is_local_main_process,
+        desc="Steps",
+    )
+    loss_sum, loss_count, last_loss = torch.zeros((), device=accelerator.device), 0, float("nan")
+    start_time, start_step = time.perf_counter(), progress.global_step
+    model.train()
+    while progress.global_step < max_train_steps:
+        train_dataloader.set_epoch(progress.epoch)
+        train_transform.set_epoch(progress.epoch)
+        batches = train_dataloader
+        if progress.batches_in_epoch:
+            batches = accelerator.skip_first_batches(train_dataloader, progress.batches_in_epoch)
+        batches_before = progress.batches_in_epoch
+        for batch in batches:
+            loss = training_step(accelerator, model, optimizer, lr_scheduler, batch, args.max_grad_norm)
+            progress.batches_in_epoch += 1
+            loss_sum, loss_count = loss_sum + loss, loss_count + 1
+            if not accelerator.sync_gradients:
+                continue
+            progress.global_step += 1
+            progress_bar.update(1)
+            step = progress.global_step
+            if step % args.logging_steps == 0 or step == max_train_steps:
+                last_loss = common.mean_over_processes(accelerator, loss_sum, loss_count)
+                loss_sum, loss_count = torch.zeros_like(loss_sum), 0
+                logs = {"loss": last_loss, "lr": lr_scheduler.get_last_lr()[0], "epoch": progress.epoch}
+                accelerator.log(logs, step=step)
+                progress_bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{logs['lr']:.2e}")
+            if args.eval_steps and step % args.eval_steps == 0 and step != max_train_steps and eval_dataloader:
+                metrics = evaluate(accelerator, model, eval_dataloader, len(id2label))
+                accelerator.log(
+                    {"eval_mean_iou": metrics.mean_iou, "eval_pixel_accuracy": metrics.pixel_accuracy}, step=step
+                )
+                progress_bar.write(f"step {step}: mean IoU {metrics.mean_iou:.4f}")
+            if step % args.checkpointing_steps == 0:
+                path = common.save_checkpoint(accelerator, output_dir, step, args.checkpoints_total_limit)
+                logger.info(f"Saved {path}", main_process_only=True)
+            if step >= max_train_steps:
+                break
+        else:
+            if progress.batches_in_epoch == batches_before and streaming:
+                raise TrainingError("the training stream yielded no batches")
+            progress.epoch += 1
+            progress.batches_in_epoch = 0
+    progress_bar.close()
+    train_seconds = time.perf_counter() - start_time
+
+    accelerator.wait_for_everyone()
+    results: dict[str, Any] = {
+        "global_step": progress.global_step,
+        "epoch": progress.epoch,
+        "num_processes": accelerator.num_processes,
+        "num_labels": len(id2label),
+        "train_loss": last_loss,
+        "train_runtime": round(train_seconds, 2),
+        "train_steps_per_second": round((progress.global_step - start_step) / max(train_seconds, 1e-9), 3),
+        "total_train_batch_size": total_batch_size,
+        "resolution": resolution,
+    }
+    example = None
+    if eval_dataloader is not None:
+        metrics = evaluate(accelerator, model, eval_dataloader, len(id2label))
+        results.update(metrics.as_results(id2label))
+        results["eval_split"] = data.eval_split
+        results["eval_source"] = data.eval_source
+        if accelerator.is_main_process:
+            example = example_prediction(unwrapped, next(iter(eval_dataloader)), len(id2label))
+    image_processor = SwinFPNImageProcessor(
+        size={"height": resolution, "width": resolution}, do_reduce_labels=args.do_reduce_labels
+    )
+    if accelerator.is_main_process:
+        _save_outputs(args, accelerator, unwrapped, image_processor, results, example, output_dir)
+    scalars = {k: v for k, v in results.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    accelerator.log(scalars, step=progress.global_step)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return SegmentationTrainingResult(unwrapped, image_processor, results, accelerator.process_index)
+
+
+def _save_outputs(
+    args: argparse.Namespace,
+    accelerator,
+    model: SwinFPNForSegmentation,
+    image_processor: SwinFPNImageProcessor,
+    results: dict[str, Any],
+    example: Image.Image | None,
+    output_dir: Path,
+) -> None:
+    """Main process: model, image processor, example prediction, ``all_results.json``, model card, Hub push."""
+    model.save_pretrained(output_dir)
+    image_processor.save_pretrained(output_dir)
+    if example is not None:
+        example.save(output_dir / "example_prediction.png")
+        common.log_image(accelerator, "example_prediction", example, results["global_step"])
+    common.write_all_results(output_dir, results)
+    card_fields = segmentation_card_fields(args, model, results, output_dir, has_example=example is not None)
+    common.write_model_card(output_dir, "swin_fpn", card_fields)
+    if args.push_to_hub:
+        save_fields = {"image_processor": image_processor}
+        if example is not None:
+            save_fields["example_image"] = output_dir / "example_prediction.png"
+        url = common.push_to_hub(model, args, card_fields, **save_fields)
+        print(f"Pushed to {url}")
+
+
+def segmentation_card_fields(
+    args: argparse.Namespace,
+    model: SwinFPNForSegmentation,
+    results: dict[str, Any],
+    output_dir: Path,
+    has_example: bool,
+) -> dict[str, Any]:
+    """The model card fields of the run (``hf_swin_ddpm.hub.render_model_card`` names)."""
+    config = model.config
+    hyperparameters = {
+        "model_config": args.pretrained_backbone or args.model_config,
+        "crop size": f"{results['resolution']}x{results['resolution']}",
+        "train_batch_size (total)": results["total_train_batch_size"],
+        "optimizer steps": results["global_step"],
+        "optimizer": f"AdamW betas ({args.adam_beta1}, {args.adam_beta2}), weight decay {args.weight_decay} "
+        "(none on norms, biases, relative position tables)",
+        "learning_rate": args.learning_rate,
+        "lr_scheduler": f"{args.lr_scheduler} (power {args.lr_power}), {args.lr_warmup_steps} warm-up steps",
+        "drop_path_rate": config.drop_path_rate,
+        "augmentation": f"random scale {tuple(args.scale_range)}, crop, horizontal flip",
+        "max_grad_norm": args.max_grad_norm or "none",
+        "mixed_precision": args.mixed_precision or "no",
+        "processes": results["num_processes"],
+        "seed": args.seed,
+        "command": args.command_line,
+    }
+    fields: dict[str, Any] = {
+        "model_name": (args.hub_model_id or output_dir.resolve().name).rsplit("/", 1)[-1],
+        "datasets": common.hub_dataset_ids(args),
+        "training_data": f"Trained on {common.dataset_label(args)}; evaluated on {results.get('eval_source', 'none')}.",
+        "hyperparameters": hyperparameters,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "architecture": {
+            "embed_dim": config.embed_dim,
+            "depths": tuple(config.depths),
+            "num_heads": tuple(config.num_heads),
+            "window_size": config.window_size,
+            "fpn_hidden_size": config.fpn_hidden_size,
+            "head_hidden_size": config.head_hidden_size,
+        },
+        "labels": [config.id2label[index] for index in sorted(config.id2label)],
+        "started_from_checkpoint": bool(args.pretrained_backbone),
+    }
+    if args.pretrained_backbone and not Path(args.pretrained_backbone).exists():
+        fields["base_model"] = args.pretrained_backbone
+    if args.hub_model_id:
+        fields["repo_id"] = args.hub_model_id
+    if has_example:
+        fields["image_file"] = "example_prediction.png"
+        fields["image_caption"] = "Held-out images, ground truth and prediction"
+    if not math.isnan(results.get("eval_mean_iou", float("nan"))):
+        fields["mean_iou"] = results["eval_mean_iou"]
+        fields["eval_dataset"] = args.dataset_name or "imagefolder"
+        fields["eval_split"] = results["eval_split"]
+    return fields
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m hf_swin_ddpm.training.train_segmentation`` / ``hf-swin-ddpm train-seg``."""
+    return common.run_with_clear_errors(PROGRAM, lambda: train(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
