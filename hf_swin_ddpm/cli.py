@@ -4,6 +4,8 @@
     hf-swin-ddpm sample PIPELINE_DIR OUTPUT.png [--num-images N] [--steps S] [--seed K]
     hf-swin-ddpm train-ddpm --dataset_name digits --output_dir DIR [...]   (the flags of train_ddpm --help)
     hf-swin-ddpm train-seg --dataset_name shapes --output_dir DIR [...]    (the flags of train_segmentation --help)
+    hf-swin-ddpm push FOLDER REPO_ID [--private] [--commit-message MESSAGE] [--card-fields FILE.json]
+        [--example-image IMAGE] [--sample-steps S]
 
 Bad arguments or files print one line naming the problem and exit with status 2, without a traceback.
 """
@@ -68,6 +70,47 @@ def sample(args: argparse.Namespace) -> None:
     print(f"Saved {len(images)} samples ({args.steps} steps) to {args.output}")
 
 
+def push(args: argparse.Namespace) -> None:
+    """Push a saved SwinFPN model (with its image processor) or DDPMPaperPipeline folder to the Hub, with a model card."""
+    from .hub import load_saved, push_to_hub, require_token
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise CLIError(f"{folder} is not a folder; give a folder saved with save_pretrained or save_for_hub.")
+    token = require_token()  # fail before the slow loading
+    card_fields = _load_card_fields(args.card_fields)
+    if args.example_image:
+        card_fields["example_image"] = Path(args.example_image)
+    if args.sample_steps:
+        card_fields["sample_steps"] = args.sample_steps
+    obj, save_fields = load_saved(folder)
+    url = push_to_hub(
+        obj,
+        args.repo_id,
+        private=args.private,
+        token=token,
+        commit_message=args.commit_message,
+        **save_fields,
+        **card_fields,
+    )
+    print(f"Pushed {folder} to {args.repo_id}: {url}")
+
+
+def _load_card_fields(path_name: str | None) -> dict:
+    if not path_name:
+        return {}
+    path = Path(path_name)
+    if not path.is_file():
+        raise CLIError(f'--card-fields: file {path} does not exist; give a JSON object such as {{"mean_iou": 0.41}}.')
+    try:
+        fields = json.loads(path.read_text())
+    except ValueError as error:
+        raise CLIError(f"--card-fields: {path} is not valid JSON ({error}).") from None
+    if not isinstance(fields, dict):
+        raise CLIError(f"--card-fields: {path} must hold a JSON object of model card fields.")
+    return fields
+
+
 def _save_grid(images: list, path: Path) -> None:
     from PIL import Image
 
@@ -112,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     sampler.add_argument("--steps", type=int, default=1000)
     sampler.add_argument("--seed", type=int, default=0)
     sampler.set_defaults(handler=sample)
+
+    pusher = commands.add_parser("push", help=push.__doc__)
+    pusher.add_argument("folder", help="a folder saved by save_pretrained / save_for_hub")
+    pusher.add_argument("repo_id", help="namespace/name on the Hub")
+    pusher.add_argument("--private", action="store_true", help="create the repository private")
+    pusher.add_argument("--commit-message", default=None)
+    pusher.add_argument(
+        "--card-fields", help="JSON file of model card fields (datasets, mean_iou, hyperparameters...)"
+    )
+    pusher.add_argument("--example-image", help="image to show in the model card")
+    pusher.add_argument("--sample-steps", type=int, default=None, help="steps of the DDPM card's sample grid")
+    pusher.set_defaults(handler=push)
     for name, module in TRAINING_COMMANDS.items():
         commands.add_parser(name, add_help=False, help=f"train with accelerate (python -m {module}; {name} --help)")
     return parser
