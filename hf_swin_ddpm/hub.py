@@ -609,7 +609,7 @@ def push_to_hub(
 
     Args:
         obj: a `SwinFPNForSegmentation` (pass its processor as `image_processor=`) or a `DDPMPaperPipeline`.
-        repo_id (`str`): "namespace/name", or "name" in your own namespace.
+        repo_id (`str`): "namespace/name", or "name" for your own namespace.
         private (`bool`): create the repository private (an existing repository keeps its visibility).
         token (`str`, *optional*): defaults to `HF_TOKEN` or the token saved by `hf auth login`.
         commit_message (`str`, *optional*): defaults to "Upload <kind> model with hf-swin-ddpm".
@@ -625,9 +625,9 @@ def push_to_hub(
     kind = model_kind(obj)
     token = require_token(token)
     api = HfApi(token=token)
-    card_fields.setdefault("repo_id", repo_id)
     with _explained_hub_errors(repo_id, api.endpoint, token):
-        api.create_repo(repo_id, private=private, exist_ok=True)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id  # "name" -> "namespace/name"
+    card_fields.setdefault("repo_id", repo_id)
     with tempfile.TemporaryDirectory(prefix="hf-swin-ddpm-push-") as temporary:
         folder = save_for_hub(obj, Path(temporary) / "repo", **card_fields)
         with _explained_hub_errors(repo_id, api.endpoint, token):

@@ -75,9 +75,11 @@ class Repo:
 class HubError(Exception):
     """An error answer: status, message and the X-Error-Code the client dispatches on."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, commit: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, code: str | None = None, commit: str | None = None, **payload: Any
+    ) -> None:
         super().__init__(message)
-        self.status, self.message, self.code, self.commit = status, message, code, commit
+        self.status, self.message, self.code, self.commit, self.payload = status, message, code, commit, payload
 
 
 class FakeHub:
@@ -151,7 +153,7 @@ class FakeHub:
         if namespace != user:
             raise HubError(403, f'You don\'t have the rights to create a model under the namespace "{namespace}"')
         if repo_id in self.repos:
-            raise HubError(409, "You already created this model repo")
+            raise HubError(409, "You already created this model repo", url=f"{self.endpoint}/{repo_id}")
         private = payload.get("visibility") == "private" or bool(payload.get("private"))
         self.add_repo(repo_id, owner=user, files={}, private=private)
         return _json(200, {"url": f"{self.endpoint}/{repo_id}", "name": repo_id, "id": repo_id})
@@ -283,7 +285,7 @@ def _handler_class(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 user = self._user()
                 status, headers, content = hub.handle(self.command, urlsplit(self.path).path, user, body)
             except HubError as error:
-                status, headers, content = _json(error.status, {"error": error.message})
+                status, headers, content = _json(error.status, {"error": error.message, **error.payload})
                 headers["X-Error-Message"] = error.message
                 if error.code:
                     headers["X-Error-Code"] = error.code

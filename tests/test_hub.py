@@ -412,13 +412,17 @@ pipeline, _ = load_saved("ddpm_source")
 pipeline.set_progress_bar_config(disable=True)
 ddpm_url = push_to_hub(pipeline, "{DDPM_REPO}", commit_message="Tiny DDPM", sample_steps={GRID_STEPS},
                        datasets=["cifar10"], bits_per_dim=7.5)
+ddpm_url_again = push_to_hub(pipeline, "{DDPM_REPO}", commit_message="Unchanged", sample_steps={GRID_STEPS},
+                             datasets=["cifar10"], bits_per_dim=7.5)
+bare_url = push_to_hub(pipeline, "tiny-bare", example_image=False)
 cli_status = main(["push", "seg_source", "{SEG_REPO}", "--private", "--card-fields", "seg_card.json",
                    "--commit-message", "Tiny SwinFPN"])
 """
         + LOAD_WITH_THE_PACKAGE
         + f"""
 snapshots = [snapshot_download(repo, cache_dir="fresh_cache") for repo in ("{SEG_REPO}", "{DDPM_REPO}")]
-print(json.dumps({{"ddpm_url": ddpm_url, "cli_status": cli_status, "loaded": loaded, "snapshots": snapshots}}))
+print(json.dumps({{"ddpm_url": ddpm_url, "ddpm_url_again": ddpm_url_again, "bare_url": bare_url,
+                  "cli_status": cli_status, "loaded": loaded, "snapshots": snapshots}}))
 """,
         cwd=work,
         env=client_env(work / "home", hub.endpoint),
@@ -431,6 +435,10 @@ def test_push_uploads_the_save_for_hub_folder(published, hub, tmp_path, tiny_pip
     ddpm_repo, seg_repo = hub.repos[DDPM_REPO], hub.repos[SEG_REPO]
     assert report["ddpm_url"] == f"{hub.endpoint}/{DDPM_REPO}/commit/{ddpm_repo.head.oid}"
     assert report["cli_status"] == 0
+    assert report["ddpm_url_again"] == report["ddpm_url"] and len(ddpm_repo.commits) == 2  # nothing changed: no commit
+    bare_repo = hub.repos[f"{USER}/tiny-bare"]  # a bare name lands in the token's namespace
+    assert report["bare_url"] == f"{hub.endpoint}/{USER}/tiny-bare/commit/{bare_repo.head.oid}"
+    assert f'from_pretrained("{USER}/tiny-bare")' in bare_repo.head.files["README.md"].decode()
     assert f"Pushed seg_source to {SEG_REPO}: {hub.endpoint}/{SEG_REPO}/commit/" in published.result.stdout
     assert ddpm_repo.head.message == "Tiny DDPM" and seg_repo.head.message == "Tiny SwinFPN"
     assert seg_repo.private and not ddpm_repo.private
