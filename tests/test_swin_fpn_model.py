@@ -245,3 +245,14 @@ def test_labels_of_the_wrong_size_raise():
     model = SwinFPNForSegmentation(tiny_config())
     with pytest.raises(ValueError, match=r"labels: expected shape \(batch, height, width\) = \(1, 32, 32\)"):
         model(torch.randn(1, 3, 32, 32), labels=torch.zeros(1, 16, 16, dtype=torch.long))
+
+
+def test_backbone_compiles_as_one_graph_and_matches_eager():
+    torch.manual_seed(0)
+    model = SwinFPNForSegmentation(tiny_config(depths=[2, 2, 1, 1])).eval()
+    pixel_values = torch.randn(1, 3, 45, 38)  # needs padding at every stage
+    compiled = torch.compile(model.backbone, fullgraph=True)
+    with torch.no_grad():
+        expected, actual = model.backbone(pixel_values), compiled(pixel_values)
+    for e, a in zip(expected, actual):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-5)

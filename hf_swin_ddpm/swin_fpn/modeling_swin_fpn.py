@@ -220,8 +220,11 @@ class WindowLayout:
         valid = (source_rows < self.height) & (source_cols < self.width)
         slot_sources = torch.where(valid, source_rows * self.width + source_cols, 0)
         padding_slots = torch.argsort(valid.to(torch.uint8), stable=True)[: self.num_padding]
-        token_rows = (torch.arange(self.height, device=device)[:, None] - shift) % self.padded_height
-        token_cols = (torch.arange(self.width, device=device)[None, :] - shift) % self.padded_width
+        # (i - shift) mod size, kept non-negative for the compilers' index analysis
+        token_rows = (
+            torch.arange(self.height, device=device)[:, None] + self.padded_height - shift
+        ) % self.padded_height
+        token_cols = (torch.arange(self.width, device=device)[None, :] + self.padded_width - shift) % self.padded_width
         token_slots = ((token_rows // window) * windows_per_row + token_cols // window) * window * window
         token_slots = token_slots + (token_rows % window) * window + token_cols % window
         return slot_sources, padding_slots, token_slots.flatten()
