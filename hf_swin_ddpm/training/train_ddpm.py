@@ -293,10 +293,11 @@ def evaluate_bpd(
 
 @dataclasses.dataclass
 class DDPMTrainingResult:
-    """What :func:`train` returns: the trained UNet (final weights, EMA weights copied in when EMA is on), the noise
-    scheduler, the results written to ``all_results.json`` and the process index."""
+    """What :func:`train` returns: the UNet as saved (the EMA weights when EMA is on), the training weights (without
+    EMA), the noise scheduler, the results written to ``all_results.json`` and the process index."""
 
     unet: UNet2DModel
+    training_weights: dict[str, torch.Tensor]
     noise_scheduler: DDPMPaperScheduler
     results: dict[str, Any]
     process_index: int
@@ -415,6 +416,7 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
     train_seconds = time.perf_counter() - start_time
 
     accelerator.wait_for_everyone()
+    training_weights = {name: tensor.detach().clone() for name, tensor in unwrapped.state_dict().items()}
     if ema is not None:
         ema.copy_to(unwrapped.parameters())
     results: dict[str, Any] = {
@@ -436,7 +438,7 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
     accelerator.log({k: v for k, v in results.items() if isinstance(v, int | float)}, step=progress.global_step)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return DDPMTrainingResult(unwrapped, noise_scheduler, results, accelerator.process_index)
+    return DDPMTrainingResult(unwrapped, training_weights, noise_scheduler, results, accelerator.process_index)
 
 
 def _log_samples(accelerator, unet, ema, noise_scheduler, args: argparse.Namespace, step: int) -> None:

@@ -1,0 +1,164 @@
+"""DDPM training (hf_swin_ddpm.training.train_ddpm): outputs, exact resume, two processes, data layouts, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from training_support import (
+    assert_one_line_error,
+    flags,
+    run_cli,
+    run_two_processes,
+    same_weights,
+    tree_digest,
+    with_flags,
+    write_image_folder,
+)
+
+from hf_swin_ddpm import DDPMPaperPipeline
+from hf_swin_ddpm.training import train_ddpm
+from hf_swin_ddpm.training.common import complete_checkpoints
+
+# digits at 8x8 with the tiny UNet: 24 training images in batches of 8 (3 per epoch), 5 held-out images.
+TINY = flags(
+    dataset_name="digits",
+    model_config="tiny",
+    resolution=8,
+    train_batch_size=8,
+    max_train_samples=24,
+    max_eval_samples=5,
+    eval_batch_size=2,
+    eval_bpd_timesteps=2,
+    ddpm_num_inference_steps=2,
+    num_sample_images=4,
+    lr_warmup_steps=2,
+    logging_steps=1,
+    ema_decay=0.9,
+    report_to="none",
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def train(*argv: str) -> train_ddpm.DDPMTrainingResult:
+    return train_ddpm.train(train_ddpm.parse_args(list(argv)))
+
+
+def test_outputs_and_exact_resume(tmp_path):
+    first = tmp_path / "run"
+    argv = with_flags(TINY, output_dir=first, max_train_steps=5, random_flip=True)
+    logged = flags(checkpointing_steps=2, checkpoints_total_limit=2, save_images_steps=2, report_to="tensorboard")
+    uninterrupted = train(*argv, *logged)
+
+    # checkpoints every 2 steps, the oldest beyond the limit removed; sample grids; tracker logs
+    assert [path.name for path in complete_checkpoints(first)] == ["checkpoint-2", "checkpoint-4"]
+    assert (first / "samples" / "samples-0000002.png").is_file() and (
+        first / "samples" / "samples-0000004.png"
+    ).is_file()
+    assert list((first / "logs").rglob("events.out.tfevents*"))
+    assert (first / "sample_grid.png").is_file()
+
+    # the saved pipeline holds the EMA weights
+    pipeline = DDPMPaperPipeline.from_pretrained(first)
+    assert same_weights(pipeline.unet.state_dict(), uninterrupted.unet.state_dict())
+    assert not same_weights(uninterrupted.training_weights, uninterrupted.unet.state_dict())
+    assert pipeline.unet.config.sample_size == 8
+
+    results = json.loads((first / "all_results.json").read_text())
+    assert results["global_step"] == 5 and results["num_processes"] == 1
+    assert results["eval_samples"] == 5 and results["eval_split"] == "test"
+    assert results["eval_total_bpd"] > 0
+
+    card = ModelCard.load(first / "README.md")
+    assert card.data.library_name == "diffusers"
+    assert card.data.pipeline_tag == "unconditional-image-generation"
+    assert {"hf-swin-ddpm", "ddpm"} <= set(card.data.tags)
+    assert card.data.eval_results[0].metric_type == "bits_per_dim"
+    assert "sample_grid.png" in card.text and "learning_rate" in card.text
+
+    # a save killed half-way leaves checkpoint-N.tmp: "latest" must skip it and resume from checkpoint-4
+    partial = first / "checkpoint-9.tmp"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"half-written")
+    resumed_latest = train(*argv, *flags(resume_from_checkpoint="latest"))
+    assert resumed_latest.results["global_step"] == 5
+    resumed_middle = train(
+        *with_flags(TINY, output_dir=tmp_path / "other", max_train_steps=5, random_flip=True),
+        *flags(resume_from_checkpoint=first / "checkpoint-2"),
+    )
+    for resumed in (resumed_latest, resumed_middle):
+        assert same_weights(resumed.training_weights, uninterrupted.training_weights)
+        assert same_weights(resumed.unet.state_dict(), uninterrupted.unet.state_dict())  # EMA too
+
+
+def test_resume_with_gradient_accumulation_across_epochs(tmp_path):
+    argv = with_flags(TINY, max_train_steps=4, gradient_accumulation_steps=2, max_train_samples=20, use_ema=True)
+    uninterrupted = train(*argv, *flags(output_dir=tmp_path / "a", checkpointing_steps=1))
+    resumed = train(*argv, *flags(output_dir=tmp_path / "b", resume_from_checkpoint=tmp_path / "a" / "checkpoint-3"))
+    assert same_weights(resumed.training_weights, uninterrupted.training_weights)
+
+
+def _train_on_two_processes(output_dir: str) -> None:
+    result = train(*with_flags(TINY, output_dir=output_dir, max_train_steps=3, checkpointing_steps=3))
+    torch.save(
+        {"training": result.training_weights, "ema": result.unet.state_dict(), "results": result.results},
+        Path(output_dir) / f"process-{result.process_index}.pt",
+    )
+
+
+def test_two_processes_keep_identical_weights_and_gather_all_eval_images(tmp_path):
+    output_dir = tmp_path / "two"
+    run_two_processes(lambda: _train_on_two_processes(str(output_dir)))
+    first, second = (torch.load(output_dir / f"process-{i}.pt", weights_only=False) for i in range(2))
+    assert same_weights(first["training"], second["training"])
+    assert same_weights(first["ema"], second["ema"])
+    results = json.loads((output_dir / "all_results.json").read_text())
+    assert results["num_processes"] == 2
+    assert results["eval_samples"] == 5  # 3 + 3 on the two processes, the padding dropped
+    assert results["total_train_batch_size"] == 16
+    single = train(*with_flags(TINY, output_dir=tmp_path / "one", max_train_steps=3))
+    assert not same_weights(single.training_weights, first["training"])  # the processes saw different batches
+
+
+def test_cli_trains_on_an_image_folder(tmp_path):
+    write_image_folder(tmp_path / "folder", {"train": 10, "test": 3})
+    result = run_cli(
+        "train-ddpm",
+        *flags(train_data_dir="folder", output_dir="out", max_train_steps=2, train_batch_size=4),
+        *flags(model_config="tiny", resolution=8, eval_bpd_timesteps=2, ddpm_num_inference_steps=2),
+        *flags(num_sample_images=2, report_to="none"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert results["global_step"] == 2 and results["eval_samples"] == 3 and results["eval_split"] == "test"
+    assert DDPMPaperPipeline.from_pretrained(tmp_path / "out").unet.config.in_channels == 1
+
+
+def test_bad_input_is_one_line_and_leaves_checkpoints_alone(tmp_path):
+    output_dir = tmp_path / "out"
+    train(*with_flags(TINY, output_dir=output_dir, max_train_steps=2, checkpointing_steps=2))
+    before = tree_digest(output_dir)
+    datasets.Dataset.from_dict({"text": ["a", "b"]}).to_parquet(tmp_path / "text.parquet")
+    common = flags(output_dir=output_dir, resume_from_checkpoint="latest", model_config="tiny", max_train_steps=4)
+    cases = [
+        (flags(train_data_dir="missing_folder"), ["missing_folder", "does not exist"]),
+        (flags(dataset_name="no_such_dataset_anywhere"), ["no_such_dataset_anywhere"]),
+        (flags(dataset_name="text.parquet"), ["[text]", "image column"]),
+    ]
+    for case, fragments in cases:
+        assert_one_line_error(run_cli("train-ddpm", *case, *common, cwd=tmp_path), *fragments)
+    assert tree_digest(output_dir) == before
+    shutil.rmtree(output_dir)
