@@ -432,7 +432,6 @@ def trajectory_strip(timesteps: list[int], samples: torch.Tensor, predictions: t
         axes[0, column].set_title(f"t = {timestep}", fontsize=9)
     axes[0, 0].set_ylabel("$x_t$", fontsize=11)
     axes[1, 0].set_ylabel(r"predicted $\hat{x}_0$", fontsize=10)
-    figure.suptitle("Progressive generation (Ho et al. 2020, Fig. 6): noise → sample", fontsize=10)
     return figure_to_image(figure)
 
 
@@ -595,13 +594,14 @@ Pixels are scaled to [−1, 1] and the shown xₜ is clipped to that range; t co
 
 INTRO = """
 # Swin + FPN segmentation · DDPM generation
-Two models built as native 🤗 transformers / diffusers components, small enough to run on a CPU:
+Two models built as native Hugging Face transformers / diffusers components, small enough to run on a CPU:
 a **Swin Transformer with a Semantic FPN head** segments circles, squares and triangles, and a **denoising diffusion
 probabilistic model** draws handwritten digits. Every tab is also an API route (see "Use via API" below).
 """
 
 CSS = """
 .pixelated img, .pixelated canvas { image-rendering: pixelated; }
+.fill-box img { width: 100% !important; height: 100% !important; object-fit: contain; }
 .swatch { display: inline-block; width: 0.95em; height: 0.95em; border-radius: 3px; vertical-align: -0.12em;
           border: 1px solid rgba(0, 0, 0, 0.25); }
 .how-it-works { font-size: 0.95em; }
@@ -630,7 +630,7 @@ def image_input(label: str, elem_id: str) -> gr.Image:
         image_mode=None,
         sources=["upload", "clipboard"],
         height=300,
-        elem_classes=["pixelated"],
+        elem_classes=["pixelated", "fill-box"],
         elem_id=elem_id,
     )
     gradio_preprocess = component.preprocess
@@ -639,7 +639,8 @@ def image_input(label: str, elem_id: str) -> gr.Image:
 
 
 def image_output(label: str, **kwargs: Any) -> gr.Image:
-    return gr.Image(label=label, format="png", interactive=False, elem_classes=["pixelated"], **kwargs)
+    """A lossless (PNG) output image, scaled up crisply to fill its box."""
+    return gr.Image(label=label, format="png", interactive=False, elem_classes=["pixelated", "fill-box"], **kwargs)
 
 
 def build_segment_tab(segmenter: Segmenter) -> None:
@@ -711,14 +712,21 @@ def build_generate_tab(pipeline: DDPMPaperPipeline) -> None:
         with gr.Column(scale=2):
             gallery = gr.Gallery(
                 label="Samples",
-                columns=8,
+                columns=4,
                 format="png",
                 object_fit="contain",
-                height="auto",
+                height=340,
                 elem_classes=["pixelated"],
                 elem_id="generate-gallery",
             )
-            strip = image_output("Denoising trajectory of sample #1", elem_id="generate-trajectory")
+            gr.Markdown("**Denoising trajectory of sample #1** (Ho et al. 2020, Fig. 6): noise → sample")
+            strip = gr.Image(
+                format="png",
+                interactive=False,
+                show_label=False,
+                elem_classes=["pixelated"],
+                elem_id="generate-trajectory",
+            )
     gr.Markdown(generate_how_it_works(pipeline.scheduler), elem_classes=["how-it-works"])
 
     def run(seed: int, num_images: int, inference_steps: int, variance: str, progress=gr.Progress()):  # noqa: B008
@@ -758,9 +766,17 @@ def build_forward_tab(scheduler: DDPMPaperScheduler) -> None:
                 gr.Examples(examples=examples, inputs=image, label="Examples")
         with gr.Column(scale=2):
             with gr.Row():
-                noisy = image_output("xₜ ~ q(xₜ | x₀)", height=300, elem_id="forward-noisy")
-                curve = image_output("ᾱₜ and SNR over t", height=300, elem_id="forward-curve")
-            summary = gr.Markdown()
+                noisy = image_output("xₜ ~ q(xₜ | x₀)", height=300, elem_id="forward-noisy", scale=2)
+                curve = gr.Image(
+                    label="ᾱₜ and SNR over t",
+                    show_label=False,
+                    format="png",
+                    interactive=False,
+                    height=300,
+                    elem_id="forward-curve",
+                    scale=3,
+                )
+            summary = gr.Markdown(elem_id="forward-summary")
     gr.Markdown(forward_how_it_works(scheduler), elem_classes=["how-it-works"])
 
     def run(image: PIL.Image.Image | None, t: int, noise_seed: int):
