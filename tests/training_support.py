@@ -38,11 +38,11 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
-    """File path -> sha1 of everything under ``folder``."""
+    """File path -> sha1 of everything under ``folder`` but the tracker logs."""
     return {
         str(path.relative_to(folder)): hashlib.sha1(path.read_bytes()).hexdigest()
         for path in sorted(folder.rglob("*"))
-        if path.is_file()
+        if path.is_file() and path.relative_to(folder).parts[0] != "logs"
     }
 
 

@@ -292,6 +292,14 @@ def load_train_and_eval_datasets(args: argparse.Namespace, task: str) -> Trainin
     return TrainingData(train, held_out, eval_split, source)
 
 
+def check_first_examples(dataset: AnyDataset, count: int) -> None:
+    """Run the first ``count`` examples of a transformed map-style dataset through its transform, so that bad data
+    (masks of the wrong size, labels out of range, unreadable images) stops the run before it starts."""
+    if isinstance(dataset, datasets.Dataset):
+        for index in range(min(count, len(dataset))):
+            dataset[index]
+
+
 def dataset_label(args: argparse.Namespace) -> str:
     """How the model card and logs name the data: the dataset name or the folder."""
     if args.dataset_name is not None:

@@ -167,6 +167,7 @@ def build_dataloaders(
         num_workers=args.dataloader_num_workers,
         generator=common.seeded_data_generator(args.seed),
     )
+    common.check_first_examples(train_dataloader.dataset, args.train_batch_size)
     eval_dataloader = None
     if eval_dataset is not None and args.eval_bpd_timesteps > 0:
         eval_dataloader = DataLoader(
@@ -174,6 +175,7 @@ def build_dataloaders(
             batch_size=args.eval_batch_size,
             collate_fn=collate_ddpm,
             num_workers=args.dataloader_num_workers,
+            generator=common.seeded_data_generator(args.seed),  # evaluating leaves the global RNG alone
         )
     return train_dataloader, eval_dataloader, train_transform, data
 
