@@ -365,3 +365,26 @@ def test_a_folder_without_a_pipeline_is_reported(tmp_path):
     app = load_app_module()
     with pytest.raises(app.ModelLoadError, match="no model_index.json.*make demo-models"):
         app.load_ddpm(str(tmp_path))
+
+
+def test_generate_reports_progress_on_every_denoising_step(space):
+    pipeline = space.app.load_ddpm(str(space.swin_fpn_folder.parent / "ddpm"))
+    reported = []
+
+    def progress(fraction, desc=None, unit="steps"):
+        reported.append((fraction, desc))
+
+    gallery, _ = space.app.generate(pipeline, 0, 1, 3, "beta-tilde", progress=progress)
+    assert len(gallery) == 1
+    assert reported == [((1, 3), "Denoising"), ((2, 3), "Denoising"), ((3, 3), "Denoising")]
+
+
+def test_model_locations_come_from_the_argument_then_the_environment_then_the_default(monkeypatch):
+    app = load_app_module()
+    monkeypatch.delenv("DDPM_MODEL", raising=False)
+    assert app.model_location(None, "DDPM_MODEL", app.DEFAULT_DDPM_MODEL) == str(app.DEFAULT_DDPM_MODEL)
+    assert app.DEFAULT_DDPM_MODEL == Path(app.__file__).resolve().parents[1] / "demo_models" / "ddpm-digits"
+    monkeypatch.setenv("DDPM_MODEL", "someone/ddpm-digits")
+    assert app.model_location(None, "DDPM_MODEL", app.DEFAULT_DDPM_MODEL) == "someone/ddpm-digits"
+    assert app.model_location("/models/mine", "DDPM_MODEL", app.DEFAULT_DDPM_MODEL) == "/models/mine"
+    assert app.looks_like_hub_repo_id("someone/ddpm-digits") and not app.looks_like_hub_repo_id("/no/such/folder")
