@@ -650,7 +650,9 @@ def build_segment_tab(segmenter: Segmenter) -> None:
             button = gr.Button("Segment", variant="primary", elem_id="segment-button")
             examples = example_images()
             if examples:
-                gr.Examples(examples=examples, inputs=image, label="Examples (shapes test split)")
+                gr.Examples(
+                    examples=examples, inputs=image, label="Examples (shapes test split)", elem_id="segment-examples"
+                )
         with gr.Column(scale=2):
             with gr.Row():
                 overlay = image_output("Predicted classes over the image", height=300, elem_id="segment-overlay")
@@ -763,7 +765,7 @@ def build_forward_tab(scheduler: DDPMPaperScheduler) -> None:
             button = gr.Button("Add noise", variant="primary", elem_id="forward-button")
             examples = example_images()
             if examples:
-                gr.Examples(examples=examples, inputs=image, label="Examples")
+                gr.Examples(examples=examples, inputs=image, label="Examples", elem_id="forward-examples")
         with gr.Column(scale=2):
             with gr.Row():
                 noisy = image_output("xₜ ~ q(xₜ | x₀)", height=300, elem_id="forward-noisy", scale=2)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from space_app_support import load_app_module, save_tiny_ddpm, save_tiny_segmenter, served_app
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -94,18 +95,6 @@ def test_segment_an_example_in_the_browser(page):
     page.screenshot(path=ARTIFACTS / "segment.png", full_page=True)
 
 
-def test_a_corrupt_upload_shows_the_error_message(page, tmp_path):
-    corrupt = tmp_path / "corrupt.png"
-    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a PNG")
-    page.get_by_role("tab", name="Segment").click()
-    page.locator("#segment-image button[aria-label='Remove Image']").click()
-    upload(page, "segment-image", corrupt)
-    page.click("#segment-button")
-    page.get_by_text("it is not an image or it is corrupt").first.wait_for()
-    page.wait_for_timeout(500)  # the toast slides in
-    page.screenshot(path=ARTIFACTS / "segment_error.png")  # the viewport, where the error toast sits
-
-
 def test_generate_in_the_browser(page):
     page.get_by_role("tab", name="Generate").click()
     set_number(page, "generate-num-images", 2)
@@ -121,11 +110,23 @@ def test_generate_in_the_browser(page):
 def test_forward_process_in_the_browser(page):
     app = load_app_module()
     page.get_by_role("tab", name="Forward process").click()
-    upload(page, "forward-image", app.example_images()[3])
-    page.wait_for_selector("#forward-image img")
+    page.locator("#forward-examples img").nth(3).click()  # load an example by clicking it
+    assert loaded_image_size(page, "#forward-image img") == Image.open(app.example_images()[3]).size
     set_number(page, "forward-t", 100)
     page.click("#forward-button")
     assert loaded_image_size(page, "#forward-noisy img") == (64, 64)
     loaded_image_size(page, "#forward-curve img")
     page.locator("#forward-summary").get_by_text("t = 100").wait_for()
     page.screenshot(path=ARTIFACTS / "forward.png", full_page=True)
+
+
+def test_a_corrupt_upload_shows_the_error_message(page, tmp_path):  # last: its toast would cover other screenshots
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a PNG")
+    page.get_by_role("tab", name="Segment").click()
+    page.locator("#segment-image button[aria-label='Remove Image']").click()
+    upload(page, "segment-image", corrupt)
+    page.click("#segment-button")
+    page.get_by_text("it is not an image or it is corrupt").first.wait_for()
+    page.wait_for_timeout(500)  # the toast slides in
+    page.screenshot(path=ARTIFACTS / "segment_error.png")  # the viewport, where the error toast sits
