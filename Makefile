@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: test lint format demo demo-models clean
 
@@ -13,6 +14,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# The Space's browser test drives Debian's Chromium (playwright cannot download its own browser here).
+$(CHROMIUM):
+	apt-get update -q && apt-get install -y -q chromium
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -21,11 +26,15 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint
+test: lint $(CHROMIUM)
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n 2 -q tests
 
-demo: $(STAMP)
-	@echo "make demo arrives with the Space issue (#6)."
+# Trains the two demo models on the embedded datasets unless demo_models/ already holds them.
+demo-models: $(STAMP)
+	$(PY) -m hf_swin_ddpm.training.demo_models
+
+demo: demo-models
+	$(PY) spaces_app/app.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
