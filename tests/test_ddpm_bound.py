@@ -9,17 +9,10 @@ import torch
 
 from hf_swin_ddpm.ddpm import DDPMPaperScheduler, paper_unet, variational_bound
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 T = 1000
 LN2 = math.log(2.0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared machine the thread pool only adds waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class PointMassEpsilon(torch.nn.Module):

@@ -7,17 +7,10 @@ from diffusers import DDIMScheduler, DDPMScheduler
 
 from hf_swin_ddpm import DDPMPaperScheduler
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 T = 1000
 SHAPE = (2, 3, 4, 4)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared machine the thread pool only adds waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def paper_schedule() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ from diffusers import DiffusionPipeline, UNet2DModel
 from hub_server import FakeHub
 from huggingface_hub import ModelCard
 from PIL import Image
+from remote_code_support import BLOCK_PACKAGE
 
 from hf_swin_ddpm import (
     DDPMPaperPipeline,
@@ -31,6 +32,8 @@ from hf_swin_ddpm import (
     SwinFPNImageProcessor,
 )
 from hf_swin_ddpm.hub import HubPublishError, _check_weights, push_to_hub, render_model_card, save_for_hub
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAKE_TOKEN = "hf_LoopbackFakeToken4Tests0123456789abcdef"
 REJECTED_TOKEN = "hf_RejectedToken4Tests9876543210fedcba"
@@ -61,15 +64,6 @@ DDPM_FILES = {
     "unet/diffusion_pytorch_model.safetensors",
 }
 
-BLOCK_PACKAGE = """
-import sys
-class BlockPackage:
-    def find_spec(self, name, path=None, target=None):
-        if name == "hf_swin_ddpm" or name.startswith("hf_swin_ddpm."):
-            raise ImportError("hf_swin_ddpm is not installed here")
-        return None
-sys.meta_path.insert(0, BlockPackage())
-"""
 
 # Runs in the subprocesses: outputs of the loaded models, compared with those of the originals saved by the tests.
 COMPARE_OUTPUTS = """
@@ -101,14 +95,6 @@ loaded = compare(
     DDPMPaperPipeline.from_pretrained("{DDPM_REPO}"),
 )
 """
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from remote_code_support import BLOCK_PACKAGE
 from safetensors.torch import save_file
 from transformers import SwinBackbone, SwinConfig, SwinForImageClassification, SwinModel
 
@@ -154,17 +155,6 @@ def test_from_hub_repo_id_in_the_offline_cache(tmp_path, swin_backbone):
     difference, checkpoint = output.split()
     assert float(difference) < 1e-4
     assert checkpoint == "microsoft/swin-tiny-patch4-window7-224"
-
-
-BLOCK_PACKAGE = """
-import sys
-class BlockPackage:
-    def find_spec(self, name, path=None, target=None):
-        if name == "hf_swin_ddpm" or name.startswith("hf_swin_ddpm."):
-            raise ImportError("hf_swin_ddpm is not installed here")
-        return None
-sys.meta_path.insert(0, BlockPackage())
-"""
 
 
 def test_saved_folder_loads_as_remote_code_without_the_package(tmp_path):
