@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,6 +45,9 @@ def convert_swin(args: argparse.Namespace) -> None:
     from . import SwinFPNForSegmentation, SwinFPNImageProcessor
 
     id2label = _load_id2label(args)
+    if args.image_size is not None and args.image_size < 1:
+        raise CLIError(f"--image-size: expected an integer >= 1, got {args.image_size}.")
+    _check_model_source(args.checkpoint, "checkpoint")
     model = SwinFPNForSegmentation.from_pretrained_backbone(args.checkpoint, id2label=id2label)
     size = args.image_size or model.config.image_size
     output = Path(args.output_dir)
@@ -63,11 +67,32 @@ def sample(args: argparse.Namespace) -> None:
         raise CLIError(f"{folder}: no model_index.json; expected a folder saved by DDPMPaperPipeline.save_pretrained.")
     if not 1 <= args.num_images <= 256:
         raise CLIError(f"--num-images: expected 1..256, got {args.num_images}.")
+    if args.steps < 1:
+        raise CLIError(f"--steps: expected an integer >= 1, got {args.steps}.")
+    _check_image_output(Path(args.output))
     pipeline = DDPMPaperPipeline.from_pretrained(folder)
     generator = torch.Generator().manual_seed(args.seed)
     images = pipeline(batch_size=args.num_images, generator=generator, num_inference_steps=args.steps).images
     _save_grid(images, Path(args.output))
     print(f"Saved {len(images)} samples ({args.steps} steps) to {args.output}")
+
+
+def _check_model_source(name: str, what: str) -> None:
+    """`name` must be an existing folder or look like a Hub repo id (`name` or `namespace/name`)."""
+    if Path(name).is_dir() or (not Path(name).exists() and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name)):
+        return
+    reason = "is a file, not a folder" if Path(name).exists() else "is neither an existing folder nor a Hub repo id"
+    raise CLIError(f"{what}: {name} {reason}.")
+
+
+def _check_image_output(path: Path) -> None:
+    """The output must be a file name with an image extension PIL can write (.png, .jpg, ...)."""
+    from PIL import Image
+
+    if path.is_dir():
+        raise CLIError(f"output: {path} is a folder; give an image file name such as samples.png.")
+    if path.suffix.lower() not in Image.registered_extensions():
+        raise CLIError(f"output: {path} has no image extension PIL can write; give a name such as samples.png.")
 
 
 def push(args: argparse.Namespace) -> None:
@@ -181,9 +206,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler(args)
     except (CLIError, ValueError, OSError) as error:
-        print(f"hf-swin-ddpm {args.command}: error: {error}", file=sys.stderr)
+        print(f"hf-swin-ddpm {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"hf-swin-ddpm {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (its type name when empty)."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

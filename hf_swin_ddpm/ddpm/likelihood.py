@@ -113,6 +113,30 @@ def _check_images(x0: torch.Tensor, unet) -> None:
     in_channels = getattr(getattr(unet, "config", None), "in_channels", None)
     if in_channels is not None and x0.shape[1] != in_channels:
         raise ValueError(f"`x0` has {x0.shape[1]} channels but the unet expects {in_channels}.")
+    down_block_types = getattr(getattr(unet, "config", None), "down_block_types", None)
+    if down_block_types:
+        multiple = 2 ** (len(down_block_types) - 1)  # the last down block does not downsample
+        if x0.shape[-2] % multiple or x0.shape[-1] % multiple:
+            raise ValueError(
+                f"`x0` height and width must be multiples of {multiple} (the unet halves them "
+                f"{len(down_block_types) - 1} times), got {x0.shape[-2]}x{x0.shape[-1]}; the unet was trained at "
+                f"{unet.config.sample_size}."
+            )
+
+
+def _check_arguments(unet, scheduler, generator) -> None:
+    """The model must be callable, the scheduler must have betas and a config, the generator must be a generator."""
+    if not callable(unet):
+        raise ValueError(f"`unet` must be a model called as unet(x_t, t), got {type(unet).__name__}.")
+    if not hasattr(scheduler, "betas") or not hasattr(scheduler, "config"):
+        raise ValueError(
+            f"`scheduler` must be a DDPMPaperScheduler (betas and a config), got {type(scheduler).__name__}."
+        )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(
+            f"`generator` must be a torch.Generator or None, got {type(generator).__name__}; for a seed pass "
+            "torch.Generator().manual_seed(seed)."
+        )
 
 
 def _kl_timesteps(num_timesteps: int | None, total: int) -> np.ndarray:
@@ -239,6 +263,7 @@ def variational_bound(
         `dict[str, torch.Tensor]`: per-image float64 tensors of shape `(batch,)`: `prior_bpd` (L_T), `decoder_bpd`
         (L_0), `diffusion_bpd` (the sum of the L_{t-1}, t = 2..T in the paper's numbering) and `total_bpd`.
     """
+    _check_arguments(unet, scheduler, generator)
     _check_images(x0, unet)
     if isinstance(batch_timesteps, bool) or not isinstance(batch_timesteps, (int, np.integer)) or batch_timesteps < 1:
         raise ValueError(f"`batch_timesteps` must be a positive integer, got {batch_timesteps!r}.")

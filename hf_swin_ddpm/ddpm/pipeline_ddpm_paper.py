@@ -6,6 +6,7 @@ Self-contained (diffusers, torch and numpy only) so that it can be shipped as re
 
 import importlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -22,6 +23,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 DEFAULT_TRAJECTORY_FRAMES = 10
+# The recorded trajectory (x_t and the x_0 estimate per frame, float32 on the CPU) may take at most this many bytes.
+MAX_TRAJECTORY_BYTES = 2**31
 # `from_pretrained` arguments that choose what to download rather than how to build the model
 _DOWNLOAD_ARGUMENTS = ("cache_dir", "force_download", "local_files_only", "token", "revision")
 _COMPONENT_LIBRARIES = ("diffusers", "transformers")
@@ -56,6 +59,17 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def _check_generator(generator: Any) -> None:
+    """`generator` is None, a `torch.Generator` or a list of them; a seed is not (use `manual_seed`)."""
+    generators = generator if isinstance(generator, list) else [generator]
+    bad = [g for g in generators if g is not None and not isinstance(g, torch.Generator)]
+    if bad:
+        raise ValueError(
+            f"`generator` must be a torch.Generator or a list of them, got {type(bad[0]).__name__} {bad[0]!r:.40}; "
+            "for a seed pass torch.Generator().manual_seed(seed)."
+        )
+
+
 class DDPMPaperPipeline(DiffusionPipeline):
     """
     Samples images with the reverse process of "Denoising Diffusion Probabilistic Models" (Algorithm 2).
@@ -74,6 +88,7 @@ class DDPMPaperPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["image", "model_output", "pred_original_sample"]
     max_batch_size = 1024
+    max_trajectory_bytes = MAX_TRAJECTORY_BYTES
 
     def __init__(self, unet: UNet2DModel, scheduler: SchedulerMixin):
         super().__init__()
@@ -171,6 +186,7 @@ class DDPMPaperPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: Sequence[str],
     ) -> None:
         """Raises `ValueError` naming the first bad argument."""
+        _check_generator(generator)
         if not _is_int(batch_size) or not 1 <= batch_size <= self.max_batch_size:
             raise ValueError(
                 f"`batch_size` must be an integer in [1, {self.max_batch_size}], got {batch_size!r}; "
@@ -189,6 +205,11 @@ class DDPMPaperPipeline(DiffusionPipeline):
             )
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {list(OUTPUT_TYPES)}, got {output_type!r}.")
+        if isinstance(callback_on_step_end_tensor_inputs, str):
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` must be a list of names, got the string "
+                f"{callback_on_step_end_tensor_inputs!r}; write [{callback_on_step_end_tensor_inputs!r}]."
+            )
         unknown = [name for name in callback_on_step_end_tensor_inputs if name not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(
@@ -205,6 +226,11 @@ class DDPMPaperPipeline(DiffusionPipeline):
                 raise ValueError(f"`trajectory_timesteps` must be at least 1 frame, got {trajectory_timesteps}.")
             count = min(int(trajectory_timesteps), len(timesteps))
             return sorted({int(i) for i in np.linspace(0, len(timesteps) - 1, count).round()})
+        if isinstance(trajectory_timesteps, (str, bytes)) or not all(_is_int(t) for t in trajectory_timesteps):
+            raise ValueError(
+                f"`trajectory_timesteps` must be a number of frames or a list of integer timesteps, got "
+                f"{trajectory_timesteps!r:.80}."
+            )
         index_of = {t: i for i, t in enumerate(timesteps)}
         missing = [int(t) for t in trajectory_timesteps if int(t) not in index_of]
         if missing:
@@ -213,6 +239,16 @@ class DDPMPaperPipeline(DiffusionPipeline):
                 f"{len(timesteps)} steps)."
             )
         return sorted({index_of[int(t)] for t in trajectory_timesteps})
+
+    def _check_trajectory_size(self, num_frames: int, image_shape: tuple[int, ...]) -> None:
+        """Refuses a trajectory whose frames (x_t and the x_0 estimate, float32) would exceed `max_trajectory_bytes`."""
+        size = 2 * num_frames * math.prod(image_shape) * 4
+        if size > self.max_trajectory_bytes:
+            raise ValueError(
+                f"`trajectory_timesteps`: {num_frames} frames of a {tuple(image_shape)} batch would take "
+                f"{size:,} bytes, more than `max_trajectory_bytes` = {self.max_trajectory_bytes:,}; record fewer "
+                "frames or fewer images."
+            )
 
     def _postprocess(self, image: torch.Tensor, output_type: str) -> list[PIL.Image.Image] | np.ndarray | torch.Tensor:
         """Maps x_0 from [-1, 1] to [0, 1] and converts it like diffusers' `DDPMPipeline`."""
@@ -240,7 +276,9 @@ class DDPMPaperPipeline(DiffusionPipeline):
 
         Args:
             batch_size (`int`, defaults to 1):
-                Number of images, 1 to `max_batch_size` (1024).
+                Number of images, 1 to `max_batch_size` (1024); larger requests raise a `ValueError` instead of
+                exhausting memory. With `return_trajectory=True` the recorded frames may take at most
+                `max_trajectory_bytes` (2 GiB).
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
                 Makes sampling deterministic. A list (one per image) makes each image depend only on its own
                 generator, whatever the batch size.
@@ -266,9 +304,9 @@ class DDPMPaperPipeline(DiffusionPipeline):
             [`DDPMPaperPipelineOutput`] or `tuple`: `(images,)`, or with `return_trajectory=True`
             `(images, trajectory_timesteps, trajectory_samples, trajectory_x0)`.
         """
-        self.check_inputs(
-            batch_size, generator, num_inference_steps, output_type, list(callback_on_step_end_tensor_inputs)
-        )
+        self.check_inputs(batch_size, generator, num_inference_steps, output_type, callback_on_step_end_tensor_inputs)
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise ValueError(f"`callback_on_step_end` must be callable, got {type(callback_on_step_end).__name__}.")
         device = self._execution_device
         image_shape = self._image_shape(batch_size)
         if device.type == "mps":  # randn is not reproducible on mps
@@ -278,6 +316,7 @@ class DDPMPaperPipeline(DiffusionPipeline):
 
         self.scheduler.set_timesteps(num_inference_steps)
         recorded = set(self._trajectory_indices(trajectory_timesteps)) if return_trajectory else set()
+        self._check_trajectory_size(len(recorded), image_shape)
         frames_timesteps: list[int] = []
         frames_samples: list[torch.Tensor] = []
         frames_x0: list[torch.Tensor] = []

@@ -35,6 +35,9 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
 # options of diffusers' DDPMScheduler this scheduler does not implement, with the value that means "off"
 _UNSUPPORTED_DIFFUSERS_OPTIONS = {"thresholding": False, "rescale_betas_zero_snr": False, "steps_offset": 0}
+# Largest T accepted: the schedule holds a few float64 tables and per-step coefficients of length T, so a config asking
+# for billions of steps would exhaust memory. Published DDPMs use T <= 4000.
+MAX_NUM_TRAIN_TIMESTEPS = 100_000
 
 
 @dataclass
@@ -88,8 +91,54 @@ def _cosine_betas(num_train_timesteps: int, max_beta: float = 0.999) -> np.ndarr
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_real(name: str, value: Any) -> float:
+    """`value` as a finite float, or a `ValueError` naming the argument."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"`{name}` must be a real number, got {value!r} ({type(value).__name__}).")
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite, got {value!r}.")
+    return float(value)
+
+
+def _check_sample(name: str, value: Any) -> None:
+    """A tensor the scheduler computes with: floating point (float16, bfloat16, float32, float64), at least 1-d.
+
+    Values are not inspected (NaN or infinity propagate elementwise): checking them would synchronise an accelerator
+    on every step.
+    """
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"`{name}` must be a torch.Tensor, got {type(value).__name__}.")
+    if not value.is_floating_point():
+        raise ValueError(
+            f"`{name}` must be a floating-point tensor (float16, bfloat16, float32 or float64), got {value.dtype}."
+        )
+    if value.ndim < 1:
+        raise ValueError(f"`{name}` must have a batch dimension, (batch_size, ...), got a 0-d tensor.")
+
+
+def _timestep_value(timestep: Any) -> int:
+    """A single timestep (int, numpy integer, or a one-element tensor; integral floats accepted) as an int."""
+    value = timestep
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(
+                f"`timestep` must be one timestep (an int or a one-element integer tensor), got a {value.dtype} tensor "
+                f"of shape {tuple(value.shape)}."
+            )
+        value = value.item()
+    if _is_integer(value):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    raise ValueError(f"`timestep` must be an integer timestep of the current chain, got {timestep!r}.")
 
 
 def _check_betas(betas: np.ndarray, argument: str) -> None:
@@ -169,14 +218,21 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
         prediction_type: str = "epsilon",
         timestep_spacing: str = "linspace",
     ):
-        if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, (int, np.integer)):
+        if not _is_integer(num_train_timesteps):
             raise ValueError(f"`num_train_timesteps` must be an integer, got {num_train_timesteps!r}.")
         if num_train_timesteps < 1:
             raise ValueError(f"`num_train_timesteps` must be at least 1, got {num_train_timesteps}.")
+        if num_train_timesteps > MAX_NUM_TRAIN_TIMESTEPS:
+            raise ValueError(
+                f"`num_train_timesteps` must be at most {MAX_NUM_TRAIN_TIMESTEPS} (the schedule's tables grow with it), "
+                f"got {num_train_timesteps}."
+            )
         _check_choice("variance_type", variance_type, VARIANCE_TYPES)
         _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         _check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        if not clip_sample_range > 0:
+        if not isinstance(clip_sample, (bool, np.bool_)):
+            raise ValueError(f"`clip_sample` must be True or False, got {clip_sample!r}.")
+        if not _check_real("clip_sample_range", clip_sample_range) > 0:
             raise ValueError(f"`clip_sample_range` must be positive, got {clip_sample_range}.")
 
         betas = self._make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
@@ -225,7 +281,12 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
     ) -> np.ndarray:
         """Builds the float64 betas, checking that they lie in (0, 1) and do not decrease."""
         if trained_betas is not None:
-            betas = np.asarray(trained_betas, dtype=np.float64)
+            try:
+                betas = np.asarray(trained_betas, dtype=np.float64)
+            except (TypeError, ValueError) as error:
+                raise ValueError(
+                    f"`trained_betas` must be a list of numbers, got {trained_betas!r:.80} ({error})."
+                ) from None
             if betas.shape != (num_train_timesteps,):
                 raise ValueError(
                     f"`trained_betas` must have shape ({num_train_timesteps},) to match `num_train_timesteps`, "
@@ -238,6 +299,7 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
             betas = _cosine_betas(num_train_timesteps)
             _check_betas(betas, "beta_schedule")
             return betas
+        beta_start, beta_end = _check_real("beta_start", beta_start), _check_real("beta_end", beta_end)
         if not 0.0 < beta_start < 1.0:
             raise ValueError(f"`beta_start` must lie in (0, 1), got {beta_start}.")
         if not 0.0 < beta_end < 1.0:
@@ -286,9 +348,7 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
         if num_inference_steps is not None and timesteps is not None:
             raise ValueError("Pass only one of `num_inference_steps` and `timesteps`.")
         if timesteps is not None:
-            chain = np.asarray([int(t) for t in timesteps], dtype=np.int64)
-            if chain.ndim != 1 or chain.size == 0:
-                raise ValueError(f"`timesteps` must be a non-empty list of integers, got {timesteps!r}.")
+            chain = self._timesteps_array(timesteps)
             if np.any(np.diff(chain) >= 0):
                 raise ValueError(f"`timesteps` must be strictly decreasing, got {chain.tolist()}.")
             if chain[0] >= num_train_timesteps or chain[-1] < 0:
@@ -312,6 +372,20 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
             self.num_inference_steps = int(num_inference_steps)
         self._set_schedule(chain, device=device)
 
+    @staticmethod
+    def _timesteps_array(timesteps: Any) -> np.ndarray:
+        """Explicit timesteps as a 1-d int64 array, or a `ValueError` naming the argument."""
+        expected = f"`timesteps` must be a non-empty list of integers, got {timesteps!r:.80}"
+        if isinstance(timesteps, (str, bytes)) or not hasattr(timesteps, "__len__"):
+            raise ValueError(f"{expected}.")
+        try:
+            values = [_timestep_value(t) for t in timesteps]
+        except ValueError:
+            raise ValueError(f"{expected}.") from None
+        if not values:
+            raise ValueError(f"{expected}.")
+        return np.asarray(values, dtype=np.int64)
+
     def _spaced_timesteps(self, num_inference_steps: int) -> np.ndarray:
         """Strictly decreasing timesteps for `num_inference_steps` steps, following `timestep_spacing`."""
         num_train_timesteps = self.config.num_train_timesteps
@@ -327,7 +401,9 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
             chain = (np.arange(0, num_inference_steps) * step_ratio).round()[::-1]
         else:  # trailing
             step_ratio = num_train_timesteps / num_inference_steps
-            chain = np.round(np.arange(num_train_timesteps, 0, -step_ratio)) - 1
+            # T - k * T / n for k < n: diffusers' np.arange(T, 0, -T / n) gives n + 1 values (the last -1) when the
+            # float step rounds down, e.g. T = 183, n = 21
+            chain = np.round(num_train_timesteps - np.arange(num_inference_steps) * step_ratio) - 1
         chain = chain.astype(np.int64)
         if np.any(np.diff(chain) >= 0):  # rounding collisions; cannot happen for n <= T, kept as a guard
             raise ValueError(f"`num_inference_steps`={num_inference_steps} gives repeated timesteps with {spacing}.")
@@ -369,11 +445,12 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
         return self._steps[self._index_of(timestep)].prev_timestep
 
     def _index_of(self, timestep: int | torch.Tensor) -> int:
+        value = _timestep_value(timestep)
         try:
-            return self._step_index_of[int(timestep)]
+            return self._step_index_of[value]
         except KeyError:
             raise ValueError(
-                f"`timestep` {int(timestep)} is not in the current chain ({len(self._steps)} steps from "
+                f"`timestep` {value} is not in the current chain ({len(self._steps)} steps from "
                 f"{self._steps[0].timestep} to {self._steps[-1].timestep}); call `set_timesteps` first."
             ) from None
 
@@ -413,6 +490,13 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
         Returns:
             [`DDPMPaperSchedulerOutput`] or `tuple`: `(prev_sample, pred_original_sample)`.
         """
+        _check_sample("model_output", model_output)
+        _check_sample("sample", sample)
+        if isinstance(generator, list) and len(generator) != sample.shape[0]:
+            raise ValueError(
+                f"`generator` is a list of {len(generator)} generators for a batch of {sample.shape[0]}; "
+                "pass one per sample."
+            )
         if model_output.shape != sample.shape:
             raise ValueError(
                 f"`model_output` must have the shape of `sample` {tuple(sample.shape)}, got "
@@ -466,8 +550,12 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
 
     def _gather(self, table: torch.Tensor, timesteps: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
         """`table[timesteps]` (float64 on the CPU), cast to `like`'s dtype and device, shaped to broadcast."""
+        if isinstance(timesteps, (bool, np.bool_)) or not isinstance(timesteps, (int, np.integer, torch.Tensor)):
+            raise ValueError(
+                f"`timesteps` must be an int or an integer tensor, got {timesteps!r:.80} ({type(timesteps).__name__})."
+            )
         timesteps = torch.as_tensor(timesteps)
-        if timesteps.is_floating_point() or timesteps.is_complex():
+        if timesteps.is_floating_point() or timesteps.is_complex() or timesteps.dtype == torch.bool:
             raise ValueError(f"`timesteps` must be integers, got dtype {timesteps.dtype}.")
         timesteps = timesteps.to("cpu", torch.long).flatten()
         num_train_timesteps = self.config.num_train_timesteps
@@ -494,6 +582,8 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
             noise (`torch.Tensor`): eps ~ N(0, I), shaped like `original_samples`.
             timesteps (`torch.Tensor` or `int`): t, one per sample or one for all, in [0, T - 1].
         """
+        _check_sample("original_samples", original_samples)
+        _check_sample("noise", noise)
         if noise.shape != original_samples.shape:
             raise ValueError(
                 f"`noise` must have the shape of `original_samples` {tuple(original_samples.shape)}, got "
@@ -505,6 +595,8 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
 
     def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor | int) -> torch.Tensor:
         """The v-prediction target v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (for `prediction_type="v_prediction"`)."""
+        _check_sample("sample", sample)
+        _check_sample("noise", noise)
         if noise.shape != sample.shape:
             raise ValueError(
                 f"`noise` must have the shape of `sample` {tuple(sample.shape)}, got {tuple(noise.shape)}."

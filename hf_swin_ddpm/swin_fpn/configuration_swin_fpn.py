@@ -1,8 +1,17 @@
 """SwinFPN configuration: a Swin Transformer backbone (Liu et al. 2021, arXiv 2103.14030) with a Semantic FPN head
 (Kirillov et al. 2019, Panoptic FPN)."""
 
+import functools
+import math
+
 from huggingface_hub.dataclasses import strict
+from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
+
+# Default bound on batch * height * width of one forward: 2**26 pixels is one 8192 x 8192 image or 256 images of
+# 512 x 512; Swin-T needs tens of GiB of activations for it. Larger inputs are refused instead of exhausting memory.
+DEFAULT_MAX_INPUT_PIXELS = 2**26
 
 SWIN_FPN_PRESETS: dict[str, dict] = {
     "swin-tiny": {"embed_dim": 96, "depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24)},
@@ -11,6 +20,56 @@ SWIN_FPN_PRESETS: dict[str, dict] = {
 }
 
 
+def _require(condition: bool, field: str, expected: str, given) -> None:
+    if not condition:
+        raise ValueError(f"SwinFPNConfig.{field}: expected {expected}, got {given!r}.")
+
+
+def _check_num_labels_argument(kwargs: dict) -> None:
+    """`num_labels` is not a dataclass field (transformers turns it into `id2label`): check its type here."""
+    num_labels = kwargs.get("num_labels")
+    if num_labels is not None:
+        _require(
+            isinstance(num_labels, int) and not isinstance(num_labels, bool) and num_labels >= 1,
+            "num_labels",
+            "an integer >= 1",
+            num_labels,
+        )
+
+
+def _type_name(annotation) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
+
+
+def _field_errors_as_value_errors(cls: type) -> type:
+    """Makes the type checks of `@strict` raise a `ValueError` "SwinFPNConfig.<field>: expected <type>, got <value>"
+    (huggingface_hub raises its own `StrictDataclassFieldValidationError`, which is not a `ValueError`, so callers
+    that report bad input, e.g. the CLI, would show it as a crash)."""
+    strict_setattr, strict_init = cls.__setattr__, cls.__init__
+
+    def __setattr__(self, name: str, value) -> None:
+        try:
+            strict_setattr(self, name, value)
+        except StrictDataclassFieldValidationError:
+            field = cls.__dataclass_fields__.get(name)
+            expected = _type_name(field.type) if field is not None else "a valid value"
+            raise ValueError(
+                f"{cls.__name__}.{name}: expected {expected}, got {value!r} ({type(value).__name__})."
+            ) from None
+
+    @functools.wraps(strict_init)
+    def __init__(self, *args, **kwargs) -> None:
+        try:
+            strict_init(self, *args, **kwargs)
+        except StrictDataclassClassValidationError as error:
+            raise ValueError(f"{cls.__name__}: {' '.join(str(error).split())}") from None
+
+    cls.__setattr__ = __setattr__
+    cls.__init__ = __init__
+    return cls
+
+
+@_field_errors_as_value_errors
 @strict
 class SwinFPNConfig(PreTrainedConfig):
     r"""
@@ -38,6 +97,11 @@ class SwinFPNConfig(PreTrainedConfig):
         head_num_groups (`int`): GroupNorm groups of the head (32).
         semantic_loss_ignore_index (`int`): label value the cross-entropy loss ignores.
         backbone_checkpoint (`str`, *optional*): the Swin checkpoint the backbone started from, if any.
+        max_input_pixels (`int`, *optional*): the largest batch * height * width that `forward` accepts (default
+            2**26); larger inputs raise a `ValueError` instead of exhausting memory. `None` removes the bound.
+
+    Every field is checked when the config is built (also from a `config.json`): a value of the wrong type or out of
+    range raises a `ValueError` naming the field, what was expected and what was given.
     """
 
     model_type = "swin_fpn"
@@ -63,14 +127,19 @@ class SwinFPNConfig(PreTrainedConfig):
     head_num_groups: int = 32
     semantic_loss_ignore_index: int = 255
     backbone_checkpoint: str | None = None
+    max_input_pixels: int | None = DEFAULT_MAX_INPUT_PIXELS
 
     def __post_init__(self, **kwargs):
         self.depths = list(self.depths)
         self.num_heads = list(self.num_heads)
         self._check_geometry()
+        _check_num_labels_argument(kwargs)
         self.num_layers = len(self.depths)
         self.hidden_size = self.stage_channels[-1]
         super().__post_init__(**kwargs)
+        _require(
+            self.num_labels >= 1, "num_labels", "at least one class (num_labels >= 1, or a non-empty id2label)", 0
+        )
 
     @property
     def stage_channels(self) -> list[int]:
@@ -97,10 +166,19 @@ class SwinFPNConfig(PreTrainedConfig):
                 f"stage {stage + 1} width {channels} (embed_dim * 2**{stage}) divisible by its head count",
                 heads,
             )
-        _require(self.mlp_ratio > 0, "mlp_ratio", "a ratio > 0", self.mlp_ratio)
+        _require(0 < self.mlp_ratio < math.inf, "mlp_ratio", "a finite ratio > 0", self.mlp_ratio)
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
             _require(0.0 <= getattr(self, name) < 1.0, name, "a probability in [0, 1)", getattr(self, name))
-        _require(self.layer_norm_eps > 0, "layer_norm_eps", "a value > 0", self.layer_norm_eps)
+        _require(0 < self.layer_norm_eps < math.inf, "layer_norm_eps", "a finite value > 0", self.layer_norm_eps)
+        _require(
+            0 <= self.initializer_range < math.inf, "initializer_range", "a finite std >= 0", self.initializer_range
+        )
+        _require(
+            self.hidden_act in ACT2FN,
+            "hidden_act",
+            "an activation name of transformers.activations.ACT2FN (gelu, relu, silu, ...)",
+            self.hidden_act,
+        )
         _require(
             self.head_num_groups >= 1 and self.head_hidden_size % self.head_num_groups == 0,
             "head_num_groups",
@@ -108,11 +186,8 @@ class SwinFPNConfig(PreTrainedConfig):
             self.head_num_groups,
         )
         _require(self.image_size >= 1, "image_size", "an integer >= 1", self.image_size)
-
-
-def _require(condition: bool, field: str, expected: str, given) -> None:
-    if not condition:
-        raise ValueError(f"SwinFPNConfig.{field}: expected {expected}, got {given!r}.")
+        if self.max_input_pixels is not None:
+            _require(self.max_input_pixels >= 1, "max_input_pixels", "None or an integer >= 1", self.max_input_pixels)
 
 
 __all__ = ["SwinFPNConfig", "SWIN_FPN_PRESETS"]

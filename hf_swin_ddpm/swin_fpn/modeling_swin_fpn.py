@@ -59,6 +59,8 @@ class SwinFPNPatchEmbedding(nn.Module):
         pad_right = (-width) % self.patch_size
         if pad_bottom or pad_right:
             pixel_values = F.pad(pixel_values, (0, pad_right, 0, pad_bottom))
+        # any floating-point input works: float16/bfloat16/float64 pixels meet the weights in the weights' dtype
+        pixel_values = pixel_values.to(self.projection.weight.dtype)
         embeddings = self.projection(pixel_values).permute(0, 2, 3, 1)
         return self.norm(embeddings)
 
@@ -492,6 +494,8 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
         return logits[..., : input_size[0], : input_size[1]]
 
     def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        """Raise `ValueError` naming the problem: not a tensor, wrong rank or channels, not floating point, empty,
+        more than `config.max_input_pixels` pixels, or NaN/inf values."""
         expected = f"(batch, {self.config.num_channels}, height, width)"
         if not isinstance(pixel_values, torch.Tensor):
             raise ValueError(f"pixel_values: expected a torch.Tensor of shape {expected}, got {type(pixel_values)}.")
@@ -503,16 +507,40 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
             )
         if min(pixel_values.shape) < 1:
             raise ValueError(f"pixel_values: every dimension must be >= 1, got {tuple(pixel_values.shape)}.")
+        batch, _, height, width = pixel_values.shape
+        max_pixels = self.config.max_input_pixels
+        if max_pixels is not None and batch * height * width > max_pixels:
+            raise ValueError(
+                f"pixel_values: batch * height * width = {batch} * {height} * {width} = {batch * height * width:,} "
+                f"exceeds config.max_input_pixels = {max_pixels:,}; split the batch, downscale the images or raise "
+                "the bound if the memory allows."
+            )
+        if not torch.compiler.is_compiling() and not torch.isfinite(pixel_values).all():
+            raise ValueError("pixel_values: expected finite values, got NaN or infinity.")
 
     def _check_labels(self, labels: torch.Tensor, pixel_values: torch.Tensor) -> None:
+        """Raise `ValueError` unless `labels` is an integer (batch, height, width) tensor of class ids in
+        [0, num_labels) or the ignore index."""
         expected = (pixel_values.shape[0], *pixel_values.shape[-2:])
+        if not isinstance(labels, torch.Tensor):
+            raise ValueError(f"labels: expected a torch.Tensor of shape {expected}, got {type(labels)}.")
         if labels.shape != expected:
             raise ValueError(
                 f"labels: expected shape (batch, height, width) = {expected} to match pixel_values, "
                 f"got {tuple(labels.shape)}."
             )
-        if labels.is_floating_point():
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise ValueError(f"labels: expected an integer tensor of class ids, got {labels.dtype}.")
+        if torch.compiler.is_compiling():
+            return
+        ignore_index, num_labels = self.config.semantic_loss_ignore_index, self.config.num_labels
+        invalid = (labels != ignore_index) & ((labels < 0) | (labels >= num_labels))
+        if invalid.any():
+            values = labels[invalid].unique()[:5].tolist()
+            raise ValueError(
+                f"labels: expected class ids in [0, {num_labels - 1}] or the ignore index {ignore_index}, got "
+                f"{values} ({int(invalid.sum())} pixels); check the label map's encoding (e.g. reduce_labels)."
+            )
 
     @classmethod
     def from_pretrained_backbone(cls, name_or_path: str, **config_kwargs) -> SwinFPNForSegmentation:

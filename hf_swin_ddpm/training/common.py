@@ -41,6 +41,8 @@ ALL_RESULTS_FILE = "all_results.json"
 MODEL_CARD_FILE = "README.md"
 DEFAULT_EVAL_SPLITS = ("validation", "test")
 DEBUG_ENV = "HF_SWIN_DDPM_DEBUG"  # set to 1 to get full tracebacks instead of one-line errors
+# Largest --resolution accepted: one 4096 x 4096 RGB image is 200 MB as float32 before any activation.
+MAX_RESOLUTION = 4096
 TRACKERS = ("tensorboard", "wandb", "comet_ml", "mlflow", "aim", "clearml", "dvclive", "swanlab", "trackio")
 
 AnyDataset = datasets.Dataset | datasets.IterableDataset
@@ -145,6 +147,8 @@ def check_common_arguments(args: argparse.Namespace) -> None:
         check_positive(getattr(args, flag), f"--{flag}")
     for flag in ("lr_warmup_steps", "max_grad_norm", "dataloader_num_workers"):
         check_positive(getattr(args, flag), f"--{flag}", allow_zero=True)
+    if args.resolution is not None and args.resolution > MAX_RESOLUTION:
+        raise TrainingError(f"--resolution must be at most {MAX_RESOLUTION}, got {args.resolution}")
     if not 0.0 < args.train_val_split < 1.0:
         raise TrainingError(f"--train_val_split must lie in (0, 1), got {args.train_val_split}")
     if args.streaming and args.max_train_steps is None:

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from ..data import DDPMTransform, attach_transform, collate_ddpm
 from ..ddpm import PAPER_UNET_PRESETS, DDPMPaperPipeline, DDPMPaperScheduler, variational_bound
+from ..ddpm.scheduling_ddpm_paper import MAX_NUM_TRAIN_TIMESTEPS
 from . import common
 from .common import TrainingError, TrainingProgress
 
@@ -107,6 +108,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for flag in ("ddpm_num_steps", "ddpm_num_inference_steps", "save_images_steps", "num_sample_images"):
         common.check_positive(getattr(args, flag), f"--{flag}")
     common.check_positive(args.eval_bpd_timesteps, "--eval_bpd_timesteps", allow_zero=True)
+    if args.ddpm_num_steps > MAX_NUM_TRAIN_TIMESTEPS:
+        raise TrainingError(f"--ddpm_num_steps must be at most {MAX_NUM_TRAIN_TIMESTEPS}, got {args.ddpm_num_steps}")
     if args.ddpm_num_inference_steps > args.ddpm_num_steps:
         raise TrainingError(
             f"--ddpm_num_inference_steps ({args.ddpm_num_inference_steps}) exceeds --ddpm_num_steps ({args.ddpm_num_steps})"
