@@ -20,6 +20,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .safe_loading import check_model_folder, named_loading_errors, safetensors_only
+
+ALLOW_PICKLE_HELP = "also read pickled .bin weights (with torch.load(weights_only=True)); default: safetensors only"
+
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
@@ -48,7 +52,12 @@ def convert_swin(args: argparse.Namespace) -> None:
     if args.image_size is not None and args.image_size < 1:
         raise CLIError(f"--image-size: expected an integer >= 1, got {args.image_size}.")
     _check_model_source(args.checkpoint, "checkpoint")
-    model = SwinFPNForSegmentation.from_pretrained_backbone(args.checkpoint, id2label=id2label)
+    if Path(args.checkpoint).is_dir():
+        check_model_folder(args.checkpoint, allow_pickle=args.allow_pickle)
+    with named_loading_errors(args.checkpoint, "Swin checkpoint"):
+        model = SwinFPNForSegmentation.from_pretrained_backbone(
+            args.checkpoint, allow_pickle=args.allow_pickle, id2label=id2label
+        )
     size = args.image_size or model.config.image_size
     output = Path(args.output_dir)
     model.save_pretrained(output)
@@ -70,7 +79,9 @@ def sample(args: argparse.Namespace) -> None:
     if args.steps < 1:
         raise CLIError(f"--steps: expected an integer >= 1, got {args.steps}.")
     _check_image_output(Path(args.output))
-    pipeline = DDPMPaperPipeline.from_pretrained(folder)
+    check_model_folder(folder, allow_pickle=args.allow_pickle)
+    with named_loading_errors(folder, "DDPMPaperPipeline"):
+        pipeline = DDPMPaperPipeline.from_pretrained(folder, **safetensors_only(args.allow_pickle))
     generator = torch.Generator().manual_seed(args.seed)
     images = pipeline(batch_size=args.num_images, generator=generator, num_inference_steps=args.steps).images
     _save_grid(images, Path(args.output))
@@ -108,7 +119,7 @@ def push(args: argparse.Namespace) -> None:
         card_fields["example_image"] = Path(args.example_image)
     if args.sample_steps:
         card_fields["sample_steps"] = args.sample_steps
-    obj, save_fields = load_saved(folder)
+    obj, save_fields = load_saved(folder, allow_pickle=args.allow_pickle)
     url = push_to_hub(
         obj,
         args.repo_id,
@@ -171,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--num-labels", type=int, default=2)
     convert.add_argument("--id2label", help="JSON file mapping class ids to names (overrides --num-labels)")
     convert.add_argument("--image-size", type=int, default=None)
+    convert.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     convert.set_defaults(handler=convert_swin)
 
     sampler = commands.add_parser("sample", help=sample.__doc__)
@@ -179,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     sampler.add_argument("--num-images", type=int, default=16)
     sampler.add_argument("--steps", type=int, default=1000)
     sampler.add_argument("--seed", type=int, default=0)
+    sampler.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     sampler.set_defaults(handler=sample)
 
     pusher = commands.add_parser("push", help=push.__doc__)
@@ -191,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pusher.add_argument("--example-image", help="image to show in the model card")
     pusher.add_argument("--sample-steps", type=int, default=None, help="steps of the DDPM card's sample grid")
+    pusher.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     pusher.set_defaults(handler=push)
     for name, module in TRAINING_COMMANDS.items():
         commands.add_parser(name, add_help=False, help=f"train with accelerate (python -m {module}; {name} --help)")

@@ -564,32 +564,44 @@ def _check_weights(folder: Path) -> None:
         raise ValueError(f"No safetensors weights were written to {folder}.")
 
 
-def load_saved(folder: str | Path) -> tuple[Any, dict[str, Any]]:
+def load_saved(folder: str | Path, allow_pickle: bool = False) -> tuple[Any, dict[str, Any]]:
     """
     Loads a saved model folder for publishing: a `DDPMPaperPipeline` (a `model_index.json`), or a SwinFPN model with
     its image processor (a `config.json` of model type "swin_fpn").
 
+    The folder is checked first (`safe_loading.check_model_folder`): configs must parse, safetensors files must be
+    whole, and weights are read from safetensors only unless `allow_pickle=True` (then `.bin` files are read with
+    `torch.load(weights_only=True)`, never running code). No remote code is run.
+
     Returns:
         `(obj, save_fields)`: the model and the extra arguments `push_to_hub` needs for it (`image_processor`).
+
+    Raises:
+        `ValueError` (`safe_loading.ModelFileError` for a bad file): naming the folder or file and the problem.
     """
+    from .safe_loading import check_model_folder, named_loading_errors, safetensors_only
+
     folder = Path(folder)
+    check_model_folder(folder, allow_pickle=allow_pickle)
     if (folder / "model_index.json").is_file():
         from .ddpm import DDPMPaperPipeline
 
-        return DDPMPaperPipeline.from_pretrained(folder), {}
+        with named_loading_errors(folder, "DDPMPaperPipeline"):
+            return DDPMPaperPipeline.from_pretrained(folder, **safetensors_only(allow_pickle)), {}
     config_file = folder / "config.json"
     model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
     if model_type != SEGMENTATION:
         raise ValueError(
             f"{folder}: neither a DDPMPaperPipeline folder (model_index.json) nor a SwinFPN model folder (config.json "
-            f'with "model_type": "swin_fpn").'
+            f'with "model_type": "swin_fpn", got {model_type!r}).'
         )
     from .swin_fpn import SwinFPNForSegmentation, SwinFPNImageProcessor
 
     save_fields = {}
-    if (folder / "preprocessor_config.json").is_file():
-        save_fields["image_processor"] = SwinFPNImageProcessor.from_pretrained(folder)
-    return SwinFPNForSegmentation.from_pretrained(folder), save_fields
+    with named_loading_errors(folder, "SwinFPN model"):
+        if (folder / "preprocessor_config.json").is_file():
+            save_fields["image_processor"] = SwinFPNImageProcessor.from_pretrained(folder)
+        return SwinFPNForSegmentation.from_pretrained(folder, **safetensors_only(allow_pickle)), save_fields
 
 
 # ---------------------------------------------------------------------------------------------- pushing

@@ -33,6 +33,7 @@ from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
 import hf_swin_ddpm  # noqa: F401  (registers SwinFPN with the transformers Auto classes)
 from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler
+from hf_swin_ddpm.safe_loading import check_model_folder, named_loading_errors, safetensors_only
 
 APP_DIR = Path(__file__).resolve().parent
 REPO_ROOT = APP_DIR.parent
@@ -155,11 +156,19 @@ def hsv_to_rgb(hue: float, saturation: float, value: float) -> tuple[int, int, i
 
 
 def load_segmenter(location: str) -> Segmenter:
-    """Loads a semantic segmentation model and its image processor (SwinFPN or any transformers model)."""
+    """Loads a semantic segmentation model and its image processor (SwinFPN or any transformers model).
+
+    Safetensors weights only and no remote code: a folder or repository that needs either is refused.
+    """
     check_model_location("segmentation model", location, SWIN_FPN_MODEL_ENV)
     try:
-        model = AutoModelForSemanticSegmentation.from_pretrained(location).eval()
-        processor = AutoImageProcessor.from_pretrained(location)
+        if Path(location).is_dir():
+            check_model_folder(location)
+        with named_loading_errors(location, "segmentation model"):
+            model = AutoModelForSemanticSegmentation.from_pretrained(
+                location, trust_remote_code=False, **safetensors_only()
+            ).eval()
+            processor = AutoImageProcessor.from_pretrained(location, trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise ModelLoadError(
             missing_model_message("segmentation model", location, SWIN_FPN_MODEL_ENV, str(error))
@@ -176,7 +185,10 @@ def load_ddpm(location: str) -> DDPMPaperPipeline:
             missing_model_message("DDPM pipeline", location, DDPM_MODEL_ENV, "the folder has no model_index.json")
         )
     try:
-        pipeline = DDPMPaperPipeline.from_pretrained(location)
+        if Path(location).is_dir():
+            check_model_folder(location)
+        with named_loading_errors(location, "DDPM pipeline"):
+            pipeline = DDPMPaperPipeline.from_pretrained(location, **safetensors_only())
     except (OSError, ValueError) as error:
         raise ModelLoadError(missing_model_message("DDPM pipeline", location, DDPM_MODEL_ENV, str(error))) from error
     pipeline.set_progress_bar_config(disable=True)

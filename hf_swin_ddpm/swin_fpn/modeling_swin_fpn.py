@@ -543,12 +543,16 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
             )
 
     @classmethod
-    def from_pretrained_backbone(cls, name_or_path: str, **config_kwargs) -> SwinFPNForSegmentation:
+    def from_pretrained_backbone(
+        cls, name_or_path: str, allow_pickle: bool = False, **config_kwargs
+    ) -> SwinFPNForSegmentation:
         """Build the model from a transformers Swin checkpoint (`SwinModel`, `SwinForImageClassification` or
         `SwinBackbone`; v5 or legacy key names), e.g. `microsoft/swin-tiny-patch4-window7-224`.
 
         The checkpoint's geometry and backbone weights are taken; the FPN and head start fresh, and so do the stage
         norms when the checkpoint has none. `config_kwargs` set the rest (`num_labels`, `id2label`, dropouts, ...).
+        The weights are read from safetensors only, unless `allow_pickle=True` lets transformers read a
+        `pytorch_model.bin` (with `torch.load(weights_only=True)`).
         """
         from transformers import SwinBackbone, SwinConfig
 
@@ -573,7 +577,10 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
         config = SwinFPNConfig(**{**geometry, **config_kwargs, "backbone_checkpoint": str(name_or_path)})
         stage_names = [f"stage{i + 1}" for i in range(len(swin_config.depths))]
         swin_backbone, info = SwinBackbone.from_pretrained(
-            name_or_path, out_features=stage_names, output_loading_info=True
+            name_or_path,
+            out_features=stage_names,
+            output_loading_info=True,
+            **({} if allow_pickle else {"use_safetensors": True}),
         )
         model = cls(config)
         converted = convert_swin_backbone_state_dict(swin_backbone.state_dict())

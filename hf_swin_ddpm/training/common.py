@@ -4,11 +4,11 @@ The flags carry the names of the diffusers / transformers example scripts (``--d
 ``--output_dir``, ``--resolution``, ``--train_batch_size``, ``--max_train_steps``, ``--checkpointing_steps``,
 ``--resume_from_checkpoint``, ``--report_to``, ``--push_to_hub``, ...).
 
-Checkpoints are ``output_dir/checkpoint-{global_step}`` folders written by ``accelerator.save_state`` (model,
-optimizer, LR scheduler, every process's RNG states and the objects registered with ``register_for_checkpointing``:
-the EMA weights and the :class:`TrainingProgress`, i.e. the data position). They are written under
-``checkpoint-{global_step}.tmp`` and renamed once complete, so a run killed while saving never leaves a folder that
-looks complete.
+Checkpoints are ``output_dir/checkpoint-{global_step}`` folders: ``accelerator.save_state`` (model as safetensors,
+optimizer, LR scheduler, every process's RNG states), the :class:`TrainingProgress` (the data position) and the EMA
+(``training_state.json``, ``ema_weights.safetensors``), and a manifest of every file's size and SHA-256 that a resume
+checks first. They are written under ``checkpoint-{global_step}.tmp`` and renamed once complete, so a run killed while
+saving never leaves a folder that looks complete.
 """
 
 from __future__ import annotations
@@ -348,8 +348,8 @@ def resolve_training_length(
 class TrainingProgress:
     """Where training stands: optimizer steps taken, the epoch, and the batches of that epoch already consumed.
 
-    Registered with ``accelerator.register_for_checkpointing``, it is saved in every checkpoint, so a resumed run
-    skips exactly the batches it had consumed (``accelerator.skip_first_batches``).
+    Saved in every checkpoint (``training_state.json``), so a resumed run skips exactly the batches it had consumed
+    (``accelerator.skip_first_batches``).
     """
 
     global_step: int = 0
@@ -365,6 +365,14 @@ class TrainingProgress:
 
 
 # --- checkpoints ----------------------------------------------------------------------------------------------------
+
+TRAINING_STATE_FILE = "training_state.json"  # the TrainingProgress and the EMA's scalars
+EMA_WEIGHTS_FILE = "ema_weights.safetensors"  # the EMA's shadow parameters
+MANIFEST_FILE = "checkpoint_manifest.json"  # size and SHA-256 of every other file, written last
+# Test hook: seconds to sleep inside ``save_checkpoint`` after accelerate has written its part of the temporary
+# folder and before the training state and the manifest, so that a test can kill a run in the middle of a save.
+TEST_PAUSE_ENV = "HF_SWIN_DDPM_TEST_PAUSE_IN_CHECKPOINT"
+_EMA_SCALARS = ("decay", "min_decay", "optimization_step", "update_after_step", "use_ema_warmup", "inv_gamma", "power")
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -396,16 +404,28 @@ def resolve_resume_checkpoint(value: str | None, output_dir: str | Path) -> Path
         raise TrainingError(f"--resume_from_checkpoint: {value!r} is not a checkpoint folder (or 'latest')")
     if path.name.endswith(INCOMPLETE_SUFFIX):
         raise TrainingError(f"--resume_from_checkpoint: {path} is an incomplete checkpoint (its save was interrupted)")
-    if not any(path.glob("model*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
-        raise TrainingError(f"--resume_from_checkpoint: {path} holds no saved model; not an accelerate checkpoint")
+    if not any(path.glob("model*.safetensors")):
+        raise TrainingError(
+            f"--resume_from_checkpoint: {path} has no model.safetensors; not a checkpoint of this training script"
+        )
     return path
 
 
-def save_checkpoint(accelerator, output_dir: str | Path, global_step: int, total_limit: int | None) -> Path:
-    """``accelerator.save_state`` into ``checkpoint-{global_step}.tmp``, renamed to ``checkpoint-{global_step}``
-    when every process has written its part; then the oldest checkpoints beyond ``total_limit`` are removed.
+def save_checkpoint(
+    accelerator,
+    output_dir: str | Path,
+    global_step: int,
+    total_limit: int | None,
+    progress: TrainingProgress,
+    ema: Any = None,
+) -> Path:
+    """Write ``checkpoint-{global_step}`` completely or not at all; then remove the oldest beyond ``total_limit``.
 
-    Call on every process.
+    Everything goes into ``checkpoint-{global_step}.tmp``: ``accelerator.save_state`` (model as safetensors,
+    optimizer, LR scheduler, every process's RNG states), the training state (``training_state.json``, and
+    ``ema_weights.safetensors`` with EMA) and, last, ``checkpoint_manifest.json`` with the size and SHA-256 of every
+    file. Only then is the folder renamed, so a run killed at any moment leaves either a complete checkpoint or a
+    ``.tmp`` folder that ``latest`` ignores and the next save replaces. Call on every process.
     """
     root = Path(output_dir)
     final = root / f"{CHECKPOINT_PREFIX}{global_step}"
@@ -416,6 +436,9 @@ def save_checkpoint(accelerator, output_dir: str | Path, global_step: int, total
     accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        _pause_for_tests()
+        write_training_state(partial, progress, ema)
+        write_manifest(partial)
         if final.exists():
             shutil.rmtree(final)
         partial.rename(final)
@@ -426,9 +449,104 @@ def save_checkpoint(accelerator, output_dir: str | Path, global_step: int, total
     return final
 
 
-def load_checkpoint(accelerator, path: Path) -> None:
-    """``accelerator.load_state``: model, optimizer, LR scheduler, RNG states and the registered objects."""
-    accelerator.load_state(str(path))
+def _pause_for_tests() -> None:
+    """Sleep ``$HF_SWIN_DDPM_TEST_PAUSE_IN_CHECKPOINT`` seconds (unset: no pause); see ``TEST_PAUSE_ENV``."""
+    seconds = os.environ.get(TEST_PAUSE_ENV)
+    if seconds:
+        import time
+
+        time.sleep(float(seconds))
+
+
+def write_training_state(folder: Path, progress: TrainingProgress, ema: Any = None) -> None:
+    """``training_state.json`` (progress, EMA scalars) and ``ema_weights.safetensors``: no pickles, so resuming
+    never unpickles objects (accelerate's ``register_for_checkpointing`` would load them with ``weights_only=False``)."""
+    from safetensors.torch import save_file
+
+    state: dict[str, Any] = {"progress": progress.state_dict()}
+    if ema is not None:
+        ema_state = ema.state_dict()
+        state["ema"] = {name: ema_state[name] for name in _EMA_SCALARS}
+        shadow = {str(index): tensor.detach().cpu().contiguous() for index, tensor in enumerate(ema.shadow_params)}
+        save_file(shadow, str(folder / EMA_WEIGHTS_FILE))
+    (folder / TRAINING_STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
+def write_manifest(folder: Path) -> None:
+    """``checkpoint_manifest.json``: the size and SHA-256 of every file in the checkpoint folder."""
+    files = {
+        str(path.relative_to(folder)): {"size": path.stat().st_size, "sha256": _sha256(path)}
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_FILE
+    }
+    (folder / MANIFEST_FILE).write_text(json.dumps({"files": files}, indent=2, sort_keys=True) + "\n")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Raise ``TrainingError`` naming the file when the checkpoint lacks its manifest or a file it lists, or a file's
+    size or SHA-256 differs from the manifest's (truncated, altered or replaced)."""
+    manifest_file = path / MANIFEST_FILE
+    try:
+        files = json.loads(manifest_file.read_text())["files"]
+    except FileNotFoundError:
+        raise TrainingError(
+            f"--resume_from_checkpoint: {path} has no {MANIFEST_FILE}; not a complete checkpoint of this script"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise TrainingError(f"--resume_from_checkpoint: {manifest_file} is damaged ({first_line(error)})") from None
+    for name, expected in sorted(files.items()):
+        file = path / name
+        if not file.is_file():
+            raise TrainingError(f"--resume_from_checkpoint: {file} is missing from the checkpoint")
+        if file.stat().st_size != expected["size"]:
+            raise TrainingError(
+                f"--resume_from_checkpoint: {file} is truncated or altered "
+                f"({file.stat().st_size} bytes, the checkpoint wrote {expected['size']})"
+            )
+        if _sha256(file) != expected["sha256"]:
+            raise TrainingError(f"--resume_from_checkpoint: {file} is altered (its SHA-256 differs from the manifest)")
+
+
+def load_checkpoint(accelerator, path: Path, progress: TrainingProgress, ema: Any = None) -> None:
+    """Verify the checkpoint against its manifest, then ``accelerator.load_state`` (model, optimizer, LR scheduler,
+    RNG states; its pickles are read with ``weights_only=True``) and the training state (progress, EMA)."""
+    verify_checkpoint(path)
+    try:
+        accelerator.load_state(str(path))
+    except Exception as error:  # what torch, safetensors and accelerate raise on a bad file is often anonymous
+        raise TrainingError(f"--resume_from_checkpoint: {path} could not be loaded ({first_line(error)})") from None
+    state = json.loads((path / TRAINING_STATE_FILE).read_text())
+    progress.load_state_dict(state["progress"])
+    if ema is not None:
+        _load_ema(path, state, ema)
+
+
+def _load_ema(path: Path, state: Mapping[str, Any], ema: Any) -> None:
+    from safetensors.torch import load_file
+
+    if "ema" not in state or not (path / EMA_WEIGHTS_FILE).is_file():
+        raise TrainingError(
+            f"--resume_from_checkpoint: {path} was saved without EMA weights; resume with --no-use_ema"
+        )
+    shadow = load_file(str(path / EMA_WEIGHTS_FILE))
+    if len(shadow) != len(ema.shadow_params):
+        raise TrainingError(
+            f"--resume_from_checkpoint: {path / EMA_WEIGHTS_FILE} holds {len(shadow)} EMA tensors, the model has "
+            f"{len(ema.shadow_params)}; the checkpoint is of another model"
+        )
+    devices = [parameter.device for parameter in ema.shadow_params]
+    shadow_params = [shadow[str(index)].to(devices[index]) for index in range(len(shadow))]
+    ema.load_state_dict({**state["ema"], "shadow_params": shadow_params})
 
 
 # --- trackers and images ----------------------------------------------------------------------------------------------

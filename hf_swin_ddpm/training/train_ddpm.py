@@ -346,15 +346,13 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
     ema = build_ema(args, accelerator.unwrap_model(unet))
     if ema is not None:
         ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
-    progress = TrainingProgress()
-    accelerator.register_for_checkpointing(progress)
+    progress = TrainingProgress()  # saved with the EMA in every checkpoint (common.save_checkpoint)
     set_seed(args.seed, device_specific=True)  # different noise on every process
 
     resume_from = common.resolve_resume_checkpoint(args.resume_from_checkpoint, output_dir)
     if resume_from is not None:
         accelerator.print(f"Resuming from {resume_from}")
-        common.load_checkpoint(accelerator, resume_from)
+        common.load_checkpoint(accelerator, resume_from, progress, ema)
     elif args.resume_from_checkpoint == "latest":
         accelerator.print(f"No checkpoint in {output_dir} yet: starting a new run")
 
@@ -408,7 +406,9 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
             if step % args.save_images_steps == 0 and step != max_train_steps:
                 _log_samples(accelerator, unwrapped, ema, noise_scheduler, args, step)
             if step % args.checkpointing_steps == 0:
-                path = common.save_checkpoint(accelerator, output_dir, step, args.checkpoints_total_limit)
+                path = common.save_checkpoint(
+                    accelerator, output_dir, step, args.checkpoints_total_limit, progress, ema
+                )
                 logger.info(f"Saved {path}", main_process_only=True)
             if step >= max_train_steps:
                 break

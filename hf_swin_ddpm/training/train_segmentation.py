@@ -45,6 +45,7 @@ from ..data import (
     collate_segmentation,
     dataset_id2label,
 )
+from ..safe_loading import ModelFileError, check_model_folder, named_loading_errors
 from ..swin_fpn import SwinFPNConfig, SwinFPNForSegmentation, SwinFPNImageProcessor
 from ..swin_fpn.configuration_swin_fpn import SWIN_FPN_PRESETS
 from . import common
@@ -206,8 +207,11 @@ def build_model(args: argparse.Namespace, id2label: dict[int, str]) -> SwinFPNFo
         kwargs = {**labels, "image_size": args.resolution or 512}
         kwargs.setdefault("drop_path_rate", 0.3)
         try:
-            return SwinFPNForSegmentation.from_pretrained_backbone(args.pretrained_backbone, **kwargs)
-        except OSError as error:
+            if Path(args.pretrained_backbone).is_dir():
+                check_model_folder(args.pretrained_backbone)
+            with named_loading_errors(args.pretrained_backbone, "Swin checkpoint"):
+                return SwinFPNForSegmentation.from_pretrained_backbone(args.pretrained_backbone, **kwargs)
+        except (OSError, ModelFileError) as error:
             raise TrainingError(
                 f"--pretrained_backbone {args.pretrained_backbone!r}: {common.first_line(error)}"
             ) from None
@@ -443,14 +447,13 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     if eval_dataloader is not None:
         eval_dataloader = accelerator.prepare(eval_dataloader)
-    progress = TrainingProgress()
-    accelerator.register_for_checkpointing(progress)
+    progress = TrainingProgress()  # saved in every checkpoint (common.save_checkpoint)
     set_seed(args.seed, device_specific=True)  # different drop-path draws on every process
 
     resume_from = common.resolve_resume_checkpoint(args.resume_from_checkpoint, output_dir)
     if resume_from is not None:
         accelerator.print(f"Resuming from {resume_from}")
-        common.load_checkpoint(accelerator, resume_from)
+        common.load_checkpoint(accelerator, resume_from, progress)
     elif args.resume_from_checkpoint == "latest":
         accelerator.print(f"No checkpoint in {output_dir} yet: starting a new run")
 
@@ -501,7 +504,7 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
                 )
                 progress_bar.write(f"step {step}: mean IoU {metrics.mean_iou:.4f}")
             if step % args.checkpointing_steps == 0:
-                path = common.save_checkpoint(accelerator, output_dir, step, args.checkpoints_total_limit)
+                path = common.save_checkpoint(accelerator, output_dir, step, args.checkpoints_total_limit, progress)
                 logger.info(f"Saved {path}", main_process_only=True)
             if step >= max_train_steps:
                 break
