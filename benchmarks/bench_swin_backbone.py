@@ -1,7 +1,8 @@
 """Time `SwinFPNForSegmentation.backbone` against transformers' `SwinBackbone` on the same Swin-T weights.
 
 fp32 eager, bf16 autocast and `torch.compile`, batch 2 at 512x512, 2 threads, both models timed alternately in one
-run. Prints a table of median times and ratios (transformers time / ours: > 1 means ours is faster) and writes
+run; then the whole segmenter (the same FPN and head on either backbone) for inference and for a training step
+(forward, backward, AdamW). Prints a table of median times and ratios (transformers time / ours: > 1 means ours is faster) and writes
 `benchmarks/results/swin_backbone.json`.
 
     python benchmarks/bench_swin_backbone.py [--size 512] [--batch 2] [--threads 2] [--repeats 7] [--no-compile]
@@ -26,14 +27,54 @@ from hf_swin_ddpm.swin_fpn.modeling_swin_fpn import _swin_geometry, convert_swin
 RESULTS = Path(__file__).parent / "results"
 
 
-def build_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
-    """transformers' SwinBackbone (Swin-T, random weights, SDPA) and our backbone with the same weights."""
+def build_pair() -> tuple[torch.nn.Module, SwinFPNForSegmentation]:
+    """transformers' SwinBackbone (Swin-T, random weights, SDPA) and our model whose backbone has the same weights."""
     torch.manual_seed(0)
     swin_config = SwinConfig(out_features=["stage1", "stage2", "stage3", "stage4"], drop_path_rate=0.0)
     reference = SwinBackbone(swin_config).eval()
     ours = SwinFPNForSegmentation(SwinFPNConfig(**_swin_geometry(swin_config), num_labels=150)).eval()
     ours.backbone.load_state_dict(convert_swin_backbone_state_dict(reference.state_dict()))
-    return reference, ours.backbone
+    return reference, ours
+
+
+def whole_model_pair(reference: torch.nn.Module, model: SwinFPNForSegmentation) -> dict:
+    """Segmentation logits of SwinFPN, and of the same FPN and head on transformers' backbone."""
+
+    def with_reference_backbone(x: torch.Tensor) -> torch.Tensor:
+        logits = model.decode_head(model.fpn(reference(x).feature_maps))
+        return model._upsample_to_input(logits, x.shape[-2:])
+
+    return {"transformers": with_reference_backbone, "ours": lambda x: model(x).logits}
+
+
+def training_step_seconds(reference, model, x: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median seconds of one forward + backward + AdamW step of the whole segmenter, each backbone in turn."""
+    labels = torch.randint(0, model.config.num_labels, (x.shape[0], *x.shape[-2:]))
+    forwards = whole_model_pair(reference, model)
+    reference.train(), model.train()
+    optimizers = {
+        "transformers": torch.optim.AdamW(
+            [*reference.parameters(), *model.fpn.parameters(), *model.decode_head.parameters()]
+        ),
+        "ours": torch.optim.AdamW(model.parameters()),
+    }
+
+    def step(name: str) -> None:
+        loss = torch.nn.functional.cross_entropy(forwards[name](x), labels, ignore_index=255)
+        loss.backward()
+        optimizers[name].step()
+        optimizers[name].zero_grad(set_to_none=True)
+
+    times: dict[str, list[float]] = {name: [] for name in forwards}
+    for name in forwards:
+        step(name)
+    for _ in range(repeats):
+        for name in forwards:
+            start = time.perf_counter()
+            step(name)
+            times[name].append(time.perf_counter() - start)
+    reference.eval(), model.eval()
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def reference_forward(model: torch.nn.Module):
@@ -62,6 +103,19 @@ def max_abs_diff(reference, ours, x: torch.Tensor, autocast: bool) -> float:
         return max((a.float() - b.float()).abs().max().item() for a, b in zip(reference(x), ours(x)))
 
 
+def _row_times(seconds: dict[str, float]) -> dict[str, float]:
+    return {
+        "transformers_s": seconds["transformers"],
+        "ours_s": seconds["ours"],
+        "speedup": seconds["transformers"] / seconds["ours"],
+    }
+
+
+def max_abs_diff_logits(fns: dict, x: torch.Tensor) -> float:
+    with torch.inference_mode():
+        return (fns["transformers"](x) - fns["ours"](x)).abs().max().item()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512)
@@ -72,8 +126,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    reference_model, ours = build_pair()
-    reference = reference_forward(reference_model)
+    reference_model, model = build_pair()
+    reference, ours = reference_forward(reference_model), model.backbone
     x = torch.randn(args.batch, 3, args.size, args.size)
     modes = [("eager fp32", False, False), ("eager bf16 autocast", True, False)]
     if not args.no_compile:
@@ -95,7 +149,12 @@ def main() -> None:
             }
         )
     eager = rows[0]["transformers_s"], rows[0]["ours_s"]
-    for row in rows:
+    whole = whole_model_pair(reference_model, model)
+    seconds = time_alternating(whole, x, args.repeats, autocast=False)
+    rows.append({"mode": "whole model fp32", **_row_times(seconds), "max_abs_diff": max_abs_diff_logits(whole, x)})
+    seconds = training_step_seconds(reference_model, model, x, max(3, args.repeats // 2))
+    rows.append({"mode": "training step fp32", **_row_times(seconds), "max_abs_diff": float("nan")})
+    for row in rows[: len(modes)]:
         row["transformers_gain_vs_eager"] = eager[0] / row["transformers_s"]
         row["ours_gain_vs_eager"] = eager[1] / row["ours_s"]
 
