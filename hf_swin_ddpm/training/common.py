@@ -369,8 +369,9 @@ class TrainingProgress:
 TRAINING_STATE_FILE = "training_state.json"  # the TrainingProgress and the EMA's scalars
 EMA_WEIGHTS_FILE = "ema_weights.safetensors"  # the EMA's shadow parameters
 MANIFEST_FILE = "checkpoint_manifest.json"  # size and SHA-256 of every other file, written last
-# Test hook: seconds to sleep inside ``save_checkpoint`` after accelerate has written its part of the temporary
-# folder and before the training state and the manifest, so that a test can kill a run in the middle of a save.
+# Test hook, "SECONDS" or "SECONDS@STEP": sleep inside ``save_checkpoint`` (of every checkpoint, or only of the one at
+# global step STEP) after accelerate has written its part of the temporary folder and before the training state and
+# the manifest, so that tests/test_kill_resume.py can kill a run in the middle of a save. Unset in normal use.
 TEST_PAUSE_ENV = "HF_SWIN_DDPM_TEST_PAUSE_IN_CHECKPOINT"
 _EMA_SCALARS = ("decay", "min_decay", "optimization_step", "update_after_step", "use_ema_warmup", "inv_gamma", "power")
 
@@ -436,7 +437,7 @@ def save_checkpoint(
     accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _pause_for_tests()
+        _pause_for_tests(global_step)
         write_training_state(partial, progress, ema)
         write_manifest(partial)
         if final.exists():
@@ -449,10 +450,13 @@ def save_checkpoint(
     return final
 
 
-def _pause_for_tests() -> None:
-    """Sleep ``$HF_SWIN_DDPM_TEST_PAUSE_IN_CHECKPOINT`` seconds (unset: no pause); see ``TEST_PAUSE_ENV``."""
-    seconds = os.environ.get(TEST_PAUSE_ENV)
-    if seconds:
+def _pause_for_tests(global_step: int) -> None:
+    """Sleep as ``$HF_SWIN_DDPM_TEST_PAUSE_IN_CHECKPOINT`` says (unset: no pause); see ``TEST_PAUSE_ENV``."""
+    value = os.environ.get(TEST_PAUSE_ENV)
+    if not value:
+        return
+    seconds, _, step = value.partition("@")
+    if not step or int(step) == global_step:
         import time
 
         time.sleep(float(seconds))
