@@ -1,0 +1,131 @@
+"""Train the two small demo models on CPU (``make demo-models``): a DDPM on ``digits`` and a SwinFPN on ``shapes``.
+
+    python -m hf_swin_ddpm.training.demo_models [--output_root demo_models] [--only ddpm|segmentation] [--force]
+
+They land in ``demo_models/ddpm-digits`` and ``demo_models/swin-fpn-shapes``. A folder that already holds a complete
+saved model (weights, configs and ``all_results.json``) is left as it is unless ``--force``. The hyperparameters are
+the tiny presets' CPU recipes below; each model trains in a few minutes on 2 cores (see ``DEMO_RECIPES``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_OUTPUT_ROOT = Path("demo_models")
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    """One demo model: its folder name, the training script, its flags and the files that make it complete."""
+
+    folder: str
+    module: str
+    flags: tuple[str, ...]
+    required_files: tuple[str, ...]
+
+
+DEMO_RECIPES: dict[str, DemoRecipe] = {
+    "ddpm": DemoRecipe(
+        folder="ddpm-digits",
+        module="hf_swin_ddpm.training.train_ddpm",
+        flags=(
+            "--dataset_name=digits",
+            "--model_config=tiny",
+            "--resolution=16",
+            "--train_batch_size=64",
+            "--max_train_steps=1000",
+            "--learning_rate=1e-3",
+            "--lr_warmup_steps=100",
+            "--dropout=0.0",
+            "--ema_decay=0.999",
+            "--eval_bpd_timesteps=100",
+            "--eval_batch_size=36",
+            "--save_images_steps=500",
+            "--ddpm_num_inference_steps=1000",
+            "--checkpointing_steps=500",
+            "--checkpoints_total_limit=1",
+            "--logging_steps=25",
+        ),
+        required_files=("model_index.json", "unet/config.json", "scheduler/scheduler_config.json", "all_results.json"),
+    ),
+    "segmentation": DemoRecipe(
+        folder="swin-fpn-shapes",
+        module="hf_swin_ddpm.training.train_segmentation",
+        flags=(
+            "--dataset_name=shapes",
+            "--model_config=tiny",
+            "--resolution=64",
+            "--train_batch_size=16",
+            "--max_train_steps=1500",
+            "--learning_rate=2e-3",
+            "--scale_range",
+            "0.75",
+            "1.5",
+            "--eval_batch_size=50",
+            "--checkpointing_steps=500",
+            "--checkpoints_total_limit=1",
+            "--logging_steps=25",
+        ),
+        required_files=("config.json", "model.safetensors", "preprocessor_config.json", "all_results.json"),
+    ),
+}
+
+
+def is_complete(folder: Path, recipe: DemoRecipe) -> bool:
+    """Whether ``folder`` holds every file of a finished run of ``recipe`` (weights included)."""
+    if not all((folder / name).is_file() for name in recipe.required_files):
+        return False
+    weights = ("unet/diffusion_pytorch_model.safetensors",) if recipe.folder.startswith("ddpm") else ()
+    return all((folder / name).is_file() for name in weights)
+
+
+def _script_main(module: str) -> Callable[[Sequence[str]], int]:
+    """The ``main`` of a training script module."""
+    import importlib
+
+    return importlib.import_module(module).main
+
+
+def train_demo(name: str, output_root: Path, force: bool = False) -> Path:
+    """Train demo model ``name`` into ``output_root/<folder>`` unless it is already complete; returns the folder.
+
+    An unfinished earlier run resumes from its latest checkpoint.
+    """
+    recipe = DEMO_RECIPES[name]
+    folder = output_root / recipe.folder
+    if is_complete(folder, recipe) and not force:
+        print(f"{folder}: already trained, skipping (use --force to retrain)")
+        return folder
+    if force and folder.exists():
+        shutil.rmtree(folder)
+    print(f"Training {folder} ...", flush=True)
+    start = time.perf_counter()
+    argv = [*recipe.flags, f"--output_dir={folder}", "--resume_from_checkpoint=latest"]
+    status = _script_main(recipe.module)(argv)
+    if status != 0:
+        raise SystemExit(status)
+    print(f"{folder}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    return folder
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train the demo models that are not trained yet."""
+    parser = argparse.ArgumentParser(prog="demo_models", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output_root", type=Path, default=DEFAULT_OUTPUT_ROOT)
+    parser.add_argument("--only", choices=sorted(DEMO_RECIPES), help="Train only this model.")
+    parser.add_argument("--force", action="store_true", help="Retrain even if the model is there.")
+    args = parser.parse_args(argv)
+    names = [args.only] if args.only else list(DEMO_RECIPES)
+    for name in names:
+        train_demo(name, args.output_root, force=args.force)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
