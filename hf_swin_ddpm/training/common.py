@@ -738,7 +738,8 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-PUSH_SKIPPED_CARD_FIELDS = ("model_name", "image_file", "image_caption")
+# repo_id: push_to_hub takes it as its own argument and puts the namespaced id it created into the card
+PUSH_SKIPPED_CARD_FIELDS = ("model_name", "image_file", "image_caption", "repo_id")
 
 
 def push_to_hub(obj: Any, args: argparse.Namespace, card_fields: Mapping[str, Any], **save_fields: Any) -> str:
@@ -790,12 +791,22 @@ def make_accelerator(args: argparse.Namespace):
     )
 
 
-def command_line(program: str, argv: Sequence[str]) -> str:
-    """The command as the model card shows it (the Hub token masked)."""
-    shown = list(argv)
-    for index, value in enumerate(shown[:-1]):
-        if value == "--hub_token":
-            shown[index + 1] = "***"
+def command_line(program: str, argv: Sequence[str], secrets: Sequence[str | None] = ()) -> str:
+    """The command as the model card and the trackers show it, with the Hub token masked in every spelling
+    (``--hub_token T``, ``--hub_token=T``, an abbreviation argparse accepts such as ``--hub_tok T``): the value after
+    a ``--hub_t...`` flag and every occurrence of a string of ``secrets`` (the parsed token) become ``***``."""
+    shown = []
+    mask_next = False
+    for value in argv:
+        if mask_next:
+            value, mask_next = "***", False
+        elif value.startswith("--hub_t"):
+            flag, equals, _ = value.partition("=")
+            value, mask_next = (f"{flag}=***", False) if equals else (value, True)
+        for secret in secrets:
+            if secret:
+                value = value.replace(secret, "***")
+        shown.append(value)
     return " ".join([program, *shown])
 
 

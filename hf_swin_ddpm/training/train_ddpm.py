@@ -104,7 +104,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and check the flags; fill in the defaults that depend on others (flips)."""
     args = build_parser().parse_args(argv)
     common.check_common_arguments(args)
-    args.command_line = common.command_line(PROGRAM, sys.argv[1:] if argv is None else argv)
+    args.command_line = common.command_line(PROGRAM, sys.argv[1:] if argv is None else argv, [args.hub_token])
     for flag in ("ddpm_num_steps", "ddpm_num_inference_steps", "save_images_steps", "num_sample_images"):
         common.check_positive(getattr(args, flag), f"--{flag}")
     common.check_positive(args.eval_bpd_timesteps, "--eval_bpd_timesteps", allow_zero=True)

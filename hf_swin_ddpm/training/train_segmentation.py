@@ -125,7 +125,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and check the flags."""
     args = build_parser().parse_args(argv)
     common.check_common_arguments(args)
-    args.command_line = common.command_line(PROGRAM, sys.argv[1:] if argv is None else argv)
+    args.command_line = common.command_line(PROGRAM, sys.argv[1:] if argv is None else argv, [args.hub_token])
     common.check_positive(args.num_labels, "--num_labels")
     common.check_positive(args.eval_steps, "--eval_steps")
     common.check_positive(args.weight_decay, "--weight_decay", allow_zero=True)
