@@ -162,3 +162,10 @@ def test_bad_input_is_one_line_and_leaves_checkpoints_alone(tmp_path):
         assert_one_line_error(run_cli("train-ddpm", *case, *common, cwd=tmp_path), *fragments)
     assert tree_digest(output_dir) == before
     shutil.rmtree(output_dir)
+
+
+def test_streaming_resume_is_exact(tmp_path):
+    argv = with_flags(TINY, streaming=True, max_train_steps=5, random_flip=True, eval_bpd_timesteps=0)
+    uninterrupted = train(*argv, *flags(output_dir=tmp_path / "a", checkpointing_steps=2))
+    resumed = train(*argv, *flags(output_dir=tmp_path / "b", resume_from_checkpoint=tmp_path / "a" / "checkpoint-2"))
+    assert same_weights(resumed.training_weights, uninterrupted.training_weights)

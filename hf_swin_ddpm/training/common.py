@@ -23,7 +23,7 @@ import re
 import shutil
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -316,6 +316,23 @@ def hub_dataset_ids(args: argparse.Namespace) -> list[str]:
     if args.dataset_name is None or args.dataset_name in EMBEDDED_DATASETS or Path(args.dataset_name).exists():
         return []
     return [args.dataset_name]
+
+
+def batches_leaving_global_rng(dataloader: Iterable) -> Iterator:
+    """Iterate ``dataloader`` without moving the global torch RNG, which drives the training noise and dropout.
+
+    A DataLoader without its own generator draws its base seed from the global RNG when it starts; accelerate's
+    loaders that skip the batches of a stream on resume are such loaders. Fetching every batch inside
+    ``torch.random.fork_rng`` keeps a resumed run's random draws the same as an uninterrupted run's.
+    """
+    iterator = iter(dataloader)
+    while True:
+        with torch.random.fork_rng(devices=[]):
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+        yield batch
 
 
 def seeded_data_generator(seed: int) -> torch.Generator:

@@ -382,7 +382,7 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
         if progress.batches_in_epoch:
             batches = accelerator.skip_first_batches(train_dataloader, progress.batches_in_epoch)
         batches_before = progress.batches_in_epoch
-        for batch in batches:
+        for batch in common.batches_leaving_global_rng(batches):
             loss = training_step(
                 accelerator, unet, noise_scheduler, optimizer, lr_scheduler, batch, args.max_grad_norm
             )

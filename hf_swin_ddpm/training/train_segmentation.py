@@ -482,7 +482,7 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
         if progress.batches_in_epoch:
             batches = accelerator.skip_first_batches(train_dataloader, progress.batches_in_epoch)
         batches_before = progress.batches_in_epoch
-        for batch in batches:
+        for batch in common.batches_leaving_global_rng(batches):
             loss = training_step(accelerator, model, optimizer, lr_scheduler, batch, args.max_grad_norm)
             progress.batches_in_epoch += 1
             loss_sum, loss_count = loss_sum + loss, loss_count + 1
