@@ -14,11 +14,13 @@ Run ``python spaces_app/app.py``; ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`
 
 from __future__ import annotations
 
+import ctypes
 import io
 import math
 import os
 import re
 import sys
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ import gradio as gr
 import numpy as np
 import PIL.Image
 import torch
+from gradio import processing_utils
 from matplotlib.figure import Figure
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
@@ -54,6 +57,9 @@ GALLERY_DISPLAY_SIDE = 128  # samples are upscaled (nearest) to about this side
 QUEUE_MAX_SIZE = 32
 INFERENCE_CONCURRENCY = 2  # jobs running at once over all tabs
 MAX_UPLOAD_SIZE = "20mb"
+# Uploads with more pixels are refused before they are decoded: a small PNG of one colour can hold hundreds of
+# megapixels, several GB once decoded and converted. 50 megapixels is a large camera photo.
+MAX_UPLOAD_PIXELS = 50_000_000
 
 SIGMA_BETA = "sigma² = beta"
 SIGMA_BETA_TILDE = "beta-tilde"
@@ -233,8 +239,10 @@ def read_upload(gradio_preprocess: Any, payload: Any) -> PIL.Image.Image | None:
     non-image upload becomes a `gr.Error` naming the file (gradio answers it with an anonymous "Error")."""
     name = getattr(payload, "orig_name", None) or "the upload"
     try:
+        check_pixel_count(getattr(payload, "path", None), name)  # from the header, before gradio decodes anything
         image = gradio_preprocess(payload)
         if isinstance(image, PIL.Image.Image):
+            check_pixel_count(image, name)  # data: URLs come without a path
             image.load()
     except gr.Error:
         raise
@@ -247,6 +255,26 @@ def read_upload(gradio_preprocess: Any, payload: Any) -> PIL.Image.Image | None:
             "Upload a PNG, JPEG, WebP, GIF, BMP or TIFF file."
         ) from None
     return image
+
+
+def check_pixel_count(image: PIL.Image.Image | str | None, name: str) -> None:
+    """A `gr.Error` when an image (or the image file at a path, read lazily: only its header) has more than
+    `MAX_UPLOAD_PIXELS` pixels. A path that is not an image is left to the decoding that follows."""
+    if isinstance(image, str):
+        try:
+            with PIL.Image.open(image) as opened:
+                width, height = opened.size
+        except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError):
+            return
+    elif isinstance(image, PIL.Image.Image):
+        width, height = image.size
+    else:
+        return
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise gr.Error(
+            f"{name!r} is {width} x {height} = {width * height / 1e6:.0f} megapixels; the limit is "
+            f"{MAX_UPLOAD_PIXELS / 1e6:.0f} megapixels. Downscale it and upload it again."
+        )
 
 
 def array_to_pil(array: np.ndarray) -> PIL.Image.Image:
@@ -809,6 +837,27 @@ def build_forward_tab(scheduler: DDPMPaperScheduler) -> None:
     )
 
 
+def save_pil_to_cache_atomically(
+    img: PIL.Image.Image, cache_dir: str, name: str = "image", format: str = "webp"
+) -> str:
+    """gradio's `processing_utils.save_pil_to_cache`, but never rewriting a file in place.
+
+    gradio names a cached output by the hash of its bytes and rewrites it on every request, so when two requests give
+    the same image (two users segmenting the same example) one response can send a file the other is half-way through
+    rewriting: the client gets "peer closed connection without sending complete message body" (gradio 6.31). Here an
+    existing file (same hash, so same bytes) is left alone and a new one appears complete, by rename.
+    """
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    path = (folder / f"{name}.{format}").resolve()
+    if not path.is_file():
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    return str(path)
+
+
 def build_demo(
     swin_fpn_model: str | os.PathLike | None = None,
     ddpm_model: str | os.PathLike | None = None,
@@ -823,6 +872,7 @@ def build_demo(
     Raises:
         ModelLoadError: a model is missing or unreadable (the message says to run `make demo-models`).
     """
+    processing_utils.save_pil_to_cache = save_pil_to_cache_atomically  # see its docstring: a gradio race
     segmenter = load_segmenter(model_location(swin_fpn_model, SWIN_FPN_MODEL_ENV, DEFAULT_SWIN_FPN_MODEL))
     ddpm_source = model_location(ddpm_model, DDPM_MODEL_ENV, DEFAULT_DDPM_MODEL)
     pipeline = load_ddpm(ddpm_source)
@@ -840,8 +890,28 @@ def build_demo(
     return demo
 
 
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Caps glibc's malloc arenas (as MALLOC_ARENA_MAX does); False where that is not glibc.
+
+    glibc gives threads that allocate at the same time their own arenas (up to 8 per core) and keeps freed memory in
+    each; with gradio's worker threads the Space's resident memory kept rising from round to round of load: 817 to
+    1071 MiB over 5 rounds of 150 requests (benchmarks/bench_space_load.py), 771 to 831 MiB with this cap set at
+    start-up, flat at ~812 MiB from the second round with MALLOC_ARENA_MAX=2 in the environment (arenas created while
+    importing are not capped by a later call; set the variable where you can).
+    """
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False
+
+
 def main() -> int:
     """Serves the Space on $GRADIO_SERVER_NAME:$GRADIO_SERVER_PORT (default 127.0.0.1:7860)."""
+    limit_malloc_arenas()
     try:
         demo = build_demo()
     except ModelLoadError as error:
