@@ -14,6 +14,7 @@ from training_support import (
     assert_one_line_error,
     flags,
     run_cli,
+    run_cli_concurrently,
     run_two_processes,
     same_weights,
     tree_digest,
@@ -158,8 +159,9 @@ def test_bad_input_is_one_line_and_leaves_checkpoints_alone(tmp_path):
         (flags(dataset_name="no_such_dataset_anywhere"), ["no_such_dataset_anywhere"]),
         (flags(dataset_name="text.parquet"), ["[text]", "image column"]),
     ]
-    for case, fragments in cases:
-        assert_one_line_error(run_cli("train-ddpm", *case, *common, cwd=tmp_path), *fragments)
+    results = run_cli_concurrently([["train-ddpm", *case, *common] for case, _ in cases], cwd=tmp_path)
+    for (_, fragments), result in zip(cases, results, strict=True):
+        assert_one_line_error(result, *fragments)
     assert tree_digest(output_dir) == before
     shutil.rmtree(output_dir)
 

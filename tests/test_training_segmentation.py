@@ -12,7 +12,7 @@ from huggingface_hub import ModelCard
 from training_support import (
     assert_one_line_error,
     flags,
-    run_cli,
+    run_cli_concurrently,
     run_two_processes,
     same_weights,
     tree_digest,
@@ -162,6 +162,7 @@ def test_cli_bad_input_is_one_line_and_leaves_checkpoints_alone(tmp_path):
         (flags(train_data_dir="wrong_size", model_config="tiny", num_labels=4), ["24x24", "32x32"]),
         (flags(train_data_dir="bad_labels", model_config="tiny", num_labels=4), ["outside [0, 4)"]),
     ]
-    for case, fragments in cases:
-        assert_one_line_error(run_cli("train-seg", *case, *common, cwd=tmp_path), *fragments)
+    results = run_cli_concurrently([["train-seg", *case, *common] for case, _ in cases], cwd=tmp_path)
+    for (_, fragments), result in zip(cases, results, strict=True):
+        assert_one_line_error(result, *fragments)
     assert tree_digest(output_dir) == before

@@ -18,13 +18,39 @@ from hf_swin_ddpm.data.shapes import generate_shapes
 CONSOLE_SCRIPT = Path(sys.executable).with_name("hf-swin-ddpm")
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``hf-swin-ddpm ARGS`` in a subprocess, one thread, no trackers' network."""
+def _cli_env() -> dict[str, str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.pop("HF_SWIN_DDPM_DEBUG", None)
+    return env
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``hf-swin-ddpm ARGS`` in a subprocess, one thread, offline."""
     return subprocess.run(
-        [str(CONSOLE_SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [str(CONSOLE_SCRIPT), *args], cwd=cwd, env=_cli_env(), capture_output=True, text=True, timeout=timeout
     )
+
+
+def run_cli_concurrently(
+    commands: Sequence[Sequence[str]], cwd: Path, timeout: float = 300
+) -> list[subprocess.CompletedProcess]:
+    """Several ``hf-swin-ddpm`` commands started together (their imports overlap), results in order."""
+    processes = [
+        subprocess.Popen(
+            [str(CONSOLE_SCRIPT), *args],
+            cwd=cwd,
+            env=_cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in commands
+    ]
+    results = []
+    for args, process in zip(commands, processes, strict=True):
+        stdout, stderr = process.communicate(timeout=timeout)
+        results.append(subprocess.CompletedProcess(list(args), process.returncode, stdout, stderr))
+    return results
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
