@@ -1,7 +1,8 @@
 """Training throughput: our DDPM training step against the inner loop of diffusers' ``train_unconditional.py``.
 
 Both sides train the same UNet (same initial weights) on the same batches with an accelerate-prepared AdamW, LR
-scheduler and diffusers' ``EMAModel``. Ours is ``hf_swin_ddpm.training.train_ddpm.training_step`` (L_simple with
+scheduler and diffusers' ``EMAModel``; two such trainers exist and the sides swap them after every timed pair (one
+trainer instance can run a little slower than an identical other one). Ours is ``hf_swin_ddpm.training.train_ddpm.training_step`` (L_simple with
 ``DDPMPaperScheduler.add_noise``) plus the EMA step and our logging cadence (a loss reduce every 10 steps). Theirs
 reproduces ``train_unconditional.py``'s loop body: noise, ``randint`` timesteps, ``DDPMScheduler.add_noise``, the
 UNet, MSE, ``accelerator.backward``, clipping at 1.0, optimizer and LR step, the EMA step, and its per-step
@@ -135,8 +136,11 @@ def main() -> None:
     torch.manual_seed(0)
     accelerator = Accelerator()
     unet = paper_unet(args.preset, dropout=0.1)
-    ours = Trainer(accelerator, unet, weight_decay=0.0)
-    theirs = Trainer(accelerator, copy.deepcopy(unet), weight_decay=1e-6)  # train_unconditional's default decay
+    # Two trainers, and the sides swap them after every pair: an A/A check (our step against itself on two trainers)
+    # showed one trainer instance 1-2% slower than the other for no reason in the code, which would otherwise bias
+    # whichever side got it.
+    trainers = [Trainer(accelerator, copy.deepcopy(unet), weight_decay=0.0) for _ in range(2)]
+    rounds = {"ours": 0, "theirs": 0}
     size, channels = unet.config.sample_size, unet.config.in_channels
     generator = torch.Generator().manual_seed(0)
     batches = [
@@ -146,11 +150,15 @@ def main() -> None:
     our_scheduler = DDPMPaperScheduler()
     their_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
 
-    our_times, their_times = alternate(
-        lambda: our_steps(ours, batches, our_scheduler),
-        lambda: diffusers_steps(theirs, batches, their_scheduler),
-        args.repeats,
-    )
+    def run_ours() -> None:
+        our_steps(trainers[rounds["ours"] % 2], batches, our_scheduler)
+        rounds["ours"] += 1
+
+    def run_theirs() -> None:
+        diffusers_steps(trainers[(rounds["theirs"] + 1) % 2], batches, their_scheduler)
+        rounds["theirs"] += 1
+
+    our_times, their_times = alternate(run_ours, run_theirs, args.repeats)
     images = args.steps * args.batch_size
     ratios = [their / our for our, their in zip(our_times, their_times, strict=True)]  # ours / theirs in images/s
     result = {
