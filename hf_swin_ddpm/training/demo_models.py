@@ -62,7 +62,7 @@ DEMO_RECIPES: dict[str, DemoRecipe] = {
             "--model_config=tiny",
             "--resolution=64",
             "--train_batch_size=16",
-            "--max_train_steps=1500",
+            "--max_train_steps=3000",
             "--learning_rate=2e-3",
             "--scale_range",
             "0.75",
