@@ -101,6 +101,12 @@ def test_geometry_overrides_that_contradict_the_checkpoint_raise(tmp_path, swin_
         SwinFPNForSegmentation.from_pretrained_backbone(tmp_path, window_size=7)
 
 
+def test_convolutional_stem_cannot_take_a_checkpoint_s_linear_embedding(tmp_path, swin_backbone):
+    swin_backbone.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="linear patch embedding"):
+        SwinFPNForSegmentation.from_pretrained_backbone(tmp_path, patch_embedding_type="convolutional")
+
+
 def test_non_swin_checkpoint_raises(tmp_path):
     SwinFPNConfig(num_labels=2).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="expected a transformers Swin"):

@@ -205,6 +205,37 @@ def test_save_and_load_round_trip_gives_identical_logits(tmp_path):
         assert torch.equal(model(pixel_values).logits, loaded(pixel_values).logits)
 
 
+@pytest.mark.parametrize("patch_size", [2, 4, 8])
+def test_convolutional_stem_keeps_the_patch_stride_and_width(patch_size):
+    """Xiao et al. 2021's stem: log2(patch) stride-2 3x3 convs then a 1x1 conv, at the linear embedding's stride."""
+    torch.manual_seed(0)
+    config = tiny_config(patch_embedding_type="convolutional", patch_size=patch_size)
+    model = SwinFPNForSegmentation(config).eval()
+    convs = [m for m in model.backbone.patch_embed.projection if isinstance(m, torch.nn.Conv2d)]
+    assert [c.stride[0] for c in convs] == [2] * (patch_size.bit_length() - 1) + [1]
+    assert convs[-1].kernel_size == (1, 1) and convs[-1].out_channels == config.embed_dim
+    for size in [(64, 64), (37, 50)]:
+        with torch.no_grad():
+            maps = model.backbone(torch.randn(1, 3, *size))
+            logits = model(torch.randn(1, 3, *size)).logits
+        assert maps[0].shape[-2:] == tuple(-(-side // patch_size) for side in size)
+        assert logits.shape == (1, 3, *size)
+
+
+def test_convolutional_stem_trains_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = SwinFPNForSegmentation(tiny_config(patch_embedding_type="convolutional")).train()
+    model(torch.randn(2, 3, 32, 32), labels=torch.randint(0, 3, (2, 32, 32))).loss.backward()
+    for name, parameter in model.backbone.patch_embed.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    model.eval().save_pretrained(tmp_path)
+    loaded = AutoModelForSemanticSegmentation.from_pretrained(tmp_path).eval()
+    assert loaded.config.patch_embedding_type == "convolutional"
+    pixel_values = torch.randn(1, 3, 30, 44)
+    with torch.no_grad():
+        assert torch.equal(model(pixel_values).logits, loaded(pixel_values).logits)
+
+
 BAD_CONFIGS = [
     (dict(depths=[2, 2], num_heads=[1, 2, 4]), "num_heads"),
     (dict(embed_dim=10, num_heads=[3, 6, 12, 24]), "num_heads"),
@@ -217,6 +248,8 @@ BAD_CONFIGS = [
     (dict(attention_probs_dropout_prob=-0.1), "attention_probs_dropout_prob"),
     (dict(head_hidden_size=128, head_num_groups=30), "head_num_groups"),
     (dict(fpn_hidden_size=0), "fpn_hidden_size"),
+    (dict(patch_embedding_type="conv"), "patch_embedding_type"),
+    (dict(patch_embedding_type="convolutional", patch_size=3), "patch_size"),
 ]
 
 

@@ -139,15 +139,41 @@ def _check_arguments(unet, scheduler, generator) -> None:
         )
 
 
-def _kl_timesteps(num_timesteps: int | None, total: int) -> np.ndarray:
-    """The t in 1..T-1 whose KL terms are evaluated: all, or `num_timesteps` evenly strided ones."""
+def _kl_strata(num_timesteps: int | None, total: int) -> np.ndarray:
+    """Boundaries of the strata of t in 1..T-1 whose KL terms are estimated: `num_timesteps` + 1 increasing values
+    from 1 to T, the k-th stratum being [b_k, b_k+1). The boundaries grow quadratically (b_k ~ (T - 1) (k / n)^2),
+    so the strata are single timesteps where the terms change fastest (small t) and widest where they are flat."""
     if num_timesteps is None:
-        return np.arange(1, total, dtype=np.int64)
+        return np.arange(1, total + 1, dtype=np.int64)
     if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, (int, np.integer)):
         raise ValueError(f"`num_timesteps` must be an integer or None, got {num_timesteps!r}.")
     if not 1 <= num_timesteps <= total - 1:
         raise ValueError(f"`num_timesteps` must lie in [1, {total - 1}] (T - 1 KL terms), got {num_timesteps}.")
-    return np.unique(np.linspace(1, total - 1, int(num_timesteps)).round().astype(np.int64))
+    count = int(num_timesteps)
+    quadratic = 1 + np.round((total - 1) * (np.arange(count + 1) / count) ** 2).astype(np.int64)
+    # at least one timestep per stratum, and room for the strata still to come
+    lower = 1 + np.arange(count + 1)
+    upper = total - count + np.arange(count + 1)
+    return np.maximum.accumulate(np.clip(quadratic, lower, upper))
+
+
+def _kl_timesteps(
+    num_timesteps: int | None, total: int, generator: torch.Generator | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The t in 1..T-1 whose KL terms are evaluated and the weight of each in the sum over t (stratified sampling).
+
+    All T - 1 terms with weight 1, or one t drawn uniformly from each stratum of `_kl_strata` and weighted by the
+    stratum's size: an unbiased estimate of the sum whatever the terms' shape (an evenly strided choice that includes
+    t = 1 weighs the largest term about (T - 1) / n times and overestimates the bound).
+    """
+    boundaries = _kl_strata(num_timesteps, total)
+    sizes = np.diff(boundaries)
+    if num_timesteps is None:
+        return boundaries[:-1], sizes.astype(np.float64)
+    device = generator.device if generator is not None else "cpu"
+    offsets = torch.rand(len(sizes), generator=generator, dtype=torch.float64, device=device).cpu().numpy()
+    timesteps = boundaries[:-1] + np.minimum(np.floor(offsets * sizes).astype(np.int64), sizes - 1)
+    return timesteps, sizes.astype(np.float64)
 
 
 def _predict_x0(
@@ -251,9 +277,11 @@ def variational_bound(
         generator (`torch.Generator`, *optional*):
             Source of the noise of the x_t.
         num_timesteps (`int`, *optional*):
-            Evaluate only this many of the T - 1 KL terms, evenly strided over t = 1..T-1, and scale their sum by
-            (T - 1) / (number evaluated). `None` (default) evaluates all T terms. The prior and decoder terms are
-            always exact.
+            Estimate the sum of the T - 1 KL terms from this many of them, by stratified sampling: t = 1..T-1 is cut
+            into this many strata, single timesteps at small t where the terms are large and change fast, widening
+            quadratically towards t = T-1; one t is drawn uniformly (from `generator`) in each, its term weighted by
+            the stratum's size. The estimate is unbiased. `None` (default) evaluates all T terms. The prior and
+            decoder terms are always exact.
         batch_timesteps (`int`, defaults to 16):
             Timesteps evaluated per model call (the model sees `batch_timesteps * batch` images at once).
         clip_denoised (`bool`, defaults to `True`):
@@ -268,7 +296,7 @@ def variational_bound(
     if isinstance(batch_timesteps, bool) or not isinstance(batch_timesteps, (int, np.integer)) or batch_timesteps < 1:
         raise ValueError(f"`batch_timesteps` must be a positive integer, got {batch_timesteps!r}.")
     schedule = _Schedule(scheduler)
-    kl_timesteps = _kl_timesteps(num_timesteps, schedule.num_timesteps)
+    kl_timesteps, kl_weights = _kl_timesteps(num_timesteps, schedule.num_timesteps, generator)
 
     timesteps = np.concatenate([[0], kl_timesteps[::-1]])  # the decoder first, then t = T-1 .. 1 as the official loop
     was_training = bool(getattr(unet, "training", False))
@@ -285,7 +313,8 @@ def variational_bound(
         if was_training:
             unet.train()
     decoder_bpd = terms[0]
-    diffusion_bpd = terms[1:].sum(dim=0) * ((schedule.num_timesteps - 1) / len(kl_timesteps))
+    weights = torch.from_numpy(kl_weights[::-1].copy()).to(terms.device).unsqueeze(1)  # same order as `timesteps`
+    diffusion_bpd = (terms[1:] * weights).sum(dim=0)
     prior_bpd = _prior_bpd(schedule, x0).to(decoder_bpd.device)
     return {
         "prior_bpd": prior_bpd,

@@ -13,6 +13,7 @@ from transformers.activations import ACT2FN
 # 512 x 512; Swin-T needs tens of GiB of activations for it. Larger inputs are refused instead of exhausting memory.
 DEFAULT_MAX_INPUT_PIXELS = 2**26
 
+PATCH_EMBEDDING_TYPES = ("linear", "convolutional")
 SWIN_FPN_PRESETS: dict[str, dict] = {
     "swin-tiny": {"embed_dim": 96, "depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24)},
     "swin-small": {"embed_dim": 96, "depths": (2, 2, 18, 2), "num_heads": (3, 6, 12, 24)},
@@ -79,6 +80,12 @@ class SwinFPNConfig(PreTrainedConfig):
     Args:
         image_size (`int`): the training resolution, used by the image processor. Any input size works at inference.
         patch_size (`int`): side of the non-overlapping patches of the patch embedding (Sec. 3.1).
+        patch_embedding_type (`str`): `"linear"`, the paper's patch embedding (a linear projection of each
+            `patch_size` patch, as a strided conv), or `"convolutional"`, the convolutional stem of Xiao et al. 2021
+            ("Early Convolutions Help Transformers See Better", arXiv 2106.14881): log2(`patch_size`) stride-2 3x3
+            convs with GroupNorm and GELU, then a 1x1 conv, to the same stride and width. The stem makes small models
+            trained from scratch learn much faster (the `tiny` demo preset uses it); pretrained Swin checkpoints
+            have the linear embedding. `"convolutional"` needs `patch_size` to be a power of 2.
         num_channels (`int`): input channels.
         embed_dim (`int`): channels C of stage 1; stage i has C * 2**(i-1).
         depths (`tuple[int]`): Swin blocks per stage; blocks alternate W-MSA and SW-MSA.
@@ -109,6 +116,7 @@ class SwinFPNConfig(PreTrainedConfig):
 
     image_size: int = 224
     patch_size: int = 4
+    patch_embedding_type: str = "linear"
     num_channels: int = 3
     embed_dim: int = 96
     depths: list[int] | tuple[int, ...] = (2, 2, 6, 2)
@@ -150,6 +158,19 @@ class SwinFPNConfig(PreTrainedConfig):
         """Raise `ValueError` naming the field when the Swin or head geometry cannot build a model."""
         for name in ("patch_size", "num_channels", "embed_dim", "window_size", "fpn_hidden_size", "head_hidden_size"):
             _require(getattr(self, name) >= 1, name, "an integer >= 1", getattr(self, name))
+        _require(
+            self.patch_embedding_type in PATCH_EMBEDDING_TYPES,
+            "patch_embedding_type",
+            " or ".join(repr(kind) for kind in PATCH_EMBEDDING_TYPES),
+            self.patch_embedding_type,
+        )
+        if self.patch_embedding_type == "convolutional":
+            _require(
+                self.patch_size >= 2 and self.patch_size & (self.patch_size - 1) == 0,
+                "patch_size",
+                "a power of 2 >= 2 with patch_embedding_type='convolutional'",
+                self.patch_size,
+            )
         _require(len(self.depths) >= 1, "depths", "at least one stage", self.depths)
         _require(
             len(self.depths) == len(self.num_heads),

@@ -7,6 +7,8 @@ shifted-window attention mask and the window gather are built once per stage and
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,8 +41,27 @@ class SwinFPNDropPath(nn.Module):
         return hidden_states * keep / keep_prob
 
 
+def convolutional_stem(config: SwinFPNConfig) -> nn.Sequential:
+    """The convolutional stem of Xiao et al. 2021 (Sec. 3, "Early Convolutions Help Transformers See Better"):
+    log2(`patch_size`) stride-2 3x3 convs, each with GroupNorm and GELU, then a 1x1 conv; stride `patch_size` and
+    `embed_dim` channels, like the linear patch embedding it replaces."""
+    width = config.embed_dim
+    layers: list[nn.Module] = []
+    in_channels = config.num_channels
+    for _ in range(config.patch_size.bit_length() - 1):
+        layers += [
+            nn.Conv2d(in_channels, width, kernel_size=3, stride=2, padding=1, bias=False),
+            nn.GroupNorm(math.gcd(width, 8), width),
+            nn.GELU(),
+        ]
+        in_channels = width
+    layers.append(nn.Conv2d(width, width, kernel_size=1))
+    return nn.Sequential(*layers)
+
+
 class SwinFPNPatchEmbedding(nn.Module):
-    """Splits the image into non-overlapping `patch_size` patches and projects them to `embed_dim` (Sec. 3.1).
+    """Splits the image into non-overlapping `patch_size` patches and projects them to `embed_dim` (Sec. 3.1), or,
+    with `patch_embedding_type="convolutional"`, runs the convolutional stem to the same stride and width.
 
     The input is zero-padded on the right and bottom to a multiple of the patch size, as transformers' Swin does.
     """
@@ -48,9 +69,12 @@ class SwinFPNPatchEmbedding(nn.Module):
     def __init__(self, config: SwinFPNConfig) -> None:
         super().__init__()
         self.patch_size = config.patch_size
-        self.projection = nn.Conv2d(
-            config.num_channels, config.embed_dim, kernel_size=config.patch_size, stride=config.patch_size
-        )
+        if config.patch_embedding_type == "convolutional":
+            self.projection = convolutional_stem(config)
+        else:
+            self.projection = nn.Conv2d(
+                config.num_channels, config.embed_dim, kernel_size=config.patch_size, stride=config.patch_size
+            )
         self.norm = nn.LayerNorm(config.embed_dim)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -60,7 +84,7 @@ class SwinFPNPatchEmbedding(nn.Module):
         if pad_bottom or pad_right:
             pixel_values = F.pad(pixel_values, (0, pad_right, 0, pad_bottom))
         # any floating-point input works: float16/bfloat16/float64 pixels meet the weights in the weights' dtype
-        pixel_values = pixel_values.to(self.projection.weight.dtype)
+        pixel_values = pixel_values.to(self.norm.weight.dtype)
         embeddings = self.projection(pixel_values).permute(0, 2, 3, 1)
         return self.norm(embeddings)
 
@@ -561,6 +585,11 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
             raise ValueError(
                 f"from_pretrained_backbone: {name_or_path!r} is a {swin_config.model_type!r} checkpoint; expected a "
                 "transformers Swin ('swin') checkpoint such as microsoft/swin-tiny-patch4-window7-224."
+            )
+        if config_kwargs.get("patch_embedding_type", "linear") != "linear":
+            raise ValueError(
+                "from_pretrained_backbone: Swin checkpoints have the linear patch embedding; leave out "
+                f"patch_embedding_type={config_kwargs['patch_embedding_type']!r}."
             )
         if swin_config.use_absolute_embeddings:
             raise ValueError(

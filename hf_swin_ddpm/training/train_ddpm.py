@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval_bpd_timesteps",
         type=int,
         default=100,
-        help="KL terms of the variational bound evaluated (evenly strided over T; 0 skips the evaluation).",
+        help="KL terms of the variational bound evaluated (stratified sample over T, unbiased; 0 skips the evaluation).",
     )
     parser.set_defaults(
         model_config="cifar10",

@@ -67,6 +67,7 @@ NO_WEIGHT_DECAY_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
 SEGMENTATION_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "image_size": 64,
+        "patch_embedding_type": "convolutional",  # the linear patch embedding learns shapes far slower from scratch
         "embed_dim": 32,
         "depths": [1, 1, 2, 1],
         "num_heads": [1, 2, 4, 8],
