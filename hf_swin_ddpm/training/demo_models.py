@@ -64,9 +64,9 @@ DEMO_RECIPES: dict[str, DemoRecipe] = {
             "--train_batch_size=16",
             "--max_train_steps=3000",
             "--learning_rate=2e-3",
-            "--scale_range",
-            "0.75",
-            "1.5",
+            "--scale_range",  # no rescaling: the test images have the training scale (flips stay on)
+            "1",
+            "1",
             "--eval_batch_size=50",
             "--checkpointing_steps=500",
             "--checkpoints_total_limit=1",
