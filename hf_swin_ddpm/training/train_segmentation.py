@@ -1,7 +1,7 @@
 """Train a SwinFPN semantic segmentation model with accelerate and save it with its image processor.
 
     accelerate launch -m hf_swin_ddpm.training.train_segmentation --dataset_name shapes --model_config tiny \\
-        --output_dir swin-fpn-shapes --max_train_steps 3000 --scale_range 0.75 1.5
+        --output_dir swin-fpn-shapes --max_train_steps 3000 --scale_range 1 1
 
 The defaults follow the Swin paper's ADE20K recipe (UperNet there, the Semantic FPN head here), scaled to the data:
 AdamW with weight decay 0.01 and none on the relative position bias tables, the norms and the biases; a linear warm-up
