@@ -585,10 +585,16 @@ def forward_diffusion(
 def segment_how_it_works(segmenter: Segmenter) -> str:
     config = segmenter.model.config
     window = getattr(config, "window_size", 7)
+    patch = getattr(config, "patch_size", 4)
     classes = ", ".join(segmenter.id2label[i] for i in sorted(segmenter.id2label))
+    stem = (
+        " (this model embeds them with a small convolutional stem, Xiao et al. 2021, which trains faster from scratch)"
+        if getattr(config, "patch_embedding_type", "linear") == "convolutional"
+        else ""
+    )
     return f"""
 ### How it works
-**Swin Transformer** (Liu et al. 2021) cuts the image into 4×4 patches and computes self-attention only inside
+**Swin Transformer** (Liu et al. 2021) cuts the image into {patch}×{patch} patches{stem} and computes self-attention only inside
 non-overlapping {window}×{window} windows, so its cost grows **linearly** with the number of pixels (global attention,
 as in ViT, grows quadratically). Every second block **shifts the window grid** by {window // 2} patches, so
 information flows across window borders; patch merging halves the resolution between stages, which yields feature

