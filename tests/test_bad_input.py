@@ -101,6 +101,8 @@ BAD_SWIN_FPN_FIELDS = [
     ("layer_norm_eps", 1, "expected float"),
     ("initializer_range", math.nan, "a finite std >= 0"),
     ("initializer_range", -0.02, "a finite std >= 0"),
+    ("patch_embedding_type", "conv", "'linear' or 'convolutional'"),
+    ("patch_embedding_type", 3, "expected str"),
     ("fpn_hidden_size", 0, "an integer >= 1"),
     ("head_hidden_size", 0, "an integer >= 1"),
     ("head_num_groups", 0, "a divisor of head_hidden_size"),

@@ -184,7 +184,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model(pixel_values, labels=labels).loss.backward()
     plain = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     assert all(block.gradient_checkpointing for stage in model.backbone.stages for block in stage.blocks)
     model(pixel_values, labels=labels).loss.backward()
     for name, parameter in model.named_parameters():

@@ -171,3 +171,13 @@ def test_streaming_resume_is_exact(tmp_path):
     uninterrupted = train(*argv, *flags(output_dir=tmp_path / "a", checkpointing_steps=2))
     resumed = train(*argv, *flags(output_dir=tmp_path / "b", resume_from_checkpoint=tmp_path / "a" / "checkpoint-2"))
     assert same_weights(resumed.training_weights, uninterrupted.training_weights)
+
+
+def test_gradient_checkpointing_trains_to_the_same_weights(tmp_path):
+    plain = train(*with_flags(TINY, output_dir=tmp_path / "plain", max_train_steps=3, dropout=0.1))
+    checkpointed = train(
+        *with_flags(TINY, output_dir=tmp_path / "checkpointed", max_train_steps=3, dropout=0.1),
+        "--gradient_checkpointing",
+    )
+    assert checkpointed.unet.is_gradient_checkpointing and not plain.unet.is_gradient_checkpointing
+    assert same_weights(checkpointed.training_weights, plain.training_weights)  # dropout masks replayed exactly

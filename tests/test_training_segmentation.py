@@ -166,3 +166,15 @@ def test_cli_bad_input_is_one_line_and_leaves_checkpoints_alone(tmp_path):
     for (_, fragments), result in zip(cases, results, strict=True):
         assert_one_line_error(result, *fragments)
     assert tree_digest(output_dir) == before
+
+
+def test_gradient_checkpointing_trains_to_the_same_weights(tmp_path):
+    plain = train(*with_flags(TINY, output_dir=tmp_path / "plain", max_train_steps=3))
+    checkpointed = train(
+        *with_flags(TINY, output_dir=tmp_path / "checkpointed", max_train_steps=3),
+        "--gradient_checkpointing",
+    )
+    blocks = [block for stage in checkpointed.model.backbone.stages for block in stage.blocks]
+    assert blocks and all(block.gradient_checkpointing for block in blocks)
+    assert not any(block.gradient_checkpointing for stage in plain.model.backbone.stages for block in stage.blocks)
+    assert same_weights(checkpointed.model.state_dict(), plain.model.state_dict())

@@ -317,6 +317,8 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
     set_seed(args.seed)  # same initial weights on every process
 
     unet = build_unet(args)
+    if args.gradient_checkpointing:
+        common.enable_gradient_checkpointing(unet)
     noise_scheduler = build_noise_scheduler(args)
     resolution = unet_resolution(unet)
     with accelerator.main_process_first():

@@ -424,6 +424,8 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
         data = common.load_train_and_eval_datasets(args, "segmentation")
         id2label = resolve_id2label(args, data.train)
     model = build_model(args, id2label)
+    if args.gradient_checkpointing:
+        common.enable_gradient_checkpointing(model)
     resolution = args.resolution or model.config.image_size
     train_dataloader, eval_dataloader, train_transform = build_dataloaders(args, data, resolution, len(id2label))
     optimizer = torch.optim.AdamW(
