@@ -340,6 +340,33 @@ def batches_leaving_global_rng(dataloader: Iterable) -> Iterator:
         yield batch
 
 
+def resumable_batches(
+    accelerator, dataloader, transform, progress: TrainingProgress, max_train_steps: int, streaming: bool
+) -> Iterator:
+    """The training batches, epoch after epoch, from where ``progress`` stands until ``max_train_steps``.
+
+    Each epoch re-seeds the data order and the augmentation (``set_epoch``); a resumed run first skips the batches
+    ``progress`` says its epoch already consumed. ``progress.batches_in_epoch`` counts each batch as it is handed
+    out and ``progress.epoch`` advances when an epoch is exhausted; the caller advances ``progress.global_step``.
+    """
+    while progress.global_step < max_train_steps:
+        dataloader.set_epoch(progress.epoch)
+        transform.set_epoch(progress.epoch)
+        batches = dataloader
+        if progress.batches_in_epoch:
+            batches = accelerator.skip_first_batches(dataloader, progress.batches_in_epoch)
+        batches_before = progress.batches_in_epoch
+        for batch in batches_leaving_global_rng(batches):
+            progress.batches_in_epoch += 1
+            yield batch
+            if progress.global_step >= max_train_steps:
+                return
+        if progress.batches_in_epoch == batches_before and streaming:
+            raise TrainingError("the training stream yielded no batches")
+        progress.epoch += 1
+        progress.batches_in_epoch = 0
+
+
 def seeded_data_generator(seed: int) -> torch.Generator:
     """The DataLoader's own generator: its base-seed draw then leaves the global torch RNG alone (exact resume)."""
     return torch.Generator().manual_seed(seed)

@@ -377,48 +377,34 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
     loss_sum, loss_count, last_loss = torch.zeros((), device=accelerator.device), 0, float("nan")
     start_time, start_step = time.perf_counter(), progress.global_step
     unet.train()
-    while progress.global_step < max_train_steps:
-        train_dataloader.set_epoch(progress.epoch)
-        train_transform.set_epoch(progress.epoch)
-        batches = train_dataloader
-        if progress.batches_in_epoch:
-            batches = accelerator.skip_first_batches(train_dataloader, progress.batches_in_epoch)
-        batches_before = progress.batches_in_epoch
-        for batch in common.batches_leaving_global_rng(batches):
-            loss = training_step(
-                accelerator, unet, noise_scheduler, optimizer, lr_scheduler, batch, args.max_grad_norm
-            )
-            progress.batches_in_epoch += 1
-            loss_sum, loss_count = loss_sum + loss, loss_count + 1
-            if not accelerator.sync_gradients:
-                continue
+    batches = common.resumable_batches(
+        accelerator, train_dataloader, train_transform, progress, max_train_steps, streaming
+    )
+    for batch in batches:
+        loss = training_step(accelerator, unet, noise_scheduler, optimizer, lr_scheduler, batch, args.max_grad_norm)
+        loss_sum, loss_count = loss_sum + loss, loss_count + 1
+        if not accelerator.sync_gradients:
+            continue
+        if ema is not None:
+            ema.step(unet.parameters())
+        progress.global_step += 1
+        progress_bar.update(1)
+        step = progress.global_step
+        if step % args.logging_steps == 0 or step == max_train_steps:
+            last_loss = common.mean_over_processes(accelerator, loss_sum, loss_count)
+            loss_sum, loss_count = torch.zeros_like(loss_sum), 0
+            logs = {"loss": last_loss, "lr": lr_scheduler.get_last_lr()[0], "epoch": progress.epoch}
             if ema is not None:
-                ema.step(unet.parameters())
-            progress.global_step += 1
-            progress_bar.update(1)
-            step = progress.global_step
-            if step % args.logging_steps == 0 or step == max_train_steps:
-                last_loss = common.mean_over_processes(accelerator, loss_sum, loss_count)
-                loss_sum, loss_count = torch.zeros_like(loss_sum), 0
-                logs = {"loss": last_loss, "lr": lr_scheduler.get_last_lr()[0], "epoch": progress.epoch}
-                if ema is not None:
-                    logs["ema_decay"] = ema.cur_decay_value
-                accelerator.log(logs, step=step)
-                progress_bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{logs['lr']:.2e}")
-            if step % args.save_images_steps == 0 and step != max_train_steps:
-                _log_samples(accelerator, unwrapped, ema, noise_scheduler, args, step)
-            if step % args.checkpointing_steps == 0:
-                path = common.save_checkpoint(
-                    accelerator, output_dir, step, args.checkpoints_total_limit, progress, ema
-                )
-                logger.info(f"Saved {path}", main_process_only=True)
-            if step >= max_train_steps:
-                break
-        else:
-            if progress.batches_in_epoch == batches_before and streaming:
-                raise TrainingError("the training stream yielded no batches")
-            progress.epoch += 1
-            progress.batches_in_epoch = 0
+                logs["ema_decay"] = ema.cur_decay_value
+            accelerator.log(logs, step=step)
+            progress_bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{logs['lr']:.2e}")
+        if step % args.save_images_steps == 0 and step != max_train_steps:
+            _log_samples(accelerator, unwrapped, ema, noise_scheduler, args, step)
+        if step % args.checkpointing_steps == 0:
+            path = common.save_checkpoint(accelerator, output_dir, step, args.checkpoints_total_limit, progress, ema)
+            logger.info(f"Saved {path}", main_process_only=True)
+        if step >= max_train_steps:
+            break
     progress_bar.close()
     train_seconds = time.perf_counter() - start_time
 

@@ -478,44 +478,34 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
     loss_sum, loss_count, last_loss = torch.zeros((), device=accelerator.device), 0, float("nan")
     start_time, start_step = time.perf_counter(), progress.global_step
     model.train()
-    while progress.global_step < max_train_steps:
-        train_dataloader.set_epoch(progress.epoch)
-        train_transform.set_epoch(progress.epoch)
-        batches = train_dataloader
-        if progress.batches_in_epoch:
-            batches = accelerator.skip_first_batches(train_dataloader, progress.batches_in_epoch)
-        batches_before = progress.batches_in_epoch
-        for batch in common.batches_leaving_global_rng(batches):
-            loss = training_step(accelerator, model, optimizer, lr_scheduler, batch, args.max_grad_norm)
-            progress.batches_in_epoch += 1
-            loss_sum, loss_count = loss_sum + loss, loss_count + 1
-            if not accelerator.sync_gradients:
-                continue
-            progress.global_step += 1
-            progress_bar.update(1)
-            step = progress.global_step
-            if step % args.logging_steps == 0 or step == max_train_steps:
-                last_loss = common.mean_over_processes(accelerator, loss_sum, loss_count)
-                loss_sum, loss_count = torch.zeros_like(loss_sum), 0
-                logs = {"loss": last_loss, "lr": lr_scheduler.get_last_lr()[0], "epoch": progress.epoch}
-                accelerator.log(logs, step=step)
-                progress_bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{logs['lr']:.2e}")
-            if args.eval_steps and step % args.eval_steps == 0 and step != max_train_steps and eval_dataloader:
-                metrics = evaluate(accelerator, model, eval_dataloader, len(id2label))
-                accelerator.log(
-                    {"eval_mean_iou": metrics.mean_iou, "eval_pixel_accuracy": metrics.pixel_accuracy}, step=step
-                )
-                progress_bar.write(f"step {step}: mean IoU {metrics.mean_iou:.4f}")
-            if step % args.checkpointing_steps == 0:
-                path = common.save_checkpoint(accelerator, output_dir, step, args.checkpoints_total_limit, progress)
-                logger.info(f"Saved {path}", main_process_only=True)
-            if step >= max_train_steps:
-                break
-        else:
-            if progress.batches_in_epoch == batches_before and streaming:
-                raise TrainingError("the training stream yielded no batches")
-            progress.epoch += 1
-            progress.batches_in_epoch = 0
+    batches = common.resumable_batches(
+        accelerator, train_dataloader, train_transform, progress, max_train_steps, streaming
+    )
+    for batch in batches:
+        loss = training_step(accelerator, model, optimizer, lr_scheduler, batch, args.max_grad_norm)
+        loss_sum, loss_count = loss_sum + loss, loss_count + 1
+        if not accelerator.sync_gradients:
+            continue
+        progress.global_step += 1
+        progress_bar.update(1)
+        step = progress.global_step
+        if step % args.logging_steps == 0 or step == max_train_steps:
+            last_loss = common.mean_over_processes(accelerator, loss_sum, loss_count)
+            loss_sum, loss_count = torch.zeros_like(loss_sum), 0
+            logs = {"loss": last_loss, "lr": lr_scheduler.get_last_lr()[0], "epoch": progress.epoch}
+            accelerator.log(logs, step=step)
+            progress_bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{logs['lr']:.2e}")
+        if args.eval_steps and step % args.eval_steps == 0 and step != max_train_steps and eval_dataloader:
+            metrics = evaluate(accelerator, model, eval_dataloader, len(id2label))
+            accelerator.log(
+                {"eval_mean_iou": metrics.mean_iou, "eval_pixel_accuracy": metrics.pixel_accuracy}, step=step
+            )
+            progress_bar.write(f"step {step}: mean IoU {metrics.mean_iou:.4f}")
+        if step % args.checkpointing_steps == 0:
+            path = common.save_checkpoint(accelerator, output_dir, step, args.checkpoints_total_limit, progress)
+            logger.info(f"Saved {path}", main_process_only=True)
+        if step >= max_train_steps:
+            break
     progress_bar.close()
     train_seconds = time.perf_counter() - start_time
 
