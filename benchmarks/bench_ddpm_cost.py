@@ -33,13 +33,13 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import diffusers
 import numpy as np
 import PIL.Image
 import torch
+from bench_support import matmul_gflops, timed
 from diffusers import UNet2DModel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -53,24 +53,6 @@ STRATIFIED_BPD_TERMS = 100  # the demo's --eval_bpd_timesteps
 
 
 # ------------------------------------------------------------------------------------------------ timing helpers
-
-
-def timed(fn: Callable[[], object], repeats: int, warmup: bool = True) -> list[float]:
-    """Wall-clock seconds of `repeats` calls of `fn` (after one untimed call when `warmup`)."""
-    if warmup:
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """The fastest rate of an n x n @ n x n fp32 matmul, in GFLOP/s: the machine's practical limit for dense work."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / min(timed(lambda: a @ b, repeats)) / 1e9
 
 
 def forward_flops(unet: UNet2DModel, sample: torch.Tensor, timesteps: torch.Tensor) -> int:

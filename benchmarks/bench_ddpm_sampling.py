@@ -16,11 +16,11 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import diffusers
 import torch
+from bench_support import alternate
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from hf_swin_ddpm.ddpm import DDPMPaperPipeline, DDPMPaperScheduler, paper_unet
@@ -41,24 +41,6 @@ def micro_unet() -> UNet2DModel:
         mid_block_type=None,
         norm_num_groups=4,
     )
-
-
-def alternate(first: Callable[[], object], second: Callable[[], object], repeats: int) -> tuple[list, list]:
-    """Wall-clock seconds of `repeats` pairs of calls of `first` and `second` (after one warm-up call each).
-
-    The order within a pair alternates (AB, BA, AB, ...) so that neither always runs first.
-    """
-    first(), second()
-    times_first, times_second = [], []
-    for repeat in range(repeats):
-        pair = ((first, times_first), (second, times_second))
-        for fn, times in pair if repeat % 2 == 0 else pair[::-1]:
-            start = time.perf_counter()
-            fn()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-    return times_first, times_second
 
 
 def summary(ours: list[float], theirs: list[float], scale: float = 1.0) -> dict:

@@ -22,14 +22,13 @@ import json
 import os
 import platform
 import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import diffusers
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from bench_support import alternate
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -104,21 +103,6 @@ def diffusers_steps(trainer: Trainer, batches: list[torch.Tensor], noise_schedul
         logs = {"loss": loss.detach().item(), "lr": trainer.lr_scheduler.get_last_lr()[0], "step": trainer.global_step}
         logs["ema_decay"] = trainer.ema.cur_decay_value
         accelerator.log(logs, step=trainer.global_step)
-
-
-def alternate(first: Callable[[], object], second: Callable[[], object], repeats: int) -> tuple[list, list]:
-    """Wall-clock seconds of ``repeats`` pairs of calls (after one warm-up call each), order alternating AB, BA."""
-    first(), second()
-    times_first, times_second = [], []
-    for repeat in range(repeats):
-        pair = ((first, times_first), (second, times_second))
-        for fn, times in pair if repeat % 2 == 0 else pair[::-1]:
-            start = time.perf_counter()
-            fn()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-    return times_first, times_second
 
 
 def main() -> None:

@@ -34,11 +34,9 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -48,6 +46,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from bench_support import MIB, PeakResident, resident_mib
+
+from hf_swin_ddpm.training.common import enable_gradient_checkpointing
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "memory.json"
@@ -56,53 +57,9 @@ DEMO_MODELS = {
     "ddpm": REPO_ROOT / "demo_models" / "ddpm-digits",
 }
 ADE20K_CLASSES = 150
-MIB = 2**20
 
 
 # ------------------------------------------------------------------------------------------------ memory sampling
-
-
-def resident_mib() -> float:
-    """This process's resident set size in MiB (from /proc/self/statm)."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / MIB
-
-
-class PeakResident:
-    """Samples this process's resident set size every `interval` seconds in a thread; the peak per phase.
-
-    `phase` names what the main thread is doing; `peaks[phase]` is the largest sample taken during it.
-    """
-
-    def __init__(self, interval: float = 0.001) -> None:
-        self.interval = interval
-        self.phase = "start"
-        self.peaks: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), resident_mib())
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            time.sleep(self.interval)
-
-    def mark(self, phase: str) -> None:
-        """Closes the current phase with one last sample and starts `phase`."""
-        self._sample()
-        self.phase = phase
-        self._sample()
-
-    def __enter__(self) -> PeakResident:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
 
 
 class SavedActivations:
@@ -145,17 +102,6 @@ class TrainingCase:
         return f"{self.model} {self.preset} {self.batch}x{self.size}x{self.size}"
 
 
-def enable_checkpointing(model: torch.nn.Module) -> None:
-    """Activation checkpointing: transformers' `activation_checkpointing_enable` (its deprecated alias is
-    `gradient_checkpointing_enable`) or diffusers' `enable_gradient_checkpointing`."""
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable()
-    elif hasattr(model, "enable_gradient_checkpointing"):
-        model.enable_gradient_checkpointing()
-    else:
-        model.gradient_checkpointing_enable()
-
-
 def build_swin_fpn(case: TrainingCase) -> tuple[torch.nn.Module, torch.optim.Optimizer, Callable[[], torch.Tensor]]:
     """SwinFPN (preset backbone, ADE20K's 150 classes) in training mode, AdamW, and its loss on a fixed batch."""
     from hf_swin_ddpm import SwinFPNConfig, SwinFPNForSegmentation
@@ -193,7 +139,7 @@ def training_worker(case: TrainingCase) -> dict:
     build = build_swin_fpn if case.model == "swin_fpn" else build_ddpm_unet
     model, optimizer, loss_fn = build(case)
     if case.checkpointing:
-        enable_checkpointing(model)
+        enable_gradient_checkpointing(model)
     saved = SavedActivations(model)
     torch.manual_seed(1)  # the same dropout / drop-path masks with and without checkpointing
     before = resident_mib()

@@ -16,13 +16,12 @@ import argparse
 import json
 import multiprocessing
 import platform
-import resource
 import statistics
-import threading
 import time
 from pathlib import Path
 
 import torch
+from bench_support import PeakResident, matmul_gflops, resident_mib
 from torch.utils.flop_counter import FlopCounterMode
 
 RESULTS = Path(__file__).parent / "results"
@@ -54,30 +53,15 @@ def median_seconds(run, x: torch.Tensor, repeats: int) -> float:
     return statistics.median(times)
 
 
-def resident_mib() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
-
-
 def peak_memory_worker(model_name: str, size: int, threads: int, queue) -> None:
     """Samples the resident set size every millisecond during one forward pass; sends the rise of its peak."""
     torch.set_num_threads(threads)
     _, run = build(model_name)
     x = torch.randn(1, 3, size, size)
-    before, peak, running = resident_mib(), [0.0], [True]
-
-    def sample() -> None:
-        while running[0]:
-            peak[0] = max(peak[0], resident_mib())
-            time.sleep(0.001)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    with torch.inference_mode():
+    before = resident_mib()
+    with PeakResident() as sampler, torch.inference_mode():
         run(x)
-    running[0] = False
-    sampler.join()
-    queue.put(max(peak[0], resident_mib()) - before)
+    queue.put(max(sampler.peaks.values()) - before)
 
 
 def peak_memory_mib(model_name: str, size: int, threads: int) -> float:
@@ -91,26 +75,14 @@ def peak_memory_mib(model_name: str, size: int, threads: int) -> float:
     return value
 
 
-def matmul_gflops(threads: int, n: int = 2048) -> float:
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / min(times) / 1e9
-
-
-def backbone_efficiency(threads: int, repeats: int, size: int = 512, batch: int = 2) -> dict:
+def backbone_efficiency(repeats: int, size: int = 512, batch: int = 2) -> dict:
     model, _ = build("swin_fpn")
     x = torch.randn(batch, 3, size, size)
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model.backbone(x)
     flops = counter.get_total_flops()
     seconds = median_seconds(model.backbone, x, repeats)
-    peak = matmul_gflops(threads)
+    peak = matmul_gflops()
     achieved = flops / seconds / 1e9
     return {
         "size": size,
@@ -174,7 +146,7 @@ def main() -> None:
         if row["size"] in args.memory_sizes:
             for name in runs:
                 row[f"{name}_peak_mib"] = peak_memory_mib(name, row["size"], args.threads)
-    efficiency = backbone_efficiency(args.threads, args.repeats)
+    efficiency = backbone_efficiency(args.repeats)
 
     print(f"{args.threads} threads, {platform.processor() or platform.machine()}, torch {torch.__version__}")
     print(f"{'size':>6}{'SwinFPN s':>11}{'per px':>8}{'ViT s':>9}{'per px':>8}{'Swin MiB':>10}{'ViT MiB':>9}")
