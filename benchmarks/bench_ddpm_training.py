@@ -3,7 +3,7 @@
 Both sides train the same UNet (same initial weights) on the same batches with an accelerate-prepared AdamW, LR
 scheduler and diffusers' ``EMAModel``; two such trainers exist and the sides swap them after every timed pair (one
 trainer instance can run a little slower than an identical other one). Ours is ``hf_swin_ddpm.training.train_ddpm.training_step`` (L_simple with
-``DDPMPaperScheduler.add_noise``) plus the EMA step and our logging cadence (a loss reduce every 10 steps). Theirs
+``DDPMPaperScheduler.add_noise``) plus the EMA step and our logging (`RunningLoss`: a loss reduce every 10 steps). Theirs
 reproduces ``train_unconditional.py``'s loop body: noise, ``randint`` timesteps, ``DDPMScheduler.add_noise``, the
 UNet, MSE, ``accelerator.backward``, clipping at 1.0, optimizer and LR step, the EMA step, and its per-step
 ``loss.item()`` logging. Runs alternate between the two so that load from other processes hits both alike; the ratio
@@ -32,8 +32,10 @@ from bench_support import alternate
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
 
 from hf_swin_ddpm.ddpm import DDPMPaperScheduler, paper_unet
+from hf_swin_ddpm.training.common import RunningLoss
 from hf_swin_ddpm.training.train_ddpm import training_step
 
 RESULTS = Path(__file__).parent / "results" / "ddpm_training.json"
@@ -57,7 +59,7 @@ class Trainer:
 def our_steps(trainer: Trainer, batches: list[torch.Tensor], noise_scheduler: DDPMPaperScheduler) -> None:
     """Our training loop body (train_ddpm.train without the data loading, sampling and checkpoints)."""
     accelerator = trainer.accelerator
-    loss_sum, loss_count = torch.zeros((), device=accelerator.device), 0
+    running_loss, progress_bar = RunningLoss(accelerator.device), tqdm(disable=True)
     for clean_images in batches:
         loss = training_step(
             accelerator,
@@ -68,14 +70,15 @@ def our_steps(trainer: Trainer, batches: list[torch.Tensor], noise_scheduler: DD
             {"input": clean_images},
             1.0,
         )
-        loss_sum, loss_count = loss_sum + loss, loss_count + 1
+        running_loss.add(loss)
         if accelerator.sync_gradients:
             trainer.ema.step(trainer.unet.parameters())
             trainer.global_step += 1
             if trainer.global_step % LOGGING_STEPS == 0:
-                accelerator.reduce((loss_sum / loss_count).reshape(1), reduction="mean").item()
-                loss_sum, loss_count = torch.zeros_like(loss_sum), 0
-                accelerator.log({"loss": 0.0, "lr": trainer.lr_scheduler.get_last_lr()[0]}, step=trainer.global_step)
+                lr = trainer.lr_scheduler.get_last_lr()[0]
+                running_loss.log(
+                    accelerator, progress_bar, trainer.global_step, lr, 0, ema_decay=trainer.ema.cur_decay_value
+                )
 
 
 def diffusers_steps(trainer: Trainer, batches: list[torch.Tensor], noise_scheduler: DDPMScheduler) -> None:

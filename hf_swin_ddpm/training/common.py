@@ -859,10 +859,26 @@ def command_line(program: str, argv: Sequence[str], secrets: Sequence[str | None
     return " ".join([program, *shown])
 
 
-def mean_over_processes(accelerator, total: torch.Tensor, count: int) -> float:
-    """``total / count`` averaged over all processes (a collective: call it on every process)."""
-    mean = total / max(count, 1)
-    return accelerator.reduce(mean.reshape(1), reduction="mean").item()
+class RunningLoss:
+    """The training loss since the last log, kept as a tensor so that the steps between logs never wait for it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.total = torch.zeros((), device=device)
+        self.count = 0
+        self.last = float("nan")
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total, self.count = self.total + loss, self.count + 1
+
+    def log(self, accelerator, progress_bar, step: int, lr: float, epoch: int, **extra: float) -> float:
+        """The mean since the last log, averaged over all processes (a collective: call it on every process), logged
+        with the learning rate, the epoch and ``extra`` to the trackers and the progress bar; the window restarts."""
+        mean = self.total / max(self.count, 1)
+        self.last = accelerator.reduce(mean.reshape(1), reduction="mean").item()
+        self.total, self.count = torch.zeros_like(self.total), 0
+        accelerator.log({"loss": self.last, "lr": lr, "epoch": epoch, **extra}, step=step)
+        progress_bar.set_postfix(loss=f"{self.last:.4f}", lr=f"{lr:.2e}")
+        return self.last
 
 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:

@@ -374,7 +374,7 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
         disable=not accelerator.is_local_main_process,
         desc="Steps",
     )
-    loss_sum, loss_count, last_loss = torch.zeros((), device=accelerator.device), 0, float("nan")
+    running_loss = common.RunningLoss(accelerator.device)
     start_time, start_step = time.perf_counter(), progress.global_step
     unet.train()
     batches = common.resumable_batches(
@@ -382,7 +382,7 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
     )
     for batch in batches:
         loss = training_step(accelerator, unet, noise_scheduler, optimizer, lr_scheduler, batch, args.max_grad_norm)
-        loss_sum, loss_count = loss_sum + loss, loss_count + 1
+        running_loss.add(loss)
         if not accelerator.sync_gradients:
             continue
         if ema is not None:
@@ -391,13 +391,8 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
         progress_bar.update(1)
         step = progress.global_step
         if step % args.logging_steps == 0 or step == max_train_steps:
-            last_loss = common.mean_over_processes(accelerator, loss_sum, loss_count)
-            loss_sum, loss_count = torch.zeros_like(loss_sum), 0
-            logs = {"loss": last_loss, "lr": lr_scheduler.get_last_lr()[0], "epoch": progress.epoch}
-            if ema is not None:
-                logs["ema_decay"] = ema.cur_decay_value
-            accelerator.log(logs, step=step)
-            progress_bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{logs['lr']:.2e}")
+            extra = {"ema_decay": ema.cur_decay_value} if ema is not None else {}
+            running_loss.log(accelerator, progress_bar, step, lr_scheduler.get_last_lr()[0], progress.epoch, **extra)
         if step % args.save_images_steps == 0 and step != max_train_steps:
             _log_samples(accelerator, unwrapped, ema, noise_scheduler, args, step)
         if step % args.checkpointing_steps == 0:
@@ -416,7 +411,7 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
         "global_step": progress.global_step,
         "epoch": progress.epoch,
         "num_processes": accelerator.num_processes,
-        "train_loss": last_loss,
+        "train_loss": running_loss.last,
         "train_runtime": round(train_seconds, 2),
         "train_steps_per_second": round((progress.global_step - start_step) / max(train_seconds, 1e-9), 3),
         "total_train_batch_size": total_batch_size,

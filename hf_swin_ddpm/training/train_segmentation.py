@@ -475,7 +475,7 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
         disable=not accelerator.is_local_main_process,
         desc="Steps",
     )
-    loss_sum, loss_count, last_loss = torch.zeros((), device=accelerator.device), 0, float("nan")
+    running_loss = common.RunningLoss(accelerator.device)
     start_time, start_step = time.perf_counter(), progress.global_step
     model.train()
     batches = common.resumable_batches(
@@ -483,18 +483,14 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
     )
     for batch in batches:
         loss = training_step(accelerator, model, optimizer, lr_scheduler, batch, args.max_grad_norm)
-        loss_sum, loss_count = loss_sum + loss, loss_count + 1
+        running_loss.add(loss)
         if not accelerator.sync_gradients:
             continue
         progress.global_step += 1
         progress_bar.update(1)
         step = progress.global_step
         if step % args.logging_steps == 0 or step == max_train_steps:
-            last_loss = common.mean_over_processes(accelerator, loss_sum, loss_count)
-            loss_sum, loss_count = torch.zeros_like(loss_sum), 0
-            logs = {"loss": last_loss, "lr": lr_scheduler.get_last_lr()[0], "epoch": progress.epoch}
-            accelerator.log(logs, step=step)
-            progress_bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{logs['lr']:.2e}")
+            running_loss.log(accelerator, progress_bar, step, lr_scheduler.get_last_lr()[0], progress.epoch)
         if args.eval_steps and step % args.eval_steps == 0 and step != max_train_steps and eval_dataloader:
             metrics = evaluate(accelerator, model, eval_dataloader, len(id2label))
             accelerator.log(
@@ -515,7 +511,7 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
         "epoch": progress.epoch,
         "num_processes": accelerator.num_processes,
         "num_labels": len(id2label),
-        "train_loss": last_loss,
+        "train_loss": running_loss.last,
         "train_runtime": round(train_seconds, 2),
         "train_steps_per_second": round((progress.global_step - start_step) / max(train_seconds, 1e-9), 3),
         "total_train_batch_size": total_batch_size,
