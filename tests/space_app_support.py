@@ -12,6 +12,7 @@ from types import ModuleType
 
 import gradio as gr
 import torch
+from factories import TINY_SWIN_FPN_GEOMETRY
 
 from hf_swin_ddpm import (
     DDPMPaperPipeline,
@@ -24,18 +25,7 @@ from hf_swin_ddpm import (
 from hf_swin_ddpm.data import SHAPES_ID2LABEL
 
 APP_PATH = Path(__file__).resolve().parents[1] / "spaces_app" / "app.py"
-TINY_SWIN_FPN = dict(
-    embed_dim=16,
-    depths=[1, 1, 1, 1],
-    num_heads=[1, 2, 2, 4],
-    window_size=4,
-    patch_size=4,
-    fpn_hidden_size=16,
-    head_hidden_size=8,
-    head_num_groups=4,
-    image_size=64,
-    drop_path_rate=0.0,
-)
+TINY_SWIN_FPN = {**TINY_SWIN_FPN_GEOMETRY, "patch_size": 4, "image_size": 64}
 TINY_NUM_TRAIN_TIMESTEPS = 1000
 
 

@@ -13,6 +13,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from factories import TINY_SWIN_FPN
 
 from hf_swin_ddpm import (
     DDPMPaperPipeline,
@@ -25,24 +26,6 @@ from hf_swin_ddpm import (
 from hf_swin_ddpm.cli import main as cli_main
 from hf_swin_ddpm.swin_fpn.configuration_swin_fpn import DEFAULT_MAX_INPUT_PIXELS
 from hf_swin_ddpm.training import train_ddpm, train_segmentation
-
-TINY_SWIN_FPN = dict(
-    embed_dim=16,
-    depths=[1, 1, 1, 1],
-    num_heads=[1, 2, 2, 4],
-    window_size=4,
-    fpn_hidden_size=16,
-    head_hidden_size=8,
-    head_num_groups=4,
-    num_labels=3,
-    drop_path_rate=0.0,
-)
-
-
-@pytest.fixture(scope="module")
-def model(one_thread) -> SwinFPNForSegmentation:
-    torch.manual_seed(0)
-    return SwinFPNForSegmentation(SwinFPNConfig(**TINY_SWIN_FPN)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -212,30 +195,30 @@ def test_every_scheduler_argument_has_a_bad_input_case():
         (torch.zeros(1, 3, 8, 8).index_fill(2, torch.tensor([3]), math.inf), "expected finite values"),
     ],
 )
-def test_bad_pixel_values_raise_naming_the_problem(model, pixel_values, message):
+def test_bad_pixel_values_raise_naming_the_problem(tiny_swin_fpn, pixel_values, message):
     with pytest.raises(ValueError, match=f"pixel_values: .*{message}"):
-        model(pixel_values=pixel_values)
+        tiny_swin_fpn(pixel_values=pixel_values)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
-def test_half_and_double_pixel_values_work(model, dtype):
+def test_half_and_double_pixel_values_work(tiny_swin_fpn, dtype):
     pixel_values = torch.randn(1, 3, 20, 12, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        reference = model(pixel_values=pixel_values).logits
-        logits = model(pixel_values=pixel_values.to(dtype)).logits
+        reference = tiny_swin_fpn(pixel_values=pixel_values).logits
+        logits = tiny_swin_fpn(pixel_values=pixel_values.to(dtype)).logits
     assert logits.shape == (1, 3, 20, 12) and torch.isfinite(logits).all()
     tolerance = 0 if dtype == torch.float64 else 0.1
     assert torch.allclose(logits, reference, atol=tolerance + 1e-5)
 
 
-def test_huge_inputs_are_refused_before_any_memory_is_spent(model):
+def test_huge_inputs_are_refused_before_any_memory_is_spent(tiny_swin_fpn):
     side = math.isqrt(DEFAULT_MAX_INPUT_PIXELS) + 1
     huge = torch.zeros(1, 3, 1, 1).expand(1, 3, side, side)  # a view: no memory behind it
     with pytest.raises(ValueError, match=r"pixel_values: batch \* height \* width = 1 \* 8193 \* 8193 .* exceeds"):
-        model(pixel_values=huge)
+        tiny_swin_fpn(pixel_values=huge)
     many = torch.zeros(1, 3, 1, 1).expand(1025, 3, 256, 256)
     with pytest.raises(ValueError, match="config.max_input_pixels = 67,108,864"):
-        model(pixel_values=many)
+        tiny_swin_fpn(pixel_values=many)
 
 
 def test_the_pixel_bound_is_configurable_and_can_be_removed():
@@ -260,14 +243,14 @@ def test_the_pixel_bound_is_configurable_and_can_be_removed():
         (torch.tensor([[[0, 1, 2, 3] * 2] * 8]), r"got \[3\] \(16 pixels\)"),
     ],
 )
-def test_bad_labels_raise_naming_the_problem(model, labels, message):
+def test_bad_labels_raise_naming_the_problem(tiny_swin_fpn, labels, message):
     with pytest.raises(ValueError, match=f"labels: .*{message}"):
-        model(pixel_values=torch.zeros(1, 3, 8, 8), labels=labels)
+        tiny_swin_fpn(pixel_values=torch.zeros(1, 3, 8, 8), labels=labels)
 
 
-def test_labels_may_hold_the_ignore_index(model):
+def test_labels_may_hold_the_ignore_index(tiny_swin_fpn):
     labels = torch.tensor([[[0, 1, 2, 255] * 2] * 8])
-    loss = model(pixel_values=torch.randn(1, 3, 8, 8), labels=labels).loss
+    loss = tiny_swin_fpn(pixel_values=torch.randn(1, 3, 8, 8), labels=labels).loss
     assert torch.isfinite(loss)
 
 

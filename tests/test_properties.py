@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
+from factories import TINY_SWIN_FPN
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -96,31 +96,12 @@ def test_add_noise_at_any_timestep_is_eq_4(num_train_timesteps, data, shape):
     torch.testing.assert_close(noisy, alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise, rtol=0, atol=1e-12)
 
 
-TINY_SWIN_FPN = dict(
-    embed_dim=16,
-    depths=[1, 1, 1, 1],
-    num_heads=[1, 2, 2, 4],
-    window_size=4,
-    fpn_hidden_size=16,
-    head_hidden_size=8,
-    head_num_groups=4,
-    num_labels=3,
-    drop_path_rate=0.0,
-)
-
-
-@pytest.fixture(scope="module")
-def model(one_thread) -> SwinFPNForSegmentation:
-    torch.manual_seed(0)
-    return SwinFPNForSegmentation(SwinFPNConfig(**TINY_SWIN_FPN)).eval()
-
-
 @settings(max_examples=100, deadline=None)
 @given(st.integers(1, 2), st.integers(1, MAX_SIDE), st.integers(1, MAX_SIDE), st.integers(0, 2**31 - 1))
-def test_logits_have_the_input_size_and_are_finite_for_any_size(model, batch, height, width, seed):
+def test_logits_have_the_input_size_and_are_finite_for_any_size(tiny_swin_fpn, batch, height, width, seed):
     pixel_values = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        logits = model(pixel_values=pixel_values).logits
+        logits = tiny_swin_fpn(pixel_values=pixel_values).logits
     assert logits.shape == (batch, 3, height, width)
     assert torch.isfinite(logits).all()
 

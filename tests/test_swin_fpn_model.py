@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from factories import TINY_SWIN_FPN
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -23,19 +24,8 @@ INPUT_SIZES = [(56, 56), (61, 77), (17, 9), (3, 5), (1, 1)]
 
 
 def tiny_config(**overrides) -> SwinFPNConfig:
-    values = dict(
-        embed_dim=16,
-        depths=[2, 2, 2, 2],
-        num_heads=[1, 2, 2, 4],
-        window_size=4,
-        fpn_hidden_size=16,
-        head_hidden_size=8,
-        head_num_groups=4,
-        num_labels=3,
-        drop_path_rate=0.0,
-    )
-    values.update(overrides)
-    return SwinFPNConfig(**values)
+    """`factories.TINY_SWIN_FPN` with two blocks per stage, so that every stage has a shifted-window block."""
+    return SwinFPNConfig(**{**TINY_SWIN_FPN, "depths": [2, 2, 2, 2], **overrides})
 
 
 def reference_and_ours(geometry: dict, seed: int = 0) -> tuple[SwinBackbone, SwinFPNForSegmentation]:
