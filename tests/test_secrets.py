@@ -67,6 +67,22 @@ def training_env(endpoint: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def train_and_push(
+    output_dir: Path, repo_id: str, token_arguments: list[str], env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess, str]:
+    """Runs the console script's tiny DDPM training with --push_to_hub; returns the process and its whole output."""
+    result = subprocess.run(
+        [str(CONSOLE_SCRIPT), "train-ddpm", *TINY_RUN, "--output_dir", str(output_dir), "--push_to_hub"]
+        + ["--hub_model_id", repo_id, *token_arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return result, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(
     ("token_arguments", "extra_env"),
     [
@@ -79,16 +95,9 @@ def training_env(endpoint: str, **extra: str) -> dict[str, str]:
 def test_training_push_to_an_unreachable_hub_never_shows_the_token(tmp_path, token_arguments, extra_env):
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     output_dir = tmp_path / "run"
-    result = subprocess.run(
-        [str(CONSOLE_SCRIPT), "train-ddpm", *TINY_RUN, "--output_dir", str(output_dir), "--push_to_hub"]
-        + ["--hub_model_id", f"{USER}/secret-test", *token_arguments],
-        env=training_env(endpoint, **extra_env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    result, output = train_and_push(
+        output_dir, f"{USER}/secret-test", token_arguments, training_env(endpoint, **extra_env)
     )
-    output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert f"Could not reach the Hugging Face Hub at {endpoint}" in output
     assert ("Traceback" in output) == bool(extra_env.get("HF_SWIN_DDPM_DEBUG"))
@@ -181,16 +190,9 @@ def test_the_command_line_shown_in_cards_and_trackers_masks_the_token(argv):
 
 def test_training_push_to_the_hub_uploads_no_token(fake_hub, tmp_path):
     output_dir = tmp_path / "run"
-    result = subprocess.run(
-        [str(CONSOLE_SCRIPT), "train-ddpm", *TINY_RUN, "--output_dir", str(output_dir), "--push_to_hub"]
-        + ["--hub_model_id", f"{USER}/trained", f"--hub_token={TOKEN}"],
-        env=training_env(fake_hub.endpoint),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    result, output = train_and_push(
+        output_dir, f"{USER}/trained", [f"--hub_token={TOKEN}"], training_env(fake_hub.endpoint)
     )
-    output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert_no_secret(output, "the run's output")
     uploaded = fake_hub.repos[f"{USER}/trained"].head.files
