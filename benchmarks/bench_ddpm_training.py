@@ -35,7 +35,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from hf_swin_ddpm.ddpm import DDPMPaperScheduler, paper_unet
-from hf_swin_ddpm.training.common import RunningLoss
+from hf_swin_ddpm.training.loop import RunningLoss
 from hf_swin_ddpm.training.train_ddpm import training_step
 
 RESULTS = Path(__file__).parent / "results" / "ddpm_training.json"

@@ -48,7 +48,7 @@ from types import SimpleNamespace
 import torch
 from bench_support import MIB, PeakResident, resident_mib
 
-from hf_swin_ddpm.training.common import enable_gradient_checkpointing
+from hf_swin_ddpm.training.runtime import enable_gradient_checkpointing
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "memory.json"

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .imaging import image_grid
 from .safe_loading import check_model_folder, named_loading_errors, safetensors_only
 
 ALLOW_PICKLE_HELP = "also read pickled .bin weights (with torch.load(weights_only=True)); default: safetensors only"
@@ -148,14 +149,7 @@ def _load_card_fields(path_name: str | None) -> dict:
 
 
 def _save_grid(images: list, path: Path) -> None:
-    from PIL import Image
-
-    columns = min(len(images), 8)
-    rows = (len(images) + columns - 1) // columns
-    width, height = images[0].size
-    grid = Image.new(images[0].mode, (columns * width, rows * height))
-    for index, image in enumerate(images):
-        grid.paste(image, ((index % columns) * width, (index // columns) * height))
+    grid = image_grid(images, columns=min(len(images), 8))
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)
 

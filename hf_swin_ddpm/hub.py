@@ -29,6 +29,8 @@ from typing import Any
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
+from .imaging import image_grid
+
 logger = logging.getLogger(__name__)
 
 SEGMENTATION = "swin_fpn"
@@ -181,6 +183,13 @@ def render_model_card(kind: str, **card_fields: Any) -> ModelCard:
     card = ModelCard.from_template(card_data, template_path=str(template), **template_kwargs)
     _check_card_parses(card)
     return card
+
+
+def write_model_card(folder: str | Path, kind: str, **card_fields: Any) -> Path:
+    """Renders the card of a `kind` model (`render_model_card`'s fields) into `folder/README.md`; returns its path."""
+    path = Path(folder) / CARD_FILE
+    render_model_card(kind, **card_fields).save(path)
+    return path
 
 
 def _model_kind_info(kind: str) -> ModelKind:
@@ -541,18 +550,7 @@ def _ddpm_example(pipeline: Any, save_fields: dict[str, Any]) -> tuple[Any, str]
     generator = torch.Generator().manual_seed(SAMPLE_GRID_SEED)
     images = pipeline(batch_size=SAMPLE_GRID_SIZE, generator=generator, num_inference_steps=steps).images
     caption = f"{SAMPLE_GRID_SIZE} samples (seed {SAMPLE_GRID_SEED}, {steps} sampling steps)."
-    return _grid(images, columns=SAMPLE_GRID_SIZE // 2), caption
-
-
-def _grid(images: Sequence[Any], columns: int) -> Any:
-    from PIL import Image
-
-    rows = (len(images) + columns - 1) // columns
-    width, height = images[0].size
-    grid = Image.new(images[0].mode, (columns * width, rows * height))
-    for index, image in enumerate(images):
-        grid.paste(image, ((index % columns) * width, (index // columns) * height))
-    return grid
+    return image_grid(images, columns=SAMPLE_GRID_SIZE // 2), caption
 
 
 def _check_weights(folder: Path) -> None:

@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import math
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,18 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data import DDPMTransform, attach_transform, collate_ddpm
+from ..data import DDPMTransform, collate_ddpm
 from ..ddpm import PAPER_UNET_PRESETS, DDPMPaperPipeline, DDPMPaperScheduler, variational_bound
 from ..ddpm.scheduling_ddpm_paper import MAX_NUM_TRAIN_TIMESTEPS
-from . import common
-from .common import TrainingError, TrainingProgress
+from . import arguments, checkpoints, loop, publishing, reporting, runtime
+from .data import (
+    TrainingData,
+    dataset_label,
+    evaluation_dataloader,
+    load_train_and_eval_datasets,
+    training_dataloader,
+)
+from .errors import TrainingError, run_with_clear_errors
 
 PROGRAM = "train_ddpm"
 logger = get_logger(__name__)
@@ -52,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train_ddpm", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    common.add_common_arguments(parser)
+    arguments.add_common_arguments(parser)
     ddpm = parser.add_argument_group("DDPM")
     ddpm.add_argument("--dropout", type=float, default=0.1, help="UNet dropout (the paper's CIFAR-10 value).")
     ddpm.add_argument(
@@ -103,11 +109,11 @@ DEFAULT_NUM_EPOCHS = 100
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and check the flags; fill in the defaults that depend on others (flips)."""
     args = build_parser().parse_args(argv)
-    common.check_common_arguments(args)
-    args.command_line = common.command_line(PROGRAM, sys.argv[1:] if argv is None else argv, [args.hub_token])
+    arguments.check_common_arguments(args)
+    args.command_line = arguments.command_line(PROGRAM, sys.argv[1:] if argv is None else argv, [args.hub_token])
     for flag in ("ddpm_num_steps", "ddpm_num_inference_steps", "save_images_steps", "num_sample_images"):
-        common.check_positive(getattr(args, flag), f"--{flag}")
-    common.check_positive(args.eval_bpd_timesteps, "--eval_bpd_timesteps", allow_zero=True)
+        arguments.check_positive(getattr(args, flag), f"--{flag}")
+    arguments.check_positive(args.eval_bpd_timesteps, "--eval_bpd_timesteps", allow_zero=True)
     if args.ddpm_num_steps > MAX_NUM_TRAIN_TIMESTEPS:
         raise TrainingError(f"--ddpm_num_steps must be at most {MAX_NUM_TRAIN_TIMESTEPS}, got {args.ddpm_num_steps}")
     if args.ddpm_num_inference_steps > args.ddpm_num_steps:
@@ -129,7 +135,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def build_unet(args: argparse.Namespace) -> UNet2DModel:
     """The UNet of ``--model_config`` (a preset of ``PAPER_UNET_PRESETS`` or a JSON config), at ``--resolution``
     with ``--dropout``."""
-    config = common.load_model_config(args.model_config, PAPER_UNET_PRESETS)
+    config = arguments.load_model_config(args.model_config, PAPER_UNET_PRESETS)
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     if args.resolution is not None:
         config["sample_size"] = args.resolution
@@ -153,33 +159,17 @@ def build_noise_scheduler(args: argparse.Namespace) -> DDPMPaperScheduler:
 
 def build_dataloaders(
     args: argparse.Namespace, resolution: int, channels: int
-) -> tuple[DataLoader, DataLoader | None, DDPMTransform, common.TrainingData]:
+) -> tuple[DataLoader, DataLoader | None, DDPMTransform, TrainingData]:
     """The training and held-out DataLoaders (before ``accelerator.prepare``), the training transform (its epoch
     must be set every epoch) and the loaded data."""
-    data = common.load_train_and_eval_datasets(args, "generation")
+    data = load_train_and_eval_datasets(args, "generation")
     train_dataset, eval_dataset = data.train, data.eval
     train_transform = DDPMTransform(resolution, channels, random_flip=args.random_flip, seed=args.seed)
-    streaming = isinstance(train_dataset, datasets.IterableDataset)
-    if streaming:
-        train_dataset = train_dataset.shuffle(seed=args.seed, buffer_size=1000)
-    train_dataloader = DataLoader(
-        attach_transform(train_dataset, train_transform),
-        batch_size=args.train_batch_size,
-        shuffle=not streaming,
-        collate_fn=collate_ddpm,
-        num_workers=args.dataloader_num_workers,
-        generator=common.seeded_data_generator(args.seed),
-    )
-    common.check_first_examples(train_dataloader.dataset, args.train_batch_size)
+    train_dataloader = training_dataloader(args, train_dataset, train_transform, collate_ddpm)
     eval_dataloader = None
     if eval_dataset is not None and args.eval_bpd_timesteps > 0:
-        eval_dataloader = DataLoader(
-            attach_transform(eval_dataset, DDPMTransform(resolution, channels, random_flip=False)),
-            batch_size=args.eval_batch_size,
-            collate_fn=collate_ddpm,
-            num_workers=args.dataloader_num_workers,
-            generator=common.seeded_data_generator(args.seed),  # evaluating leaves the global RNG alone
-        )
+        eval_transform = DDPMTransform(resolution, channels, random_flip=False)
+        eval_dataloader = evaluation_dataloader(args, eval_dataset, eval_transform, collate_ddpm)
     return train_dataloader, eval_dataloader, train_transform, data
 
 
@@ -217,16 +207,15 @@ def ddpm_loss(unet: torch.nn.Module, noise_scheduler: DDPMPaperScheduler, clean_
 def training_step(
     accelerator, unet, noise_scheduler, optimizer, lr_scheduler, batch: dict[str, torch.Tensor], max_grad_norm: float
 ) -> torch.Tensor:
-    """One micro-batch: loss, backward, and (at accumulation boundaries) clipping and the optimizer/LR step."""
-    with accelerator.accumulate(unet):
-        loss = ddpm_loss(unet, noise_scheduler, batch["input"])
-        accelerator.backward(loss)
-        if accelerator.sync_gradients and max_grad_norm:
-            accelerator.clip_grad_norm_(unet.parameters(), max_grad_norm)
-        optimizer.step()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-    return loss.detach()
+    """One micro-batch of L_simple (see :func:`~.loop.accumulated_step`)."""
+    return loop.accumulated_step(
+        accelerator,
+        unet,
+        optimizer,
+        lr_scheduler,
+        lambda: ddpm_loss(unet, noise_scheduler, batch["input"]),
+        max_grad_norm,
+    )
 
 
 # --- sampling and evaluation ------------------------------------------------------------------------------------------
@@ -266,7 +255,7 @@ def generate_samples(unet: UNet2DModel, noise_scheduler: DDPMPaperScheduler, arg
 
 def save_sample_grid(images: list, path: Path) -> Image.Image:
     """Save the images as one grid, upscaled (nearest) so that each image is at least 64 pixels wide."""
-    grid = common.image_grid(images)
+    grid = reporting.image_grid(images)
     factor = max(1, math.ceil(64 / images[0].width))
     grid = grid.resize((grid.width * factor, grid.height * factor), Image.NEAREST) if factor > 1 else grid
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -310,7 +299,7 @@ class DDPMTrainingResult:
 
 def train(args: argparse.Namespace) -> DDPMTrainingResult:
     """Train as the flags say; returns the result on every process (used by the multi-process tests)."""
-    accelerator = common.make_accelerator(args)
+    accelerator = runtime.make_accelerator(args)
     output_dir = Path(args.output_dir)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -318,7 +307,7 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
 
     unet = build_unet(args)
     if args.gradient_checkpointing:
-        common.enable_gradient_checkpointing(unet)
+        runtime.enable_gradient_checkpointing(unet)
     noise_scheduler = build_noise_scheduler(args)
     resolution = unet_resolution(unet)
     with accelerator.main_process_first():
@@ -335,7 +324,7 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
     streaming = isinstance(train_dataloader.dataset, datasets.IterableDataset)
     train_dataloader = accelerator.prepare(train_dataloader)
     batches_per_epoch = None if streaming else len(train_dataloader)  # per process
-    max_train_steps, num_epochs, _ = common.resolve_training_length(args, batches_per_epoch, DEFAULT_NUM_EPOCHS)
+    max_train_steps, num_epochs, _ = loop.resolve_training_length(args, batches_per_epoch, DEFAULT_NUM_EPOCHS)
     lr_scheduler = get_scheduler(  # stepped once per process by accelerate: count in process-steps
         args.lr_scheduler,
         optimizer=optimizer,
@@ -348,17 +337,12 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
     ema = build_ema(args, accelerator.unwrap_model(unet))
     if ema is not None:
         ema.to(accelerator.device)
-    progress = TrainingProgress()  # saved with the EMA in every checkpoint (common.save_checkpoint)
+    progress = loop.TrainingProgress()  # saved with the EMA in every checkpoint (checkpoints.save_checkpoint)
     set_seed(args.seed, device_specific=True)  # different noise on every process
 
-    resume_from = common.resolve_resume_checkpoint(args.resume_from_checkpoint, output_dir)
-    if resume_from is not None:
-        accelerator.print(f"Resuming from {resume_from}")
-        common.load_checkpoint(accelerator, resume_from, progress, ema)
-    elif args.resume_from_checkpoint == "latest":
-        accelerator.print(f"No checkpoint in {output_dir} yet: starting a new run")
+    checkpoints.resume_if_requested(accelerator, args.resume_from_checkpoint, output_dir, progress, ema)
 
-    accelerator.init_trackers(args.tracker_project_name or "train_ddpm", config=common.tracker_config(args))
+    accelerator.init_trackers(args.tracker_project_name or "train_ddpm", config=reporting.tracker_config(args))
     total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info(
         f"Training {sum(p.numel() for p in unet.parameters()):,} parameters for {max_train_steps} steps "
@@ -368,53 +352,36 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
     )
 
     unwrapped = accelerator.unwrap_model(unet)
-    progress_bar = tqdm(
-        total=max_train_steps,
-        initial=progress.global_step,
-        disable=not accelerator.is_local_main_process,
-        desc="Steps",
+    optimizer_steps = loop.OptimizerSteps(
+        accelerator,
+        args,
+        progress,
+        max_train_steps,
+        lr_scheduler,
+        ema=ema,
+        log_extra=lambda: {"ema_decay": ema.cur_decay_value} if ema is not None else {},
     )
-    running_loss = common.RunningLoss(accelerator.device)
-    start_time, start_step = time.perf_counter(), progress.global_step
     unet.train()
-    batches = common.resumable_batches(
+    batches = loop.resumable_batches(
         accelerator, train_dataloader, train_transform, progress, max_train_steps, streaming
     )
-    for batch in batches:
-        loss = training_step(accelerator, unet, noise_scheduler, optimizer, lr_scheduler, batch, args.max_grad_norm)
-        running_loss.add(loss)
-        if not accelerator.sync_gradients:
-            continue
+
+    def train_step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return training_step(accelerator, unet, noise_scheduler, optimizer, lr_scheduler, batch, args.max_grad_norm)
+
+    for step in optimizer_steps.steps(batches, train_step):
         if ema is not None:
             ema.step(unet.parameters())
-        progress.global_step += 1
-        progress_bar.update(1)
-        step = progress.global_step
-        if step % args.logging_steps == 0 or step == max_train_steps:
-            extra = {"ema_decay": ema.cur_decay_value} if ema is not None else {}
-            running_loss.log(accelerator, progress_bar, step, lr_scheduler.get_last_lr()[0], progress.epoch, **extra)
         if step % args.save_images_steps == 0 and step != max_train_steps:
             _log_samples(accelerator, unwrapped, ema, noise_scheduler, args, step)
-        if step % args.checkpointing_steps == 0:
-            path = common.save_checkpoint(accelerator, output_dir, step, args.checkpoints_total_limit, progress, ema)
-            logger.info(f"Saved {path}", main_process_only=True)
-        if step >= max_train_steps:
-            break
-    progress_bar.close()
-    train_seconds = time.perf_counter() - start_time
+    loop_results = optimizer_steps.results(total_batch_size)
 
     accelerator.wait_for_everyone()
     training_weights = {name: tensor.detach().clone() for name, tensor in unwrapped.state_dict().items()}
     if ema is not None:
         ema.copy_to(unwrapped.parameters())
     results: dict[str, Any] = {
-        "global_step": progress.global_step,
-        "epoch": progress.epoch,
-        "num_processes": accelerator.num_processes,
-        "train_loss": running_loss.last,
-        "train_runtime": round(train_seconds, 2),
-        "train_steps_per_second": round((progress.global_step - start_step) / max(train_seconds, 1e-9), 3),
-        "total_train_batch_size": total_batch_size,
+        **loop_results,
     }
     if eval_dataloader is not None:
         results.update(evaluate_bpd(accelerator, unwrapped, noise_scheduler, eval_dataloader, args))
@@ -435,7 +402,7 @@ def _log_samples(accelerator, unet, ema, noise_scheduler, args: argparse.Namespa
         with ema_weights(ema, unet):
             images = generate_samples(unet, noise_scheduler, args)
         grid = save_sample_grid(images, Path(args.output_dir) / "samples" / f"samples-{step:07d}.png")
-        common.log_image(accelerator, "samples", grid, step)
+        reporting.log_image(accelerator, "samples", grid, step)
     accelerator.wait_for_everyone()
 
 
@@ -451,11 +418,11 @@ def _save_outputs(
     pipeline.save_pretrained(output_dir)
     images = generate_samples(unet, noise_scheduler, args)
     save_sample_grid(images, output_dir / "sample_grid.png")
-    common.write_all_results(output_dir, results)
+    publishing.write_all_results(output_dir, results)
     card_fields = ddpm_card_fields(args, unet, results, output_dir)
-    common.write_model_card(output_dir, "ddpm", card_fields)
+    publishing.write_model_card(output_dir, "ddpm", card_fields)
     if args.push_to_hub:
-        url = common.push_to_hub(pipeline, args, card_fields, example_image=output_dir / "sample_grid.png")
+        url = publishing.push_trained_model(pipeline, args, card_fields, example_image=output_dir / "sample_grid.png")
         print(f"Pushed to {url}")
 
 
@@ -466,9 +433,6 @@ def ddpm_card_fields(
     resolution = unet_resolution(unet)
     colour = "grayscale" if unet.config.in_channels == 1 else f"{unet.config.in_channels}-channel"
     hyperparameters = {
-        "model_config": args.model_config,
-        "train_batch_size (total)": results["total_train_batch_size"],
-        "optimizer steps": results["global_step"],
         "learning_rate": args.learning_rate,
         "lr_scheduler": f"{args.lr_scheduler}, {args.lr_warmup_steps} warm-up steps",
         "optimizer": f"Adam betas ({args.adam_beta1}, {args.adam_beta2}), eps {args.adam_epsilon}, "
@@ -478,40 +442,32 @@ def ddpm_card_fields(
         "EMA": f"decay {args.ema_decay}" if args.use_ema else "off",
         "random_flip": args.random_flip,
         "beta schedule": f"{args.ddpm_beta_schedule}, T = {args.ddpm_num_steps}",
-        "mixed_precision": args.mixed_precision or "no",
-        "processes": results["num_processes"],
-        "seed": args.seed,
-        "command": args.command_line,
     }
-    fields: dict[str, Any] = {
-        "model_name": (args.hub_model_id or output_dir.resolve().name).rsplit("/", 1)[-1],
-        "datasets": common.hub_dataset_ids(args),
-        "training_data": f"Trained on {common.dataset_label(args)} at {resolution}x{resolution} ({colour}); "
+    return publishing.run_card_fields(
+        args,
+        results,
+        output_dir,
+        model_config=args.model_config,
+        hyperparameters=hyperparameters,
+        metric=("bits_per_dim", results.get("eval_total_bpd")),
+        training_data=f"Trained on {dataset_label(args)} at {resolution}x{resolution} ({colour}); "
         f"held-out images: {results.get('eval_source', 'none')}.",
-        "hyperparameters": hyperparameters,
-        "num_parameters": sum(p.numel() for p in unet.parameters()),
-        "architecture": {
+        num_parameters=sum(p.numel() for p in unet.parameters()),
+        architecture={
             "block_out_channels": tuple(unet.config.block_out_channels),
             "layers_per_block": unet.config.layers_per_block,
             "down_block_types": tuple(unet.config.down_block_types),
         },
-        "sample_size": f"{resolution}x{resolution} {colour}",
-        "num_train_timesteps": args.ddpm_num_steps,
-        "image_file": "sample_grid.png",
-        "image_caption": f"{args.num_sample_images} samples ({args.ddpm_num_inference_steps} steps, seed {args.seed})",
-    }
-    if args.hub_model_id:
-        fields["repo_id"] = args.hub_model_id
-    if "eval_total_bpd" in results:
-        fields["bits_per_dim"] = results["eval_total_bpd"]
-        fields["eval_dataset"] = args.dataset_name or "imagefolder"
-        fields["eval_split"] = results["eval_split"]
-    return fields
+        sample_size=f"{resolution}x{resolution} {colour}",
+        num_train_timesteps=args.ddpm_num_steps,
+        image_file="sample_grid.png",
+        image_caption=f"{args.num_sample_images} samples ({args.ddpm_num_inference_steps} steps, seed {args.seed})",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m hf_swin_ddpm.training.train_ddpm`` / ``hf-swin-ddpm train-ddpm``."""
-    return common.run_with_clear_errors(PROGRAM, lambda: train(parse_args(argv)))
+    return run_with_clear_errors(PROGRAM, lambda: train(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import math
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,15 +40,22 @@ from ..data import (
     IMAGENET_STD,
     SegmentationEvalTransform,
     SegmentationTrainTransform,
-    attach_transform,
     collate_segmentation,
     dataset_id2label,
 )
 from ..safe_loading import ModelFileError, check_model_folder, named_loading_errors
 from ..swin_fpn import SwinFPNConfig, SwinFPNForSegmentation, SwinFPNImageProcessor
 from ..swin_fpn.configuration_swin_fpn import SWIN_FPN_PRESETS
-from . import common
-from .common import TrainingError, TrainingProgress
+from . import arguments, checkpoints, loop, publishing, reporting, runtime
+from .data import (
+    AnyDataset,
+    TrainingData,
+    dataset_label,
+    evaluation_dataloader,
+    load_train_and_eval_datasets,
+    training_dataloader,
+)
+from .errors import TrainingError, first_line, run_with_clear_errors
 
 PROGRAM = "train_segmentation"
 logger = get_logger(__name__)
@@ -90,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROGRAM, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    common.add_common_arguments(parser)
+    arguments.add_common_arguments(parser)
     seg = parser.add_argument_group("segmentation")
     seg.add_argument(
         "--pretrained_backbone",
@@ -125,11 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and check the flags."""
     args = build_parser().parse_args(argv)
-    common.check_common_arguments(args)
-    args.command_line = common.command_line(PROGRAM, sys.argv[1:] if argv is None else argv, [args.hub_token])
-    common.check_positive(args.num_labels, "--num_labels")
-    common.check_positive(args.eval_steps, "--eval_steps")
-    common.check_positive(args.weight_decay, "--weight_decay", allow_zero=True)
+    arguments.check_common_arguments(args)
+    args.command_line = arguments.command_line(PROGRAM, sys.argv[1:] if argv is None else argv, [args.hub_token])
+    arguments.check_positive(args.num_labels, "--num_labels")
+    arguments.check_positive(args.eval_steps, "--eval_steps")
+    arguments.check_positive(args.weight_decay, "--weight_decay", allow_zero=True)
     if args.drop_path_rate is not None and not 0.0 <= args.drop_path_rate < 1.0:
         raise TrainingError(f"--drop_path_rate must lie in [0, 1), got {args.drop_path_rate}")
     if not 0.0 < args.scale_range[0] <= args.scale_range[1]:
@@ -166,7 +172,7 @@ def _max_label(dataset: datasets.Dataset, reduce_labels: bool) -> int:
     return largest
 
 
-def resolve_id2label(args: argparse.Namespace, train_dataset: common.AnyDataset) -> dict[int, str]:
+def resolve_id2label(args: argparse.Namespace, train_dataset: AnyDataset) -> dict[int, str]:
     """The classes: ``--id2label``, else the dataset's label names (``--num_labels`` of them if given), else
     ``--num_labels`` numbered classes, else the largest class id found in the training annotations plus one."""
     if args.id2label:
@@ -213,10 +219,8 @@ def build_model(args: argparse.Namespace, id2label: dict[int, str]) -> SwinFPNFo
             with named_loading_errors(args.pretrained_backbone, "Swin checkpoint"):
                 return SwinFPNForSegmentation.from_pretrained_backbone(args.pretrained_backbone, **kwargs)
         except (OSError, ModelFileError) as error:
-            raise TrainingError(
-                f"--pretrained_backbone {args.pretrained_backbone!r}: {common.first_line(error)}"
-            ) from None
-    config = common.load_model_config(args.model_config, SEGMENTATION_PRESETS)
+            raise TrainingError(f"--pretrained_backbone {args.pretrained_backbone!r}: {first_line(error)}") from None
+    config = arguments.load_model_config(args.model_config, SEGMENTATION_PRESETS)
     for key in ("id2label", "label2id", "num_labels", "architectures", "transformers_version", "model_type"):
         config.pop(key, None)
     if args.resolution is not None:
@@ -224,7 +228,7 @@ def build_model(args: argparse.Namespace, id2label: dict[int, str]) -> SwinFPNFo
     try:
         model_config = SwinFPNConfig(**{**config, **labels})
     except (TypeError, ValueError) as error:
-        raise TrainingError(f"--model_config {args.model_config}: {common.first_line(error)}") from None
+        raise TrainingError(f"--model_config {args.model_config}: {first_line(error)}") from None
     return SwinFPNForSegmentation(model_config)
 
 
@@ -252,7 +256,7 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
 
 
 def build_dataloaders(
-    args: argparse.Namespace, data: common.TrainingData, resolution: int, num_labels: int
+    args: argparse.Namespace, data: TrainingData, resolution: int, num_labels: int
 ) -> tuple[DataLoader, DataLoader | None, SegmentationTrainTransform]:
     """The training and held-out DataLoaders (before ``accelerator.prepare``) and the training transform."""
     transform_options = {
@@ -263,28 +267,11 @@ def build_dataloaders(
     train_transform = SegmentationTrainTransform(
         resolution, scale_range=tuple(args.scale_range), seed=args.seed, **transform_options
     )
-    train_dataset = data.train
-    streaming = isinstance(train_dataset, datasets.IterableDataset)
-    if streaming:
-        train_dataset = train_dataset.shuffle(seed=args.seed, buffer_size=1000)
-    train_dataloader = DataLoader(
-        attach_transform(train_dataset, train_transform),
-        batch_size=args.train_batch_size,
-        shuffle=not streaming,
-        collate_fn=collate_segmentation,
-        num_workers=args.dataloader_num_workers,
-        generator=common.seeded_data_generator(args.seed),
-    )
-    common.check_first_examples(train_dataloader.dataset, args.train_batch_size)
+    train_dataloader = training_dataloader(args, data.train, train_transform, collate_segmentation)
     eval_dataloader = None
     if data.eval is not None:
-        eval_dataloader = DataLoader(
-            attach_transform(data.eval, SegmentationEvalTransform(resolution, **transform_options)),
-            batch_size=args.eval_batch_size,
-            collate_fn=collate_segmentation,
-            num_workers=args.dataloader_num_workers,
-            generator=common.seeded_data_generator(args.seed),  # evaluating leaves the global RNG alone
-        )
+        eval_transform = SegmentationEvalTransform(resolution, **transform_options)
+        eval_dataloader = evaluation_dataloader(args, data.eval, eval_transform, collate_segmentation)
     return train_dataloader, eval_dataloader, train_transform
 
 
@@ -381,7 +368,7 @@ def example_prediction(model, eval_batch: dict[str, torch.Tensor], num_labels: i
     for image, labels, prediction in zip(images, eval_batch["labels"][:count].numpy(), predictions, strict=True):
         tiles += [Image.fromarray((image * 255).round().astype(np.uint8)), colour_labels(labels, palette)]
         tiles.append(colour_labels(prediction, palette))
-    return common.upscale_for_display(common.image_grid(tiles, columns=3), min_side=384)
+    return reporting.upscale_for_display(reporting.image_grid(tiles, columns=3), min_side=384)
 
 
 # --- the run ----------------------------------------------------------------------------------------------------------
@@ -399,33 +386,28 @@ class SegmentationTrainingResult:
 
 
 def training_step(accelerator, model, optimizer, lr_scheduler, batch, max_grad_norm: float) -> torch.Tensor:
-    """One micro-batch: cross-entropy (ignore index 255), backward, and at accumulation boundaries the optional
-    gradient clipping and the optimizer/LR step."""
-    with accelerator.accumulate(model):
-        loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
-        accelerator.backward(loss)
-        if accelerator.sync_gradients and max_grad_norm:
-            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-        optimizer.step()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-    return loss.detach()
+    """One micro-batch of cross-entropy, ignore index 255 (see :func:`~.loop.accumulated_step`)."""
+
+    def compute_loss() -> torch.Tensor:
+        return model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+
+    return loop.accumulated_step(accelerator, model, optimizer, lr_scheduler, compute_loss, max_grad_norm)
 
 
 def train(args: argparse.Namespace) -> SegmentationTrainingResult:
     """Train as the flags say; returns the result on every process (used by the multi-process tests)."""
-    accelerator = common.make_accelerator(args)
+    accelerator = runtime.make_accelerator(args)
     output_dir = Path(args.output_dir)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(args.seed)
 
     with accelerator.main_process_first():
-        data = common.load_train_and_eval_datasets(args, "segmentation")
+        data = load_train_and_eval_datasets(args, "segmentation")
         id2label = resolve_id2label(args, data.train)
     model = build_model(args, id2label)
     if args.gradient_checkpointing:
-        common.enable_gradient_checkpointing(model)
+        runtime.enable_gradient_checkpointing(model)
     resolution = args.resolution or model.config.image_size
     train_dataloader, eval_dataloader, train_transform = build_dataloaders(args, data, resolution, len(id2label))
     optimizer = torch.optim.AdamW(
@@ -437,7 +419,7 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
     streaming = isinstance(data.train, datasets.IterableDataset)
     train_dataloader = accelerator.prepare(train_dataloader)
     batches_per_epoch = None if streaming else len(train_dataloader)
-    max_train_steps, _, _ = common.resolve_training_length(args, batches_per_epoch, DEFAULT_NUM_EPOCHS)
+    max_train_steps, _, _ = loop.resolve_training_length(args, batches_per_epoch, DEFAULT_NUM_EPOCHS)
     if args.lr_warmup_steps is None:
         args.lr_warmup_steps = default_warmup_steps(max_train_steps)
     lr_scheduler = get_scheduler(
@@ -450,17 +432,12 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     if eval_dataloader is not None:
         eval_dataloader = accelerator.prepare(eval_dataloader)
-    progress = TrainingProgress()  # saved in every checkpoint (common.save_checkpoint)
+    progress = loop.TrainingProgress()  # saved in every checkpoint (checkpoints.save_checkpoint)
     set_seed(args.seed, device_specific=True)  # different drop-path draws on every process
 
-    resume_from = common.resolve_resume_checkpoint(args.resume_from_checkpoint, output_dir)
-    if resume_from is not None:
-        accelerator.print(f"Resuming from {resume_from}")
-        common.load_checkpoint(accelerator, resume_from, progress)
-    elif args.resume_from_checkpoint == "latest":
-        accelerator.print(f"No checkpoint in {output_dir} yet: starting a new run")
+    checkpoints.resume_if_requested(accelerator, args.resume_from_checkpoint, output_dir, progress)
 
-    accelerator.init_trackers(args.tracker_project_name or PROGRAM, config=common.tracker_config(args))
+    accelerator.init_trackers(args.tracker_project_name or PROGRAM, config=reporting.tracker_config(args))
     total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     unwrapped = accelerator.unwrap_model(model)
     logger.info(
@@ -469,52 +446,28 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
         main_process_only=True,
     )
 
-    progress_bar = tqdm(
-        total=max_train_steps,
-        initial=progress.global_step,
-        disable=not accelerator.is_local_main_process,
-        desc="Steps",
-    )
-    running_loss = common.RunningLoss(accelerator.device)
-    start_time, start_step = time.perf_counter(), progress.global_step
+    optimizer_steps = loop.OptimizerSteps(accelerator, args, progress, max_train_steps, lr_scheduler)
     model.train()
-    batches = common.resumable_batches(
+    batches = loop.resumable_batches(
         accelerator, train_dataloader, train_transform, progress, max_train_steps, streaming
     )
-    for batch in batches:
-        loss = training_step(accelerator, model, optimizer, lr_scheduler, batch, args.max_grad_norm)
-        running_loss.add(loss)
-        if not accelerator.sync_gradients:
-            continue
-        progress.global_step += 1
-        progress_bar.update(1)
-        step = progress.global_step
-        if step % args.logging_steps == 0 or step == max_train_steps:
-            running_loss.log(accelerator, progress_bar, step, lr_scheduler.get_last_lr()[0], progress.epoch)
+
+    def train_step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return training_step(accelerator, model, optimizer, lr_scheduler, batch, args.max_grad_norm)
+
+    for step in optimizer_steps.steps(batches, train_step):
         if args.eval_steps and step % args.eval_steps == 0 and step != max_train_steps and eval_dataloader:
             metrics = evaluate(accelerator, model, eval_dataloader, len(id2label))
             accelerator.log(
                 {"eval_mean_iou": metrics.mean_iou, "eval_pixel_accuracy": metrics.pixel_accuracy}, step=step
             )
-            progress_bar.write(f"step {step}: mean IoU {metrics.mean_iou:.4f}")
-        if step % args.checkpointing_steps == 0:
-            path = common.save_checkpoint(accelerator, output_dir, step, args.checkpoints_total_limit, progress)
-            logger.info(f"Saved {path}", main_process_only=True)
-        if step >= max_train_steps:
-            break
-    progress_bar.close()
-    train_seconds = time.perf_counter() - start_time
+            optimizer_steps.progress_bar.write(f"step {step}: mean IoU {metrics.mean_iou:.4f}")
+    loop_results = optimizer_steps.results(total_batch_size)
 
     accelerator.wait_for_everyone()
     results: dict[str, Any] = {
-        "global_step": progress.global_step,
-        "epoch": progress.epoch,
-        "num_processes": accelerator.num_processes,
+        **loop_results,
         "num_labels": len(id2label),
-        "train_loss": running_loss.last,
-        "train_runtime": round(train_seconds, 2),
-        "train_steps_per_second": round((progress.global_step - start_step) / max(train_seconds, 1e-9), 3),
-        "total_train_batch_size": total_batch_size,
         "resolution": resolution,
     }
     example = None
@@ -551,15 +504,15 @@ def _save_outputs(
     image_processor.save_pretrained(output_dir)
     if example is not None:
         example.save(output_dir / "example_prediction.png")
-        common.log_image(accelerator, "example_prediction", example, results["global_step"])
-    common.write_all_results(output_dir, results)
+        reporting.log_image(accelerator, "example_prediction", example, results["global_step"])
+    publishing.write_all_results(output_dir, results)
     card_fields = segmentation_card_fields(args, model, results, output_dir, has_example=example is not None)
-    common.write_model_card(output_dir, "swin_fpn", card_fields)
+    publishing.write_model_card(output_dir, "swin_fpn", card_fields)
     if args.push_to_hub:
         save_fields = {"image_processor": image_processor}
         if example is not None:
             save_fields["example_image"] = output_dir / "example_prediction.png"
-        url = common.push_to_hub(model, args, card_fields, **save_fields)
+        url = publishing.push_trained_model(model, args, card_fields, **save_fields)
         print(f"Pushed to {url}")
 
 
@@ -573,10 +526,7 @@ def segmentation_card_fields(
     """The model card fields of the run (``hf_swin_ddpm.hub.render_model_card`` names)."""
     config = model.config
     hyperparameters = {
-        "model_config": args.pretrained_backbone or args.model_config,
         "crop size": f"{results['resolution']}x{results['resolution']}",
-        "train_batch_size (total)": results["total_train_batch_size"],
-        "optimizer steps": results["global_step"],
         "optimizer": f"AdamW betas ({args.adam_beta1}, {args.adam_beta2}), weight decay {args.weight_decay} "
         "(none on norms, biases, relative position tables)",
         "learning_rate": args.learning_rate,
@@ -584,16 +534,9 @@ def segmentation_card_fields(
         "drop_path_rate": config.drop_path_rate,
         "augmentation": f"random scale {tuple(args.scale_range)}, crop, horizontal flip",
         "max_grad_norm": args.max_grad_norm or "none",
-        "mixed_precision": args.mixed_precision or "no",
-        "processes": results["num_processes"],
-        "seed": args.seed,
-        "command": args.command_line,
     }
-    fields: dict[str, Any] = {
-        "model_name": (args.hub_model_id or output_dir.resolve().name).rsplit("/", 1)[-1],
-        "datasets": common.hub_dataset_ids(args),
-        "training_data": f"Trained on {common.dataset_label(args)}; evaluated on {results.get('eval_source', 'none')}.",
-        "hyperparameters": hyperparameters,
+    model_fields: dict[str, Any] = {
+        "training_data": f"Trained on {dataset_label(args)}; evaluated on {results.get('eval_source', 'none')}.",
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "architecture": {
             "embed_dim": config.embed_dim,
@@ -607,22 +550,24 @@ def segmentation_card_fields(
         "started_from_checkpoint": bool(args.pretrained_backbone),
     }
     if args.pretrained_backbone and not Path(args.pretrained_backbone).exists():
-        fields["base_model"] = args.pretrained_backbone
-    if args.hub_model_id:
-        fields["repo_id"] = args.hub_model_id
+        model_fields["base_model"] = args.pretrained_backbone
     if has_example:
-        fields["image_file"] = "example_prediction.png"
-        fields["image_caption"] = "Held-out images, ground truth and prediction"
-    if not math.isnan(results.get("eval_mean_iou", float("nan"))):
-        fields["mean_iou"] = results["eval_mean_iou"]
-        fields["eval_dataset"] = args.dataset_name or "imagefolder"
-        fields["eval_split"] = results["eval_split"]
-    return fields
+        model_fields["image_file"] = "example_prediction.png"
+        model_fields["image_caption"] = "Held-out images, ground truth and prediction"
+    return publishing.run_card_fields(
+        args,
+        results,
+        output_dir,
+        model_config=args.pretrained_backbone or args.model_config,
+        hyperparameters=hyperparameters,
+        metric=("mean_iou", results.get("eval_mean_iou")),
+        **model_fields,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m hf_swin_ddpm.training.train_segmentation`` / ``hf-swin-ddpm train-seg``."""
-    return common.run_with_clear_errors(PROGRAM, lambda: train(parse_args(argv)))
+    return run_with_clear_errors(PROGRAM, lambda: train(parse_args(argv)))
 
 
 if __name__ == "__main__":

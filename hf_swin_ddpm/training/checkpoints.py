@@ -1,0 +1,246 @@
+"""Checkpoints: how one is written (atomically, with a manifest), verified and resumed.
+
+Checkpoints are ``output_dir/checkpoint-{global_step}`` folders: ``accelerator.save_state`` (model as safetensors,
+optimizer, LR scheduler, every process's RNG states), the :class:`TrainingProgress` (the data position) and
+the EMA (``training_state.json``, ``ema_weights.safetensors``), and a manifest of every file's size and SHA-256 that a
+resume checks first. They are written under ``checkpoint-{global_step}.tmp`` and renamed once complete, so a run
+killed while saving never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import TrainingError, first_line
+
+CHECKPOINT_PREFIX = "checkpoint-"
+INCOMPLETE_SUFFIX = ".tmp"
+CHECKPOINT_PATTERN = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+
+
+@dataclasses.dataclass
+class TrainingProgress:
+    """Where training stands: optimizer steps taken, the epoch, and the batches of that epoch already consumed.
+
+    Saved in every checkpoint (``training_state.json``), so a resumed run skips exactly the batches it had consumed
+    (``accelerator.skip_first_batches``).
+    """
+
+    global_step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, int(state[field.name]))
+
+
+TRAINING_STATE_FILE = "training_state.json"  # the TrainingProgress and the EMA's scalars
+EMA_WEIGHTS_FILE = "ema_weights.safetensors"  # the EMA's shadow parameters
+MANIFEST_FILE = "checkpoint_manifest.json"  # size and SHA-256 of every other file, written last
+# Test hook, "SECONDS" or "SECONDS@STEP": sleep inside ``save_checkpoint`` (of every checkpoint, or only of the one at
+# global step STEP) after accelerate has written its part of the temporary folder and before the training state and
+# the manifest, so that tests/test_kill_resume.py can kill a run in the middle of a save. Unset in normal use.
+TEST_PAUSE_ENV = "HF_SWIN_DDPM_TEST_PAUSE_IN_CHECKPOINT"
+_EMA_SCALARS = ("decay", "min_decay", "optimization_step", "update_after_step", "use_ema_warmup", "inv_gamma", "power")
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The global step of a complete checkpoint folder's name, None for anything else (incl. ``.tmp`` folders)."""
+    match = CHECKPOINT_PATTERN.match(path.name)
+    return int(match.group(1)) if match and path.is_dir() else None
+
+
+def complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """The complete checkpoints in ``output_dir``, oldest (lowest step) first."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(checkpoint_step(path), path) for path in root.iterdir()]
+    return [path for step, path in sorted((s, p) for s, p in found if s is not None)]
+
+
+def resolve_resume_checkpoint(value: str | None, output_dir: str | Path) -> Path | None:
+    """The checkpoint ``--resume_from_checkpoint`` names: a folder, or ``latest`` (None when there is none yet)."""
+    if value is None:
+        return None
+    if value == "latest":
+        checkpoints = complete_checkpoints(output_dir)
+        return checkpoints[-1] if checkpoints else None
+    path = Path(value)
+    if not path.is_dir() and (Path(output_dir) / value).is_dir():
+        path = Path(output_dir) / value
+    if not path.is_dir():
+        raise TrainingError(f"--resume_from_checkpoint: {value!r} is not a checkpoint folder (or 'latest')")
+    if path.name.endswith(INCOMPLETE_SUFFIX):
+        raise TrainingError(f"--resume_from_checkpoint: {path} is an incomplete checkpoint (its save was interrupted)")
+    if not any(path.glob("model*.safetensors")):
+        raise TrainingError(
+            f"--resume_from_checkpoint: {path} has no model.safetensors; not a checkpoint of this training script"
+        )
+    return path
+
+
+def save_checkpoint(
+    accelerator,
+    output_dir: str | Path,
+    global_step: int,
+    total_limit: int | None,
+    progress: TrainingProgress,
+    ema: Any = None,
+) -> Path:
+    """Write ``checkpoint-{global_step}`` completely or not at all; then remove the oldest beyond ``total_limit``.
+
+    Everything goes into ``checkpoint-{global_step}.tmp``: ``accelerator.save_state`` (model as safetensors,
+    optimizer, LR scheduler, every process's RNG states), the training state (``training_state.json``, and
+    ``ema_weights.safetensors`` with EMA) and, last, ``checkpoint_manifest.json`` with the size and SHA-256 of every
+    file. Only then is the folder renamed, so a run killed at any moment leaves either a complete checkpoint or a
+    ``.tmp`` folder that ``latest`` ignores and the next save replaces. Call on every process.
+    """
+    root = Path(output_dir)
+    final = root / f"{CHECKPOINT_PREFIX}{global_step}"
+    partial = root / f"{CHECKPOINT_PREFIX}{global_step}{INCOMPLETE_SUFFIX}"
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted save
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _pause_for_tests(global_step)
+        write_training_state(partial, progress, ema)
+        write_manifest(partial)
+        if final.exists():
+            shutil.rmtree(final)
+        partial.rename(final)
+        if total_limit is not None:
+            for old in complete_checkpoints(root)[:-total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _pause_for_tests(global_step: int) -> None:
+    """Sleep as ``$HF_SWIN_DDPM_TEST_PAUSE_IN_CHECKPOINT`` says (unset: no pause); see ``TEST_PAUSE_ENV``."""
+    value = os.environ.get(TEST_PAUSE_ENV)
+    if not value:
+        return
+    seconds, _, step = value.partition("@")
+    if not step or int(step) == global_step:
+        import time
+
+        time.sleep(float(seconds))
+
+
+def write_training_state(folder: Path, progress: TrainingProgress, ema: Any = None) -> None:
+    """``training_state.json`` (progress, EMA scalars) and ``ema_weights.safetensors``: no pickles, so resuming
+    never unpickles objects (accelerate's ``register_for_checkpointing`` would load them with ``weights_only=False``)."""
+    from safetensors.torch import save_file
+
+    state: dict[str, Any] = {"progress": progress.state_dict()}
+    if ema is not None:
+        ema_state = ema.state_dict()
+        state["ema"] = {name: ema_state[name] for name in _EMA_SCALARS}
+        shadow = {str(index): tensor.detach().cpu().contiguous() for index, tensor in enumerate(ema.shadow_params)}
+        save_file(shadow, str(folder / EMA_WEIGHTS_FILE))
+    (folder / TRAINING_STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
+def write_manifest(folder: Path) -> None:
+    """``checkpoint_manifest.json``: the size and SHA-256 of every file in the checkpoint folder."""
+    files = {
+        str(path.relative_to(folder)): {"size": path.stat().st_size, "sha256": _sha256(path)}
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_FILE
+    }
+    (folder / MANIFEST_FILE).write_text(json.dumps({"files": files}, indent=2, sort_keys=True) + "\n")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Raise ``TrainingError`` naming the file when the checkpoint lacks its manifest or a file it lists, or a file's
+    size or SHA-256 differs from the manifest's (truncated, altered or replaced)."""
+    manifest_file = path / MANIFEST_FILE
+    try:
+        files = json.loads(manifest_file.read_text())["files"]
+    except FileNotFoundError:
+        raise TrainingError(
+            f"--resume_from_checkpoint: {path} has no {MANIFEST_FILE}; not a complete checkpoint of this script"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise TrainingError(f"--resume_from_checkpoint: {manifest_file} is damaged ({first_line(error)})") from None
+    for name, expected in sorted(files.items()):
+        file = path / name
+        if not file.is_file():
+            raise TrainingError(f"--resume_from_checkpoint: {file} is missing from the checkpoint")
+        if file.stat().st_size != expected["size"]:
+            raise TrainingError(
+                f"--resume_from_checkpoint: {file} is truncated or altered "
+                f"({file.stat().st_size} bytes, the checkpoint wrote {expected['size']})"
+            )
+        if _sha256(file) != expected["sha256"]:
+            raise TrainingError(f"--resume_from_checkpoint: {file} is altered (its SHA-256 differs from the manifest)")
+
+
+def load_checkpoint(accelerator, path: Path, progress: TrainingProgress, ema: Any = None) -> None:
+    """Verify the checkpoint against its manifest, then ``accelerator.load_state`` (model, optimizer, LR scheduler,
+    RNG states; its pickles are read with ``weights_only=True``) and the training state (progress, EMA)."""
+    verify_checkpoint(path)
+    try:
+        accelerator.load_state(str(path))
+    except Exception as error:  # what torch, safetensors and accelerate raise on a bad file is often anonymous
+        raise TrainingError(f"--resume_from_checkpoint: {path} could not be loaded ({first_line(error)})") from None
+    state = json.loads((path / TRAINING_STATE_FILE).read_text())
+    progress.load_state_dict(state["progress"])
+    if ema is not None:
+        _load_ema(path, state, ema)
+
+
+def _load_ema(path: Path, state: Mapping[str, Any], ema: Any) -> None:
+    from safetensors.torch import load_file
+
+    if "ema" not in state or not (path / EMA_WEIGHTS_FILE).is_file():
+        raise TrainingError(
+            f"--resume_from_checkpoint: {path} was saved without EMA weights; resume with --no-use_ema"
+        )
+    shadow = load_file(str(path / EMA_WEIGHTS_FILE))
+    if len(shadow) != len(ema.shadow_params):
+        raise TrainingError(
+            f"--resume_from_checkpoint: {path / EMA_WEIGHTS_FILE} holds {len(shadow)} EMA tensors, the model has "
+            f"{len(ema.shadow_params)}; the checkpoint is of another model"
+        )
+    devices = [parameter.device for parameter in ema.shadow_params]
+    shadow_params = [shadow[str(index)].to(devices[index]) for index in range(len(shadow))]
+    ema.load_state_dict({**state["ema"], "shadow_params": shadow_params})
+
+
+def resume_if_requested(
+    accelerator, value: str | None, output_dir: str | Path, progress: TrainingProgress, ema: Any = None
+) -> Path | None:
+    """Resume from the checkpoint ``--resume_from_checkpoint`` names (see :func:`resolve_resume_checkpoint` and
+    :func:`load_checkpoint`); with ``latest`` and no checkpoint yet, say so and start fresh. Returns the checkpoint."""
+    resume_from = resolve_resume_checkpoint(value, output_dir)
+    if resume_from is not None:
+        accelerator.print(f"Resuming from {resume_from}")
+        load_checkpoint(accelerator, resume_from, progress, ema)
+    elif value == "latest":
+        accelerator.print(f"No checkpoint in {output_dir} yet: starting a new run")
+    return resume_from

@@ -1,0 +1,55 @@
+"""One-line errors for the training scripts: :class:`TrainingError` and :func:`run_with_clear_errors`.
+
+A problem with the user's input or files (flags, data, checkpoints) ends a run with one line
+``"{program}: error: ..."`` on stderr and exit status 2, no traceback; ``HF_SWIN_DDPM_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import datasets
+
+DEBUG_ENV = "HF_SWIN_DDPM_DEBUG"  # set to 1 to get full tracebacks instead of one-line errors
+
+
+class TrainingError(Exception):
+    """A problem with the user's input or files: reported as one line, exit status 2, no traceback."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type name when empty)."""
+    text = str(error).strip()
+    if isinstance(error, KeyError) and text.startswith(("'", '"')):
+        text = f"missing key {text}"
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    TrainingError,
+    ValueError,
+    OSError,
+    datasets.exceptions.DatasetNotFoundError,
+)
+
+
+def run_with_clear_errors(program: str, train: Callable[[], Any]) -> int:
+    """Run ``train()``; a user error becomes one line ``"{program}: error: ..."`` on stderr and exit status 2.
+
+    Set ``HF_SWIN_DDPM_DEBUG=1`` for the full traceback.
+    """
+    try:
+        train()
+    except USER_ERRORS as error:
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        print(f"{program}: error: {first_line(error)}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted; resume with --resume_from_checkpoint latest", file=sys.stderr, flush=True)
+        return 130
+    return 0

@@ -1,0 +1,213 @@
+"""The resumable training loop: batches epoch after epoch from a saved position, the run's length, the running loss.
+
+A resumed run sees exactly the batches, augmentations and random draws an uninterrupted run would have seen: the data
+position (:class:`TrainingProgress`) is saved in every checkpoint, each epoch re-seeds the data order and the
+augmentation, and fetching batches never moves the global torch RNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from accelerate.logging import get_logger
+from tqdm.auto import tqdm
+
+from .checkpoints import TrainingProgress, save_checkpoint
+from .errors import TrainingError
+
+logger = get_logger(__name__)
+
+
+def batches_leaving_global_rng(dataloader: Iterable) -> Iterator:
+    """Iterate ``dataloader`` without moving the global torch RNG, which drives the training noise and dropout.
+
+    A DataLoader without its own generator draws its base seed from the global RNG when it starts; accelerate's
+    loaders that skip the batches of a stream on resume are such loaders. Fetching every batch inside
+    ``torch.random.fork_rng`` keeps a resumed run's random draws the same as an uninterrupted run's.
+    """
+    iterator = iter(dataloader)
+    while True:
+        with torch.random.fork_rng(devices=[]):
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+        yield batch
+
+
+def resumable_batches(
+    accelerator, dataloader, transform, progress: TrainingProgress, max_train_steps: int, streaming: bool
+) -> Iterator:
+    """The training batches, epoch after epoch, from where ``progress`` stands until ``max_train_steps``.
+
+    Each epoch re-seeds the data order and the augmentation (``set_epoch``); a resumed run first skips the batches
+    ``progress`` says its epoch already consumed. ``progress.batches_in_epoch`` counts each batch as it is handed
+    out and ``progress.epoch`` advances when an epoch is exhausted; the caller advances ``progress.global_step``.
+    """
+    while progress.global_step < max_train_steps:
+        dataloader.set_epoch(progress.epoch)
+        transform.set_epoch(progress.epoch)
+        batches = dataloader
+        if progress.batches_in_epoch:
+            batches = accelerator.skip_first_batches(dataloader, progress.batches_in_epoch)
+        batches_before = progress.batches_in_epoch
+        for batch in batches_leaving_global_rng(batches):
+            progress.batches_in_epoch += 1
+            yield batch
+            if progress.global_step >= max_train_steps:
+                return
+        if progress.batches_in_epoch == batches_before and streaming:
+            raise TrainingError("the training stream yielded no batches")
+        progress.epoch += 1
+        progress.batches_in_epoch = 0
+
+
+def resolve_training_length(
+    args: argparse.Namespace, batches_per_epoch: int | None, default_num_epochs: int
+) -> tuple[int, int, int | None]:
+    """``(max_train_steps, num_epochs, updates_per_epoch)`` from ``--max_train_steps`` / ``--num_epochs``.
+
+    ``batches_per_epoch`` is per process (None for streams, which then need ``--max_train_steps``).
+    """
+    if batches_per_epoch is None:
+        return args.max_train_steps, 1, None
+    if batches_per_epoch == 0:
+        raise TrainingError("the training data is smaller than one batch per process; lower --train_batch_size")
+    updates_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
+    if args.max_train_steps is not None:
+        return args.max_train_steps, math.ceil(args.max_train_steps / updates_per_epoch), updates_per_epoch
+    num_epochs = args.num_epochs or default_num_epochs
+    return num_epochs * updates_per_epoch, num_epochs, updates_per_epoch
+
+
+class RunningLoss:
+    """The training loss since the last log, kept as a tensor so that the steps between logs never wait for it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.total = torch.zeros((), device=device)
+        self.count = 0
+        self.last = float("nan")
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total, self.count = self.total + loss, self.count + 1
+
+    def log(self, accelerator, progress_bar, step: int, lr: float, epoch: int, **extra: float) -> float:
+        """The mean since the last log, averaged over all processes (a collective: call it on every process), logged
+        with the learning rate, the epoch and ``extra`` to the trackers and the progress bar; the window restarts."""
+        mean = self.total / max(self.count, 1)
+        self.last = accelerator.reduce(mean.reshape(1), reduction="mean").item()
+        self.total, self.count = torch.zeros_like(self.total), 0
+        accelerator.log({"loss": self.last, "lr": lr, "epoch": epoch, **extra}, step=step)
+        progress_bar.set_postfix(loss=f"{self.last:.4f}", lr=f"{lr:.2e}")
+        return self.last
+
+
+def steps_progress_bar(accelerator, max_train_steps: int, progress: TrainingProgress) -> tqdm:
+    """The ``Steps`` bar of the local main process, starting where ``progress`` stands."""
+    return tqdm(
+        total=max_train_steps,
+        initial=progress.global_step,
+        disable=not accelerator.is_local_main_process,
+        desc="Steps",
+    )
+
+
+@dataclasses.dataclass
+class LoopClock:
+    """Wall time and steps of this process's part of the run (a resumed run counts from where it resumed)."""
+
+    start_step: int
+    start_time: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def results(self, accelerator, progress: TrainingProgress, loss: RunningLoss, total_batch_size: int) -> dict:
+        """The ``all_results.json`` entries of the loop: steps, epoch, processes, last loss, runtime, speed."""
+        seconds = time.perf_counter() - self.start_time
+        return {
+            "global_step": progress.global_step,
+            "epoch": progress.epoch,
+            "num_processes": accelerator.num_processes,
+            "train_loss": loss.last,
+            "train_runtime": round(seconds, 2),
+            "train_steps_per_second": round((progress.global_step - self.start_step) / max(seconds, 1e-9), 3),
+            "total_train_batch_size": total_batch_size,
+        }
+
+
+@dataclasses.dataclass
+class OptimizerSteps:
+    """The optimizer steps of a run, with the bookkeeping both scripts do at every one of them.
+
+    Iterating ``steps(batches, train_step)`` runs ``train_step(batch)`` (forward, backward, optimizer step under
+    ``accelerator.accumulate``; it returns the loss) on each batch and yields the global step after each optimizer
+    step, that is, once gradients were synchronised (every ``--gradient_accumulation_steps`` batches). When the caller
+    has done its own work at that step (EMA update, samples, evaluation), the loss is logged every ``--logging_steps``
+    and at the last step, a checkpoint is written every ``--checkpointing_steps``, and the loop stops at
+    ``max_train_steps``. Every process runs the same steps (logging and checkpoints are collectives).
+    """
+
+    accelerator: Any
+    args: argparse.Namespace
+    progress: TrainingProgress
+    max_train_steps: int
+    lr_scheduler: Any
+    ema: Any = None
+    log_extra: Callable[[], dict[str, float]] = dict
+
+    def __post_init__(self) -> None:
+        self.progress_bar = steps_progress_bar(self.accelerator, self.max_train_steps, self.progress)
+        self.running_loss = RunningLoss(self.accelerator.device)
+        self.clock = LoopClock(start_step=self.progress.global_step)
+
+    def steps(self, batches: Iterable, train_step: Callable[[Any], torch.Tensor]) -> Iterator[int]:
+        for batch in batches:
+            self.running_loss.add(train_step(batch))
+            if not self.accelerator.sync_gradients:
+                continue
+            self.progress.global_step += 1
+            self.progress_bar.update(1)
+            step = self.progress.global_step
+            yield step
+            if step % self.args.logging_steps == 0 or step == self.max_train_steps:
+                lr = self.lr_scheduler.get_last_lr()[0]
+                self.running_loss.log(
+                    self.accelerator, self.progress_bar, step, lr, self.progress.epoch, **self.log_extra()
+                )
+            if step % self.args.checkpointing_steps == 0:
+                path = save_checkpoint(
+                    self.accelerator,
+                    self.args.output_dir,
+                    step,
+                    self.args.checkpoints_total_limit,
+                    self.progress,
+                    self.ema,
+                )
+                logger.info(f"Saved {path}", main_process_only=True)
+            if step >= self.max_train_steps:
+                break
+        self.progress_bar.close()
+
+    def results(self, total_batch_size: int) -> dict[str, Any]:
+        """The loop's entries of ``all_results.json`` (see :meth:`LoopClock.results`)."""
+        return self.clock.results(self.accelerator, self.progress, self.running_loss, total_batch_size)
+
+
+def accumulated_step(
+    accelerator, model, optimizer, lr_scheduler, compute_loss: Callable[[], torch.Tensor], max_grad_norm: float | None
+) -> torch.Tensor:
+    """One micro-batch under ``accelerator.accumulate``: ``compute_loss()``, backward, and at accumulation boundaries
+    the optional clipping to ``max_grad_norm`` and the optimizer / LR step. Returns the detached loss."""
+    with accelerator.accumulate(model):
+        loss = compute_loss()
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and max_grad_norm:
+            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
