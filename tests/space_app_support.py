@@ -40,6 +40,12 @@ def load_app_module() -> ModuleType:
     return module
 
 
+def load_space_module(name: str) -> ModuleType:
+    """A module beside app.py (``image_inputs``, ``tab_segment``, ...), imported the way app.py imports it."""
+    load_app_module()
+    return importlib.import_module(name)
+
+
 def save_tiny_segmenter(folder: Path) -> Path:
     """A random-weight SwinFPN with the shapes classes and its processor (64x64), saved to `folder`."""
     torch.manual_seed(0)

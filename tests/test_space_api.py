@@ -20,6 +20,7 @@ from PIL import Image
 from space_app_support import (
     TINY_NUM_TRAIN_TIMESTEPS,
     load_app_module,
+    load_space_module,
     save_tiny_ddpm,
     save_tiny_segmenter,
     served_app,
@@ -49,6 +50,16 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Space]:
     images.mkdir()
     with served_app(swin_fpn_folder, ddpm_folder) as (demo, url):
         yield Space(Client(url, verbose=False), demo, load_app_module(), swin_fpn_folder, images)
+
+
+def test_the_models_line_names_the_folders_not_the_server_paths(space):
+    lines = [
+        block.value
+        for block in space.demo.blocks.values()
+        if isinstance(block, gr.Markdown) and str(block.value).startswith("Models:")
+    ]
+    assert lines == ["Models: segmentation `swin-fpn` · diffusion `ddpm`"]
+    assert space.app.model_name("someone/ddpm-cifar10") == "someone/ddpm-cifar10"  # a Hub repo id as it is
 
 
 def example_path(app: ModuleType, index: int = 0) -> str:
@@ -165,7 +176,11 @@ def test_huge_images_are_downscaled_to_the_bound(space):
     ramp = np.linspace(0, 255, 3000, dtype=np.uint8)
     huge = Image.fromarray(np.stack([np.tile(ramp, (1500, 1))] * 3, axis=2))  # 3000 x 1500, compresses well
     overlay, mask, _ = segment(space, save_input(space, huge, "huge.png"))
-    assert overlay.size == mask.size == (space.app.MAX_IMAGE_SIDE, space.app.MAX_IMAGE_SIDE // 2)
+    assert (
+        overlay.size
+        == mask.size
+        == (load_space_module("image_inputs").MAX_IMAGE_SIDE, load_space_module("image_inputs").MAX_IMAGE_SIDE // 2)
+    )
 
 
 @pytest.mark.parametrize(
@@ -322,32 +337,32 @@ def test_queue_bounds_concurrency_and_waiting_jobs(space):
     ids=["grey", "grey1", "rgba", "uint16", "float", "bool"],
 )
 def test_numpy_arrays_become_rgb(array):
-    app = load_app_module()
-    rgb = app.to_rgb(array)
+    inputs = load_space_module("image_inputs")
+    rgb = inputs.to_rgb(array)
     assert rgb.mode == "RGB" and rgb.size == (6, 5)
     expected = 255 if array.dtype == bool else 200
     assert np.all(np.asarray(rgb) == expected)
 
 
 def test_sixteen_bit_images_are_scaled_not_clipped():
-    app = load_app_module()
+    inputs = load_space_module("image_inputs")
     ramp = Image.fromarray(np.array([[0, 257 * 64, 257 * 128, 65535]], dtype=np.uint16))
-    assert np.asarray(app.to_rgb(ramp))[0, :, 0].tolist() == [0, 64, 128, 255]
+    assert np.asarray(inputs.to_rgb(ramp))[0, :, 0].tolist() == [0, 64, 128, 255]
 
 
 def test_transparent_pixels_become_white():
-    app = load_app_module()
+    inputs = load_space_module("image_inputs")
     rgba = Image.new("RGBA", (2, 1), (10, 20, 30, 0))
     rgba.putpixel((1, 0), (10, 20, 30, 255))
-    assert np.asarray(app.to_rgb(rgba)).tolist() == [[[255, 255, 255], [10, 20, 30]]]
+    assert np.asarray(inputs.to_rgb(rgba)).tolist() == [[[255, 255, 255], [10, 20, 30]]]
 
 
 def test_bad_arrays_and_missing_images_raise_gradio_errors():
-    app = load_app_module()
+    inputs = load_space_module("image_inputs")
     with pytest.raises(gr.Error, match="Expected an image array"):
-        app.to_rgb(np.zeros((2, 3, 5), dtype=np.uint8))
+        inputs.to_rgb(np.zeros((2, 3, 5), dtype=np.uint8))
     with pytest.raises(gr.Error, match="Upload an image first"):
-        app.to_rgb(None)
+        inputs.to_rgb(None)
 
 
 def test_missing_models_tell_the_user_to_run_make_demo_models(tmp_path, monkeypatch, capsys):

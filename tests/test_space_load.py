@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from gradio_client import handle_file
 from PIL import Image
-from space_app_support import load_app_module, save_tiny_ddpm, save_tiny_segmenter
+from space_app_support import load_app_module, load_space_module, save_tiny_ddpm, save_tiny_segmenter
 from space_load_support import (
     MemorySampler,
     SpaceServer,
@@ -66,8 +66,7 @@ def test_fifty_concurrent_requests_per_route_are_all_answered_and_memory_stays_b
 
 
 def test_oversized_uploads_are_refused_before_decoding(server, tmp_path):
-    app = load_app_module()
-    side = int(np.sqrt(app.MAX_UPLOAD_PIXELS)) + 100
+    side = int(np.sqrt(load_space_module("image_inputs").MAX_UPLOAD_PIXELS)) + 100
     bomb = tmp_path / "one_colour.png"
     Image.new("L", (side, side)).save(bomb)  # a few hundred KB on disk, 50+ megapixels once decoded
     assert bomb.stat().st_size < 2**20

@@ -1,0 +1,159 @@
+"""The Segment tab (`/segment`): the predicted classes of an image as an overlay, a class-id mask and a legend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from image_inputs import MAX_IMAGE_SIDE, prepare_image
+
+BACKGROUND_NAMES = {"background", "bg"}
+BACKGROUND_COLOUR = (48, 52, 63)
+CLASS_PALETTE = [
+    (230, 57, 70),
+    (46, 196, 182),
+    (255, 183, 3),
+    (67, 97, 238),
+    (155, 93, 229),
+    (251, 133, 0),
+    (114, 201, 80),
+    (241, 91, 181),
+    (0, 187, 249),
+    (188, 108, 37),
+]
+OVERLAY_OPACITY = 0.55
+LEGEND_HEADERS = ["class id", "class", "colour", "pixels (%)"]
+LEGEND_ALL_CLASSES_UP_TO = 12  # with more classes the legend lists only those present
+
+
+@dataclass
+class Segmenter:
+    """A semantic segmentation model with its image processor and class colours."""
+
+    model: torch.nn.Module
+    processor: Any
+    id2label: dict[int, str]
+    colours: np.ndarray  # (num_labels, 3) uint8
+    source: str
+
+
+def class_colours(id2label: dict[int, str]) -> np.ndarray:
+    """One RGB colour per class id: a dark grey for background classes, a fixed palette, then golden-angle hues."""
+    num_labels = max(id2label) + 1 if id2label else 1
+    colours = np.zeros((num_labels, 3), dtype=np.uint8)
+    palette_index = 0
+    for class_id in range(num_labels):
+        if id2label.get(class_id, "").strip().lower() in BACKGROUND_NAMES:
+            colours[class_id] = BACKGROUND_COLOUR
+            continue
+        if palette_index < len(CLASS_PALETTE):
+            colours[class_id] = CLASS_PALETTE[palette_index]
+        else:
+            hue = (palette_index * 0.618033988749895) % 1.0
+            colours[class_id] = hsv_to_rgb(hue, 0.65, 0.95)
+        palette_index += 1
+    return colours
+
+
+def hsv_to_rgb(hue: float, saturation: float, value: float) -> tuple[int, int, int]:
+    """HSV in [0, 1] to 8-bit RGB."""
+    pil_colour = PIL.Image.new("HSV", (1, 1), (round(hue * 255), round(saturation * 255), round(value * 255)))
+    return pil_colour.convert("RGB").getpixel((0, 0))
+
+
+@torch.inference_mode()
+def predict_classes(segmenter: Segmenter, image: PIL.Image.Image) -> np.ndarray:
+    """The class id of every pixel of an RGB image, (H, W) int64."""
+    inputs = segmenter.processor(images=image, return_tensors="pt")
+    outputs = segmenter.model(pixel_values=inputs["pixel_values"])
+    target_size = [(image.height, image.width)]
+    return segmenter.processor.post_process_semantic_segmentation(outputs, target_sizes=target_size)[0].numpy()
+
+
+def mask_image(classes: np.ndarray, colours: np.ndarray) -> PIL.Image.Image:
+    """The class map as a palette PNG image: pixel value = class id, shown in the class colours.
+
+    With more than 256 classes it is a 16-bit greyscale image (pixel value = class id).
+    """
+    if len(colours) > 256:
+        return PIL.Image.fromarray(classes.astype(np.uint16))
+    mask = PIL.Image.fromarray(classes.astype(np.uint8))
+    mask.putpalette(colours.flatten().tolist())  # L -> P: the values stay the class ids
+    return mask
+
+
+def overlay_image(image: PIL.Image.Image, classes: np.ndarray, segmenter: Segmenter) -> PIL.Image.Image:
+    """The image with each non-background class tinted in its colour."""
+    pixels = np.asarray(image, dtype=np.float32)
+    tint = segmenter.colours[classes].astype(np.float32)
+    background_ids = [i for i, name in segmenter.id2label.items() if name.strip().lower() in BACKGROUND_NAMES]
+    opacity = np.where(np.isin(classes, background_ids), 0.0, OVERLAY_OPACITY)[..., None]
+    blended = pixels * (1.0 - opacity) + tint * opacity
+    return PIL.Image.fromarray(np.round(blended).astype(np.uint8))
+
+
+def colour_swatch(colour: Sequence[int]) -> str:
+    hex_colour = "#{:02x}{:02x}{:02x}".format(*colour)
+    return f'<span class="swatch" style="background:{hex_colour}"></span> {hex_colour}'
+
+
+def legend_rows(classes: np.ndarray, segmenter: Segmenter) -> list[list[Any]]:
+    """[class id, name, colour swatch, share of pixels in %] per class (all of them, or those present when the
+    model has many classes, largest first)."""
+    counts = np.bincount(classes.ravel(), minlength=len(segmenter.colours))
+    shares = 100.0 * counts / max(int(counts.sum()), 1)
+    if len(segmenter.id2label) <= LEGEND_ALL_CLASSES_UP_TO:
+        class_ids = sorted(segmenter.id2label)
+    else:
+        class_ids = sorted(np.flatnonzero(counts), key=lambda i: -counts[i])
+    return [
+        [
+            int(i),
+            segmenter.id2label.get(int(i), f"class {i}"),
+            colour_swatch(segmenter.colours[i]),
+            round(float(shares[i]), 2),
+        ]
+        for i in class_ids
+    ]
+
+
+def segment(
+    segmenter: Segmenter, image: PIL.Image.Image | np.ndarray | None
+) -> tuple[PIL.Image.Image, PIL.Image.Image, list[list[Any]]]:
+    """The `/segment` route: overlay, class-id mask (palette PNG) and legend for one image."""
+    rgb = prepare_image(image)
+    classes = predict_classes(segmenter, rgb)
+    return (
+        overlay_image(rgb, classes, segmenter),
+        mask_image(classes, segmenter.colours),
+        legend_rows(classes, segmenter),
+    )
+
+
+def segment_how_it_works(segmenter: Segmenter) -> str:
+    config = segmenter.model.config
+    window = getattr(config, "window_size", 7)
+    patch = getattr(config, "patch_size", 4)
+    classes = ", ".join(segmenter.id2label[i] for i in sorted(segmenter.id2label))
+    stem = (
+        " (this model embeds them with a small convolutional stem, Xiao et al. 2021, which trains faster from scratch)"
+        if getattr(config, "patch_embedding_type", "linear") == "convolutional"
+        else ""
+    )
+    return f"""
+### How it works
+**Swin Transformer** (Liu et al. 2021) cuts the image into {patch}×{patch} patches{stem} and computes self-attention only inside
+non-overlapping {window}×{window} windows, so its cost grows **linearly** with the number of pixels (global attention,
+as in ViT, grows quadratically). Every second block **shifts the window grid** by {window // 2} patches, so
+information flows across window borders; patch merging halves the resolution between stages, which yields feature
+maps at 1/4, 1/8, 1/16 and 1/32 of the input, like a CNN.
+A **feature pyramid (FPN)** merges them top-down, and the **Semantic FPN head** (Kirillov et al. 2019) brings every
+level to 1/4 scale, sums them and predicts one class per pixel, upsampled bilinearly to the image.
+
+Classes: {classes}. The mask is a PNG whose pixel values are the class ids (shown in the legend colours).
+Images of any size and mode are accepted; the longer side is reduced to {MAX_IMAGE_SIDE} pixels first.
+"""
