@@ -3,7 +3,7 @@ and between checkpoints, resume each time with `--resume_from_checkpoint latest`
 a run that was never interrupted.
 
 The kill in the middle of a save is made deterministic by the test hook `HF_SWIN_DDPM_TEST_PAUSE_IN_CHECKPOINT`
-(`SECONDS@STEP`, hf_swin_ddpm/training/common.py), which holds the save of one checkpoint after accelerate has written
+(`SECONDS@STEP`, hf_swin_ddpm/training/checkpoints.py), which holds the save of one checkpoint after accelerate has written
 its files into `checkpoint-STEP.tmp` and before the training state and the manifest. The kill between checkpoints
 lands while the run draws its sample grid after step 5, between checkpoint-4 and checkpoint-6.
 """
