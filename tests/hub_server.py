@@ -90,6 +90,7 @@ class FakeHub:
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str]] = []
         self.unhandled: list[tuple[str, str]] = []
+        self.commit_failures: list[int] = []  # statuses answered to the next commits, in order (an outage)
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
         self.server.daemon_threads = True
@@ -185,6 +186,8 @@ class FakeHub:
         return _json(200, {"files": files})
 
     def commit(self, user: str | None, body: bytes, repo: str, revision: str) -> tuple[int, dict[str, str], bytes]:
+        if self.commit_failures:
+            raise HubError(self.commit_failures.pop(0), "the test Hub is having an outage")
         target = self._writable(repo, user)
         if revision != "main":
             raise HubError(400, "this test Hub only commits to main")
