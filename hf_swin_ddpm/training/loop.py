@@ -65,7 +65,7 @@ def resumable_batches(
             yield batch
             if progress.global_step >= max_train_steps:
                 return
-        if progress.batches_in_epoch == batches_before and streaming:
+        if progress.batches_in_epoch == batches_before == 0 and streaming:  # (a resumed epoch may be all skipped)
             raise TrainingError("the training stream yielded no batches")
         progress.epoch += 1
         progress.batches_in_epoch = 0
