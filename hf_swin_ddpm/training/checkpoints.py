@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .errors import TrainingError, first_line
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -112,6 +114,7 @@ def save_checkpoint(
     root = Path(output_dir)
     final = root / f"{CHECKPOINT_PREFIX}{global_step}"
     partial = root / f"{CHECKPOINT_PREFIX}{global_step}{INCOMPLETE_SUFFIX}"
+    check_finite_weights(accelerator, global_step, root)
     if accelerator.is_main_process:
         shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted save
         partial.mkdir(parents=True)  # before any process writes its random states into it
@@ -124,7 +127,7 @@ def save_checkpoint(
             write_training_state(partial, progress, ema)
             write_manifest(partial)
     except Exception as error:
-        if accelerator.is_main_process and is_write_failure(error):
+        if accelerator.is_main_process and is_write_failure(error, root):
             raise _checkpoint_write_failed(error, partial, final) from None
         raise
     if accelerator.is_main_process:
@@ -139,23 +142,38 @@ def save_checkpoint(
 
 
 # What the libraries raise when a write fails: OSError (ENOSPC, EDQUOT, EROFS, EACCES) from Python and numpy, a
-# RuntimeError ("file write failed") from torch.save, a SafetensorError naming the OS error from safetensors.
-WRITE_FAILURE_MARKERS = ("no space left", "os error 28", "file write failed", "disk quota", "read-only file system")
+# RuntimeError from torch.save ("file write failed", "basic_ios::clear: iostream error"), a SafetensorError naming
+# the OS error from safetensors.
+WRITE_FAILURE_MARKERS = (
+    "no space left",
+    "os error 28",
+    "file write failed",
+    "iostream error",
+    "disk quota",
+    "read-only file system",
+)
+NEARLY_FULL_BYTES = 1 << 20  # with less free space than this, any error while writing counts as the full disk's
 
 
-def is_write_failure(error: BaseException) -> bool:
+def is_write_failure(error: BaseException, folder: Path | None = None) -> bool:
     """Whether ``error`` is a refused or failed write (full disk, quota, read-only or forbidden folder)."""
     if isinstance(error, OSError):
         return True
     text = str(error).lower()
-    return any(marker in text for marker in WRITE_FAILURE_MARKERS)
+    if any(marker in text for marker in WRITE_FAILURE_MARKERS):
+        return True
+    return folder is not None and folder.exists() and shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
 
 
-def write_failure_reason(error: BaseException) -> str:
+def write_failure_reason(error: BaseException, folder: Path) -> str:
+    """The failure in the OS's words: the libraries word a full disk in many ways."""
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     text = str(error).lower()
-    if "no space left" in text or "os error 28" in text or "file write failed" in text:
+    if (
+        any(marker in text for marker in WRITE_FAILURE_MARKERS[:4])
+        or shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+    ):
         return "No space left on device"
     return first_line(error)
 
@@ -179,17 +197,32 @@ def latest_checkpoint_size(output_dir: str | Path) -> int:
 
 def _checkpoint_write_failed(error: BaseException, partial: Path, final: Path) -> TrainingError:
     """Remove the unfinished checkpoint and say what failed, how much space it takes and what is kept."""
+    reason = write_failure_reason(error, final.parent)  # before the cleanup frees the space
     written = size_on_disk(partial) if partial.exists() else 0
     shutil.rmtree(partial, ignore_errors=True)
     needed = max(written, latest_checkpoint_size(final.parent))
     kept = complete_checkpoints(final.parent)
     state = f"{kept[-1].name} is complete and resumable" if kept else "no earlier checkpoint exists"
     return TrainingError(
-        f"could not write the checkpoint {final}: {write_failure_reason(error)} ({free_mib(final.parent):.1f} MiB "
+        f"could not write the checkpoint {final}: {reason} ({free_mib(final.parent):.1f} MiB "
         f"free there; a checkpoint of this run takes about {needed / 2**20:.1f} MiB). The unfinished "
         f"{partial.name} was removed and {state}: free some space (or lower --checkpoints_total_limit), then run "
         "the same command with --resume_from_checkpoint auto"
     )
+
+
+def check_finite_weights(accelerator, global_step: int, output_dir: Path) -> None:
+    """Refuse to checkpoint NaN or infinite weights (an update that overflowed): ``TrainingError`` naming the step,
+    with the last checkpoint left as it was. The weights are the same on every process, so all of them agree."""
+    for model in accelerator._models:
+        for name, parameter in model.named_parameters():
+            if not torch.isfinite(parameter.detach()).all():
+                saved = complete_checkpoints(output_dir)
+                kept = f"the last checkpoint, {saved[-1].name}, is unchanged" if saved else "no checkpoint was written"
+                raise TrainingError(
+                    f"the weights are not finite after optimizer step {global_step} ({name}); nothing was saved and "
+                    f"{kept}. Lower --learning_rate (or clip with --max_grad_norm) and resume from that checkpoint"
+                )
 
 
 def _pause_for_tests(global_step: int) -> None:

@@ -139,6 +139,7 @@ class LoopClock:
             "train_runtime": round(seconds, 2),
             "train_steps_per_second": round((progress.global_step - self.start_step) / max(seconds, 1e-9), 3),
             "total_train_batch_size": total_batch_size,
+            "skipped_nonfinite_steps": progress.skipped_nonfinite_steps,
         }
 
 

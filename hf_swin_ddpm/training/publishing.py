@@ -6,21 +6,15 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import shutil
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-
-from accelerate.logging import get_logger
 
 from .. import hub
 from .checkpoints import free_mib, is_write_failure, latest_checkpoint_size, size_on_disk, write_failure_reason
 from .data import hub_dataset_ids
 from .errors import TrainingError
-
-logger = get_logger(__name__)
 
 ALL_RESULTS_FILE = "all_results.json"
 
@@ -43,43 +37,29 @@ def write_model_card(output_dir: str | Path, kind: str, card_fields: Mapping[str
 PUSH_SKIPPED_CARD_FIELDS = ("model_name", "image_file", "image_caption", "repo_id")
 
 
-# Transient Hub failures (unreachable, timeout, 429, 5xx) are retried after these waits, in seconds. huggingface_hub
-# retries some of its own calls (`http_backoff`), but not the commit of an upload, so the whole push is retried.
-PUSH_RETRY_WAITS = (1.0, 4.0)
-PUSH_RETRY_WAITS_ENV = "HF_SWIN_DDPM_PUSH_RETRY_WAITS"  # comma-separated seconds, e.g. "0.1,0.1" in tests
 CARD_FIELDS_FILE = "card_fields.json"  # written when the push fails, for `hf-swin-ddpm push --card-fields`
 
 
 def push_trained_model(obj: Any, args: argparse.Namespace, card_fields: Mapping[str, Any], **save_fields: Any) -> str:
     """Push ``obj`` with :func:`hf_swin_ddpm.hub.push_to_hub` to ``--hub_model_id`` (default: the output folder's
     name), with the run's card fields and ``save_fields`` (``image_processor``, ``example_image``); returns the commit
-    URL. Transient failures are retried (:data:`PUSH_RETRY_WAITS`); when the push still fails, the error says that
-    the model is saved and gives the ``hf-swin-ddpm push`` command that uploads it later."""
+    URL. huggingface_hub retries the upload's commit on transient failures (timeouts, connection errors, 408, 429 and
+    5xx: 5 retries, 1 to 8 s apart, or as the Hub's ``Retry-After`` says); when the push still fails, the error says
+    that the model is saved and gives the ``hf-swin-ddpm push`` command that uploads it later."""
     repo_id = args.hub_model_id or Path(args.output_dir).resolve().name
     fields = {name: value for name, value in card_fields.items() if name not in PUSH_SKIPPED_CARD_FIELDS}
-    waits = _push_retry_waits()
-    for attempt in range(len(waits) + 1):
-        try:
-            return hub.push_to_hub(
-                obj,
-                repo_id,
-                private=args.hub_private_repo,
-                token=args.hub_token,
-                commit_message=f"End of training ({args.command_line.split()[0]})",
-                **fields,
-                **save_fields,
-            )
-        except hub.HubPublishError as error:
-            if not error.transient or attempt == len(waits):
-                raise _push_failed(error, args, repo_id, fields) from None
-            logger.warning(f"{error} Retrying in {waits[attempt]:g} s ({attempt + 1} of {len(waits)}).")
-            time.sleep(waits[attempt])
-    raise AssertionError("unreachable")
-
-
-def _push_retry_waits() -> tuple[float, ...]:
-    value = os.environ.get(PUSH_RETRY_WAITS_ENV)
-    return tuple(float(wait) for wait in value.split(",") if wait.strip()) if value else PUSH_RETRY_WAITS
+    try:
+        return hub.push_to_hub(
+            obj,
+            repo_id,
+            private=args.hub_private_repo,
+            token=args.hub_token,
+            commit_message=f"End of training ({args.command_line.split()[0]})",
+            **fields,
+            **save_fields,
+        )
+    except hub.HubPublishError as error:
+        raise _push_failed(error, args, repo_id, fields) from None
 
 
 def _push_failed(
@@ -104,8 +84,9 @@ def final_outputs_written(output_dir: Path) -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        if not is_write_failure(error):
+        if not is_write_failure(error, output_dir):
             raise
+        reason = write_failure_reason(error, output_dir)  # before the cleanup frees the space
         created = sorted(set(output_dir.iterdir()) - before)
         written = sum(size_on_disk(path) for path in created)
         for path in created:
@@ -115,7 +96,7 @@ def final_outputs_written(output_dir: Path) -> Iterator[None]:
                 path.unlink()
         checkpoint = latest_checkpoint_size(output_dir)
         raise TrainingError(
-            f"could not write the trained model into {output_dir}: {write_failure_reason(error)} "
+            f"could not write the trained model into {output_dir}: {reason} "
             f"({free_mib(output_dir):.1f} MiB free there; the model needs about {max(written, checkpoint) / 2**20:.1f}"
             " MiB). The files written so far were removed and the checkpoints are complete: free some space, then "
             "run the same command with --resume_from_checkpoint auto to write the model"
