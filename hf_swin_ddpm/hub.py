@@ -110,7 +110,14 @@ SAVE_FIELDS = ("image_processor", "example_image", "example_input", "sample_step
 
 
 class HubPublishError(ValueError):
-    """Publishing to the Hub failed; the message says why and what to do. It never contains a token."""
+    """Publishing to the Hub failed; the message says why and what to do. It never contains a token.
+
+    `transient` is True for failures worth retrying: the Hub unreachable, a timeout, 429 or a 5xx answer.
+    """
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 # ---------------------------------------------------------------------------------------------- model cards
@@ -669,12 +676,15 @@ def _explained_hub_errors(repo_id: str, endpoint: str, token: str) -> Iterator[N
     except OfflineModeIsEnabled:
         raise HubPublishError("HF_HUB_OFFLINE is set, so nothing can be pushed: unset it and try again.") from None
     except HfHubHTTPError as error:
-        raise HubPublishError(_redact(_http_error_message(error, repo_id), token)) from None
+        status = error.response.status_code if error.response is not None else None
+        transient = status is not None and (status == 429 or status >= 500)
+        raise HubPublishError(_redact(_http_error_message(error, repo_id), token), transient=transient) from None
     except _transport_errors() as error:
         reason = _redact(_one_line(str(error)) or type(error).__name__, token)
         raise HubPublishError(
-            f"Could not reach the Hugging Face Hub at {endpoint} ({reason}): check your network connection"
-            " (and HF_ENDPOINT if you set it), then try again."
+            transient=True,
+            message=f"Could not reach the Hugging Face Hub at {endpoint} ({reason}): check your network connection"
+            " (and HF_ENDPOINT if you set it), then try again.",
         ) from None
 
 

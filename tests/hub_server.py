@@ -90,6 +90,7 @@ class FakeHub:
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str]] = []
         self.unhandled: list[tuple[str, str]] = []
+        self.commit_failures: list[int] = []  # statuses answered to the next commits, in order (an outage)
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
         self.server.daemon_threads = True
@@ -185,6 +186,8 @@ class FakeHub:
         return _json(200, {"files": files})
 
     def commit(self, user: str | None, body: bytes, repo: str, revision: str) -> tuple[int, dict[str, str], bytes]:
+        if self.commit_failures:  # as the Hub in an outage: 5xx with Retry-After, which the client honours
+            raise HubError(self.commit_failures.pop(0), "the test Hub is having an outage", retry_after="0")
         target = self._writable(repo, user)
         if revision != "main":
             raise HubError(400, "this test Hub only commits to main")
@@ -291,6 +294,8 @@ def _handler_class(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     headers["X-Error-Code"] = error.code
                 if error.commit:
                     headers["X-Repo-Commit"] = error.commit
+                if "retry_after" in error.payload:
+                    headers["Retry-After"] = str(error.payload["retry_after"])
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)

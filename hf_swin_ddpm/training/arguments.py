@@ -83,7 +83,18 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     checkpoints = parser.add_argument_group("checkpoints")
     checkpoints.add_argument("--checkpointing_steps", type=int, default=500, help="Save a checkpoint every N steps.")
     checkpoints.add_argument("--checkpoints_total_limit", type=int, help="Keep at most N checkpoints (oldest go).")
-    checkpoints.add_argument("--resume_from_checkpoint", help="A checkpoint folder, or 'latest' in --output_dir.")
+    checkpoints.add_argument(
+        "--resume_from_checkpoint",
+        help="A checkpoint folder, or 'latest' / 'auto': the newest complete checkpoint in --output_dir if there is "
+        "one, else a fresh start (one command line to re-run after every preemption).",
+    )
+    checkpoints.add_argument(
+        "--max_skipped_nonfinite_steps",
+        type=int,
+        default=0,
+        help="Skip up to N optimizer steps whose loss or gradient norm is NaN or infinite (default 0: stop the run "
+        "with an error at the first one).",
+    )
 
     tracking = parser.add_argument_group("tracking and the Hub")
     tracking.add_argument(
@@ -115,7 +126,7 @@ def check_common_arguments(args: argparse.Namespace) -> None:
         check_positive(getattr(args, flag), f"--{flag}")
     for flag in ("learning_rate", "max_train_samples", "max_eval_samples"):
         check_positive(getattr(args, flag), f"--{flag}")
-    for flag in ("lr_warmup_steps", "max_grad_norm", "dataloader_num_workers"):
+    for flag in ("lr_warmup_steps", "max_grad_norm", "dataloader_num_workers", "max_skipped_nonfinite_steps"):
         check_positive(getattr(args, flag), f"--{flag}", allow_zero=True)
     if args.resolution is not None and args.resolution > MAX_RESOLUTION:
         raise TrainingError(f"--resolution must be at most {MAX_RESOLUTION}, got {args.resolution}")

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .errors import TrainingError, first_line
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -36,15 +38,17 @@ class TrainingProgress:
     global_step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0
+    skipped_nonfinite_steps: int = 0  # updates skipped under --max_skipped_nonfinite_steps
 
     def state_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
 
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         for field in dataclasses.fields(self):
-            setattr(self, field.name, int(state[field.name]))
+            setattr(self, field.name, int(state.get(field.name, field.default)))
 
 
+LATEST = ("latest", "auto")  # --resume_from_checkpoint values: the newest complete checkpoint, if any
 TRAINING_STATE_FILE = "training_state.json"  # the TrainingProgress and the EMA's scalars
 EMA_WEIGHTS_FILE = "ema_weights.safetensors"  # the EMA's shadow parameters
 MANIFEST_FILE = "checkpoint_manifest.json"  # size and SHA-256 of every other file, written last
@@ -74,7 +78,7 @@ def resolve_resume_checkpoint(value: str | None, output_dir: str | Path) -> Path
     """The checkpoint ``--resume_from_checkpoint`` names: a folder, or ``latest`` (None when there is none yet)."""
     if value is None:
         return None
-    if value == "latest":
+    if value in LATEST:
         checkpoints = complete_checkpoints(output_dir)
         return checkpoints[-1] if checkpoints else None
     path = Path(value)
@@ -110,15 +114,23 @@ def save_checkpoint(
     root = Path(output_dir)
     final = root / f"{CHECKPOINT_PREFIX}{global_step}"
     partial = root / f"{CHECKPOINT_PREFIX}{global_step}{INCOMPLETE_SUFFIX}"
+    check_finite_weights(accelerator, global_step, root)
     if accelerator.is_main_process:
         shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted save
+        partial.mkdir(parents=True)  # before any process writes its random states into it
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(partial))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            _pause_for_tests(global_step)
+            write_training_state(partial, progress, ema)
+            write_manifest(partial)
+    except Exception as error:
+        if accelerator.is_main_process and is_write_failure(error, root):
+            raise _checkpoint_write_failed(error, partial, final) from None
+        raise
     if accelerator.is_main_process:
-        _pause_for_tests(global_step)
-        write_training_state(partial, progress, ema)
-        write_manifest(partial)
         if final.exists():
             shutil.rmtree(final)
         partial.rename(final)
@@ -127,6 +139,90 @@ def save_checkpoint(
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+# What the libraries raise when a write fails: OSError (ENOSPC, EDQUOT, EROFS, EACCES) from Python and numpy, a
+# RuntimeError from torch.save ("file write failed", "basic_ios::clear: iostream error"), a SafetensorError naming
+# the OS error from safetensors.
+WRITE_FAILURE_MARKERS = (
+    "no space left",
+    "os error 28",
+    "file write failed",
+    "iostream error",
+    "disk quota",
+    "read-only file system",
+)
+NEARLY_FULL_BYTES = 1 << 20  # with less free space than this, any error while writing counts as the full disk's
+
+
+def is_write_failure(error: BaseException, folder: Path | None = None) -> bool:
+    """Whether ``error`` is a refused or failed write (full disk, quota, read-only or forbidden folder)."""
+    if isinstance(error, OSError):
+        return True
+    text = str(error).lower()
+    if any(marker in text for marker in WRITE_FAILURE_MARKERS):
+        return True
+    return folder is not None and folder.exists() and shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+
+
+def write_failure_reason(error: BaseException, folder: Path) -> str:
+    """The failure in the OS's words: the libraries word a full disk in many ways."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = str(error).lower()
+    if (
+        any(marker in text for marker in WRITE_FAILURE_MARKERS[:4])
+        or shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+    ):
+        return "No space left on device"
+    return first_line(error)
+
+
+def size_on_disk(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+
+
+def free_mib(path: Path) -> float:
+    return shutil.disk_usage(path).free / 2**20
+
+
+def latest_checkpoint_size(output_dir: str | Path) -> int:
+    """Bytes of the newest complete checkpoint (0 without one): what the next one needs, about."""
+    checkpoints = complete_checkpoints(output_dir)
+    return size_on_disk(checkpoints[-1]) if checkpoints else 0
+
+
+def _checkpoint_write_failed(error: BaseException, partial: Path, final: Path) -> TrainingError:
+    """Remove the unfinished checkpoint and say what failed, how much space it takes and what is kept."""
+    reason = write_failure_reason(error, final.parent)  # before the cleanup frees the space
+    written = size_on_disk(partial) if partial.exists() else 0
+    shutil.rmtree(partial, ignore_errors=True)
+    needed = max(written, latest_checkpoint_size(final.parent))
+    kept = complete_checkpoints(final.parent)
+    state = f"{kept[-1].name} is complete and resumable" if kept else "no earlier checkpoint exists"
+    return TrainingError(
+        f"could not write the checkpoint {final}: {reason} ({free_mib(final.parent):.1f} MiB "
+        f"free there; a checkpoint of this run takes about {needed / 2**20:.1f} MiB). The unfinished "
+        f"{partial.name} was removed and {state}: free some space (or lower --checkpoints_total_limit), then run "
+        "the same command with --resume_from_checkpoint auto"
+    )
+
+
+def check_finite_weights(accelerator, global_step: int, output_dir: Path) -> None:
+    """Refuse to checkpoint NaN or infinite weights (an update that overflowed): ``TrainingError`` naming the step,
+    with the last checkpoint left as it was. The weights are the same on every process, so all of them agree."""
+    for model in accelerator._models:
+        for name, parameter in model.named_parameters():
+            if not torch.isfinite(parameter.detach()).all():
+                saved = complete_checkpoints(output_dir)
+                kept = f"the last checkpoint, {saved[-1].name}, is unchanged" if saved else "no checkpoint was written"
+                raise TrainingError(
+                    f"the weights are not finite after optimizer step {global_step} ({name}); nothing was saved and "
+                    f"{kept}. Lower --learning_rate (or clip with --max_grad_norm) and resume from that checkpoint"
+                )
 
 
 def _pause_for_tests(global_step: int) -> None:
@@ -241,6 +337,6 @@ def resume_if_requested(
     if resume_from is not None:
         accelerator.print(f"Resuming from {resume_from}")
         load_checkpoint(accelerator, resume_from, progress, ema)
-    elif value == "latest":
+    elif value in LATEST:
         accelerator.print(f"No checkpoint in {output_dir} yet: starting a new run")
     return resume_from

@@ -17,6 +17,15 @@ import datasets
 DEBUG_ENV = "HF_SWIN_DDPM_DEBUG"  # set to 1 to get full tracebacks instead of one-line errors
 
 
+class TrainingStopped(Exception):
+    """The run stopped on request (a signal) after writing a checkpoint: one line, exit status 128 + the signal."""
+
+    def __init__(self, message: str, exit_status: int, show: bool = True) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+        self.show = show  # one process says it
+
+
 class TrainingError(Exception):
     """A problem with the user's input or files: reported as one line, exit status 2, no traceback."""
 
@@ -49,6 +58,10 @@ def run_with_clear_errors(program: str, train: Callable[[], Any]) -> int:
             traceback.print_exc()
         print(f"{program}: error: {first_line(error)}", file=sys.stderr, flush=True)
         return 2
+    except TrainingStopped as stopped:
+        if stopped.show:
+            print(f"{program}: {stopped}", file=sys.stderr, flush=True)
+        return stopped.exit_status
     except KeyboardInterrupt:
         print(f"{program}: interrupted; resume with --resume_from_checkpoint latest", file=sys.stderr, flush=True)
         return 130

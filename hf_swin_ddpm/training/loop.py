@@ -10,16 +10,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
 from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
-from .checkpoints import TrainingProgress, save_checkpoint
-from .errors import TrainingError
+from .checkpoints import CHECKPOINT_PREFIX, TrainingProgress, complete_checkpoints, save_checkpoint
+from .errors import TrainingError, TrainingStopped
 
 logger = get_logger(__name__)
 
@@ -62,7 +65,7 @@ def resumable_batches(
             yield batch
             if progress.global_step >= max_train_steps:
                 return
-        if progress.batches_in_epoch == batches_before and streaming:
+        if progress.batches_in_epoch == batches_before == 0 and streaming:  # (a resumed epoch may be all skipped)
             raise TrainingError("the training stream yielded no batches")
         progress.epoch += 1
         progress.batches_in_epoch = 0
@@ -136,7 +139,114 @@ class LoopClock:
             "train_runtime": round(seconds, 2),
             "train_steps_per_second": round((progress.global_step - self.start_step) / max(seconds, 1e-9), 3),
             "total_train_batch_size": total_batch_size,
+            "skipped_nonfinite_steps": progress.skipped_nonfinite_steps,
         }
+
+
+# SLURM and Kubernetes send SIGTERM before killing a job (SLURM's --signal=USR1@N sends SIGUSR1 N seconds ahead).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+class StopSignals:
+    """SIGTERM, SIGINT and SIGUSR1 as a request to stop after the current optimizer step, with a checkpoint.
+
+    Inside the ``with`` block the first of these signals is recorded (nothing is interrupted); a second one is
+    reported and otherwise ignored, so that the checkpoint being written completes (a SIGKILL still stops the run at
+    once, and the atomic save then leaves the previous checkpoints as they were). :meth:`requested` asks every
+    process (a collective), so that all of them stop at the same step even when only one was signalled.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        try:
+            self._previous = {number: signal.signal(number, self._handle) for number in STOP_SIGNALS}
+        except ValueError:  # not the main thread of the main interpreter: leave the handlers alone
+            self._previous = {}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+
+    def _handle(self, number: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = number
+            print(
+                f"{signal.Signals(number).name} received: stopping after this optimizer step with a checkpoint",
+                flush=True,
+            )
+        else:
+            print(f"{signal.Signals(number).name} received again: still writing the checkpoint", flush=True)
+
+    def requested(self, accelerator) -> bool:
+        """Whether any process received a stop signal (all processes must call this at the same step)."""
+        flag = torch.tensor([0 if self.received is None else 1], device=accelerator.device)
+        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal number, as a shell reports a process stopped by it (SIGTERM of another process: 143)."""
+        return 128 + int(self.received or signal.SIGTERM)
+
+
+@dataclasses.dataclass
+class NonFiniteGuard:
+    """Keeps a non-finite loss or gradient norm away from the weights.
+
+    At every optimizer step (after the gradients are synchronised, before the optimizer steps) the processes agree
+    (a collective) whether any micro-batch loss or the global gradient norm was NaN or infinite. If so, the update is
+    skipped while ``max_skipped`` allows (the batches stay consumed, so a resumed run skips the same ones), else the
+    run stops with a one-line error naming the step and the batch; nothing is written, so the last checkpoint stays as
+    it was. With fp16 the gradients are left to the ``GradScaler`` (which skips overflowing steps itself) and only the
+    loss is checked.
+    """
+
+    progress: TrainingProgress
+    output_dir: str
+    max_skipped: int = 0
+    _bad_loss: float | None = None
+    skipped_last: bool = False
+
+    def see_loss(self, loss: torch.Tensor) -> None:
+        if self._bad_loss is None and not torch.isfinite(loss.detach()).all():
+            self._bad_loss = float(loss.detach().float().sum())
+
+    def skip_update(self, accelerator, parameters: Iterable[torch.nn.Parameter]) -> bool:
+        """Whether this optimizer step must be skipped (raises ``TrainingError`` when the budget is spent)."""
+        norm = None
+        if accelerator.scaler is None:
+            gradients = [parameter.grad for parameter in parameters if parameter.grad is not None]
+            norm = torch.nn.utils.get_total_norm(gradients) if gradients else torch.zeros(())
+        local_bad = self._bad_loss is not None or (norm is not None and not torch.isfinite(norm))
+        flag = torch.tensor([1 if local_bad else 0], device=accelerator.device)
+        bad = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+        loss, self._bad_loss = self._bad_loss, None
+        self.skipped_last = bad
+        if not bad:
+            return False
+        what = f"loss {loss}" if loss is not None else f"gradient norm {float(norm) if norm is not None else 'nan'}"
+        where = (
+            f"optimizer step {self.progress.global_step + 1} (epoch {self.progress.epoch}, "
+            f"batch {self.progress.batches_in_epoch} of the epoch)"
+        )
+        if self.progress.skipped_nonfinite_steps < self.max_skipped:
+            self.progress.skipped_nonfinite_steps += 1
+            logger.warning(
+                f"non-finite {what} at {where}: update skipped "
+                f"({self.progress.skipped_nonfinite_steps} of --max_skipped_nonfinite_steps {self.max_skipped})",
+                main_process_only=True,
+            )
+            return True
+        saved = complete_checkpoints(self.output_dir)
+        kept = f"the last checkpoint, {saved[-1].name}, is unchanged" if saved else "no checkpoint was written"
+        raise TrainingError(
+            f"non-finite {what} at {where}; no weight was updated with it and {kept}. Lower --learning_rate or "
+            "check the data, or pass --max_skipped_nonfinite_steps N to skip up to N such batches"
+        )
 
 
 @dataclasses.dataclass
@@ -163,10 +273,22 @@ class OptimizerSteps:
         self.progress_bar = steps_progress_bar(self.accelerator, self.max_train_steps, self.progress)
         self.running_loss = RunningLoss(self.accelerator.device)
         self.clock = LoopClock(start_step=self.progress.global_step)
+        max_skipped = getattr(self.args, "max_skipped_nonfinite_steps", 0) or 0
+        self.guard = NonFiniteGuard(self.progress, self.args.output_dir, max_skipped)
+        self.stop_signals = StopSignals()
 
     def steps(self, batches: Iterable, train_step: Callable[[Any], torch.Tensor]) -> Iterator[int]:
+        with self.stop_signals:
+            yield from self._steps(batches, train_step)
+        self.progress_bar.close()
+
+    def _steps(self, batches: Iterable, train_step: Callable[[Any], torch.Tensor]) -> Iterator[int]:
         for batch in batches:
-            self.running_loss.add(train_step(batch))
+            loss = train_step(batch)
+            if self.guard.skipped_last:  # a non-finite step: no update, no count (see NonFiniteGuard)
+                self.guard.skipped_last = False
+                continue
+            self.running_loss.add(loss)
             if not self.accelerator.sync_gradients:
                 continue
             self.progress.global_step += 1
@@ -188,9 +310,32 @@ class OptimizerSteps:
                     self.ema,
                 )
                 logger.info(f"Saved {path}", main_process_only=True)
+            if self.stop_signals.requested(self.accelerator):
+                self._stop_with_checkpoint(step)
             if step >= self.max_train_steps:
                 break
+
+    def _stop_with_checkpoint(self, step: int) -> None:
+        """Write the checkpoint of ``step`` (unless it was just written) and stop the run (``TrainingStopped``)."""
         self.progress_bar.close()
+        if step % self.args.checkpointing_steps == 0:  # written a moment ago
+            path = Path(self.args.output_dir) / f"{CHECKPOINT_PREFIX}{step}"
+        else:
+            path = save_checkpoint(
+                self.accelerator,
+                self.args.output_dir,
+                step,
+                self.args.checkpoints_total_limit,
+                self.progress,
+                self.ema,
+            )
+        name = signal.Signals(self.stop_signals.received or signal.SIGTERM).name
+        raise TrainingStopped(
+            f"stopped by {name} after optimizer step {step}; saved {path}. Resume with the same command and "
+            "--resume_from_checkpoint auto",
+            exit_status=self.stop_signals.exit_status,
+            show=self.accelerator.is_main_process,
+        )
 
     def results(self, total_batch_size: int) -> dict[str, Any]:
         """The loop's entries of ``all_results.json`` (see :meth:`LoopClock.results`)."""
@@ -198,15 +343,28 @@ class OptimizerSteps:
 
 
 def accumulated_step(
-    accelerator, model, optimizer, lr_scheduler, compute_loss: Callable[[], torch.Tensor], max_grad_norm: float | None
+    accelerator,
+    model,
+    optimizer,
+    lr_scheduler,
+    compute_loss: Callable[[], torch.Tensor],
+    max_grad_norm: float | None,
+    guard: NonFiniteGuard | None = None,
 ) -> torch.Tensor:
     """One micro-batch under ``accelerator.accumulate``: ``compute_loss()``, backward, and at accumulation boundaries
-    the optional clipping to ``max_grad_norm`` and the optimizer / LR step. Returns the detached loss."""
+    the optional clipping to ``max_grad_norm`` and the optimizer / LR step, unless ``guard`` finds the loss or the
+    gradients non-finite (then the gradients are dropped and nothing steps). Returns the detached loss."""
     with accelerator.accumulate(model):
         loss = compute_loss()
+        if guard is not None:
+            guard.see_loss(loss)
         accelerator.backward(loss)
-        if accelerator.sync_gradients and max_grad_norm:
-            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        if accelerator.sync_gradients:
+            if guard is not None and guard.skip_update(accelerator, model.parameters()):
+                optimizer.zero_grad(set_to_none=True)
+                return loss.detach()
+            if max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)

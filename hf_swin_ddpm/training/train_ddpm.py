@@ -205,7 +205,14 @@ def ddpm_loss(unet: torch.nn.Module, noise_scheduler: DDPMPaperScheduler, clean_
 
 
 def training_step(
-    accelerator, unet, noise_scheduler, optimizer, lr_scheduler, batch: dict[str, torch.Tensor], max_grad_norm: float
+    accelerator,
+    unet,
+    noise_scheduler,
+    optimizer,
+    lr_scheduler,
+    batch: dict[str, torch.Tensor],
+    max_grad_norm: float,
+    guard: loop.NonFiniteGuard | None = None,
 ) -> torch.Tensor:
     """One micro-batch of L_simple (see :func:`~.loop.accumulated_step`)."""
     return loop.accumulated_step(
@@ -215,6 +222,7 @@ def training_step(
         lr_scheduler,
         lambda: ddpm_loss(unet, noise_scheduler, batch["input"]),
         max_grad_norm,
+        guard,
     )
 
 
@@ -367,7 +375,16 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
     )
 
     def train_step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return training_step(accelerator, unet, noise_scheduler, optimizer, lr_scheduler, batch, args.max_grad_norm)
+        return training_step(
+            accelerator,
+            unet,
+            noise_scheduler,
+            optimizer,
+            lr_scheduler,
+            batch,
+            args.max_grad_norm,
+            optimizer_steps.guard,
+        )
 
     for step in optimizer_steps.steps(batches, train_step):
         if ema is not None:
@@ -389,7 +406,8 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
         results["eval_source"] = data.eval_source
         results["eval_split"] = data.eval_split
     if accelerator.is_main_process:
-        _save_outputs(args, unwrapped, noise_scheduler, results, output_dir)
+        with publishing.final_outputs_written(output_dir):
+            _save_outputs(args, unwrapped, noise_scheduler, results, output_dir)
     accelerator.log({k: v for k, v in results.items() if isinstance(v, int | float)}, step=progress.global_step)
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -385,13 +385,15 @@ class SegmentationTrainingResult:
     process_index: int
 
 
-def training_step(accelerator, model, optimizer, lr_scheduler, batch, max_grad_norm: float) -> torch.Tensor:
+def training_step(
+    accelerator, model, optimizer, lr_scheduler, batch, max_grad_norm: float, guard: loop.NonFiniteGuard | None = None
+) -> torch.Tensor:
     """One micro-batch of cross-entropy, ignore index 255 (see :func:`~.loop.accumulated_step`)."""
 
     def compute_loss() -> torch.Tensor:
         return model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
 
-    return loop.accumulated_step(accelerator, model, optimizer, lr_scheduler, compute_loss, max_grad_norm)
+    return loop.accumulated_step(accelerator, model, optimizer, lr_scheduler, compute_loss, max_grad_norm, guard)
 
 
 def train(args: argparse.Namespace) -> SegmentationTrainingResult:
@@ -453,7 +455,9 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
     )
 
     def train_step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return training_step(accelerator, model, optimizer, lr_scheduler, batch, args.max_grad_norm)
+        return training_step(
+            accelerator, model, optimizer, lr_scheduler, batch, args.max_grad_norm, optimizer_steps.guard
+        )
 
     for step in optimizer_steps.steps(batches, train_step):
         if args.eval_steps and step % args.eval_steps == 0 and step != max_train_steps and eval_dataloader:
@@ -482,7 +486,8 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
         size={"height": resolution, "width": resolution}, do_reduce_labels=args.do_reduce_labels
     )
     if accelerator.is_main_process:
-        _save_outputs(args, accelerator, unwrapped, image_processor, results, example, output_dir)
+        with publishing.final_outputs_written(output_dir):
+            _save_outputs(args, accelerator, unwrapped, image_processor, results, example, output_dir)
     scalars = {k: v for k, v in results.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     accelerator.log(scalars, step=progress.global_step)
     accelerator.wait_for_everyone()

@@ -1,0 +1,219 @@
+"""Preemption: real SIGTERM / SIGINT / SIGUSR1 sent to real training processes at random steps stop them after the
+current optimizer step with a checkpoint and the exit status 128 + the signal; `--resume_from_checkpoint auto` then
+ends with exactly the weights of a run that was never interrupted. Both scripts, one and two processes (one of the two
+signalled: both stop at the same step), in-memory and streamed data; and two `accelerate launch --num_machines 2`
+invocations training together as one two-process run does.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from safetensors.torch import load_file
+from training_support import CONSOLE_SCRIPT, flags
+
+from hf_swin_ddpm.training.checkpoints import CHECKPOINT_PREFIX, complete_checkpoints, verify_checkpoint
+
+ACCELERATE = Path(sys.executable).with_name("accelerate")
+MAX_TRAIN_STEPS = 8
+WAIT_SECONDS = 240
+COMMON = flags(
+    max_train_steps=MAX_TRAIN_STEPS,
+    checkpointing_steps=4,
+    logging_steps=1,
+    report_to="none",
+    seed=5,
+    lr_warmup_steps=1,
+)
+SCRIPTS = {
+    "ddpm": (
+        "train-ddpm",
+        "hf_swin_ddpm.training.train_ddpm",
+        flags(
+            dataset_name="digits",
+            model_config="tiny",
+            resolution=8,
+            train_batch_size=4,
+            max_train_samples=12,
+            eval_bpd_timesteps=0,
+            ddpm_num_inference_steps=2,
+            num_sample_images=2,
+            random_flip=True,
+        ),
+    ),
+    "segmentation": (
+        "train-seg",
+        "hf_swin_ddpm.training.train_segmentation",
+        flags(dataset_name="shapes", model_config="tiny", resolution=32, train_batch_size=2, max_train_samples=12),
+    ),
+}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def environment() -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env["ACCELERATE_USE_CPU"] = "1"  # accelerate launch --multi_gpu on CPUs: torchrun workers talking over gloo
+    env.pop("HF_SWIN_DDPM_DEBUG", None)
+    return env
+
+
+@dataclass
+class Run:
+    process: subprocess.Popen
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace").replace("\r", "\n")
+
+    def wait(self) -> int:
+        try:
+            return self.process.wait(timeout=WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail(f"the run did not end:\n{self.output()[-3000:]}")
+
+
+def launch(
+    script: str, output_dir: Path, *extra: str, processes: int = 1, machine: tuple[int, int] | None = None
+) -> Run:
+    """One training run in new processes: the console script, or `accelerate launch` for several processes
+    (`machine` = (rank, port) for one of two machines)."""
+    command, module, script_flags = SCRIPTS[script]
+    arguments = [*script_flags, *COMMON, "--output_dir", str(output_dir), *extra]
+    if processes == 1 and machine is None:
+        argv = [str(CONSOLE_SCRIPT), command, *arguments]
+    else:
+        rank, port = machine or (0, free_port())
+        topology = ["--num_machines", "2", "--machine_rank", str(rank)] if machine else ["--num_machines", "1"]
+        total = 2 if machine else processes  # --num_processes counts the processes of all machines
+        argv = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", str(total), *topology]
+        argv += ["--main_process_ip", "127.0.0.1", "--main_process_port", str(port)]
+        argv += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", module, *arguments]
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    log = output_dir.parent / f"{output_dir.name}-{time.monotonic_ns()}.log"
+    with log.open("w") as stream:
+        process = subprocess.Popen(argv, env=environment(), stdout=stream, stderr=subprocess.STDOUT)
+    return Run(process, log)
+
+
+def wait_for_step(run: Run, step: int) -> None:
+    """Until the progress bar shows `step` optimizer steps done."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    marker = f"| {step}/{MAX_TRAIN_STEPS} ["
+    while marker not in run.log.read_text(errors="replace"):
+        if run.process.poll() is not None:
+            pytest.fail(f"the run ended ({run.process.returncode}) before step {step}:\n{run.output()[-3000:]}")
+        if time.monotonic() > deadline:
+            run.process.kill()
+            pytest.fail(f"timed out waiting for step {step}")
+        time.sleep(0.01)
+
+
+def workers(run: Run, processes: int) -> list[psutil.Process]:
+    """The training processes of a run, by rank: the process itself, or the workers `accelerate launch` started."""
+    if processes == 1:
+        return [psutil.Process(run.process.pid)]
+    found = [child for child in psutil.Process(run.process.pid).children(recursive=True) if "RANK" in child.environ()]
+    return sorted(found, key=lambda child: int(child.environ()["RANK"]))
+
+
+def final_tensors(output_dir: Path) -> dict[str, torch.Tensor]:
+    """The saved model's tensors and the last checkpoint's training weights (and EMA weights, for the DDPM)."""
+    last = output_dir / f"{CHECKPOINT_PREFIX}{MAX_TRAIN_STEPS}"
+    files = [*output_dir.glob("*.safetensors"), *output_dir.glob("unet/*.safetensors"), *last.glob("*.safetensors")]
+    tensors = {
+        f"{path.relative_to(output_dir)}/{name}": tensor for path in files for name, tensor in load_file(path).items()
+    }
+    assert len(files) >= 2 and tensors
+    return tensors
+
+
+def assert_same_tensors(expected: dict[str, torch.Tensor], actual: dict[str, torch.Tensor]) -> None:
+    assert expected.keys() == actual.keys()
+    different = [name for name in expected if not torch.equal(expected[name], actual[name])]
+    assert not different, different[:5]
+
+
+STOP_LINE = re.compile(r"stopped by (SIG\w+) after optimizer step (\d+); saved (\S+)\. Resume with the same command")
+STATUS = {signal.SIGTERM: 143, signal.SIGINT: 130, signal.SIGUSR1: 138}
+
+
+def interrupt(run: Run, processes: int, number: signal.Signals, step: int, only_rank: int | None) -> int:
+    """Send `number` once step `step` is done (to every training process, or to one rank); returns the step the run
+    stopped at, after checking its exit status, its one line and its checkpoint."""
+    wait_for_step(run, step)
+    targets = workers(run, processes)
+    assert len(targets) == processes
+    for rank, target in enumerate(targets):
+        if only_rank is None or rank == only_rank:
+            target.send_signal(number)
+    status = run.wait()
+    output = run.output()
+    lines = STOP_LINE.findall(output)
+    assert len(lines) == 1, output[-3000:]  # said once, by the main process
+    name, stopped_at, checkpoint = lines[0][0], int(lines[0][1]), Path(lines[0][2])
+    assert name == number.name and stopped_at in (step, step + 1), output[-3000:]
+    if processes == 1:
+        assert status == STATUS[number], output[-3000:]
+    else:  # torchrun reports each worker's status and exits with 1
+        assert status != 0 and output.count(f"exitcode  : {STATUS[number]}") == processes, output[-3000:]
+    assert checkpoint.name == f"{CHECKPOINT_PREFIX}{stopped_at}"
+    verify_checkpoint(checkpoint)
+    assert len(list(checkpoint.glob("random_states_*.pkl"))) == processes
+    return stopped_at
+
+
+CASES = {
+    "ddpm-1-process-in-memory": ("ddpm", 1, [], [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1], None),
+    "segmentation-2-processes-one-signalled": ("segmentation", 2, [], [signal.SIGTERM], 1),
+    "ddpm-2-processes-streamed": ("ddpm", 2, ["--streaming"], [signal.SIGUSR1], None),
+    "segmentation-1-process-streamed": ("segmentation", 1, ["--streaming"], [signal.SIGTERM], None),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_a_stop_signal_saves_a_checkpoint_and_auto_resume_gives_the_uninterrupted_weights(tmp_path, case):
+    script, processes, extra, signals, only_rank = CASES[case]
+    reference = launch(script, tmp_path / "reference", *extra, processes=processes)
+    interrupted = tmp_path / "interrupted"
+    rng = random.Random(case)
+    done = 0
+    for number in signals:
+        run = launch(script, interrupted, *extra, "--resume_from_checkpoint", "auto", processes=processes)
+        step = min(rng.randint(done + 1, done + 2), MAX_TRAIN_STEPS - 2)
+        done = interrupt(run, processes, number, step, only_rank)
+        if number is signals[0]:
+            assert f"No checkpoint in {interrupted} yet: starting a new run" in run.output()
+    final = launch(script, interrupted, *extra, "--resume_from_checkpoint", "auto", processes=processes)
+    assert final.wait() == 0, final.output()[-3000:]
+    assert f"Resuming from {interrupted / f'{CHECKPOINT_PREFIX}{done}'}" in final.output()
+    assert reference.wait() == 0, reference.output()[-3000:]
+    assert_same_tensors(final_tensors(tmp_path / "reference"), final_tensors(interrupted))
+
+
+def test_two_machines_train_as_one_two_process_run(tmp_path):
+    port = free_port()
+    machines = [launch("ddpm", tmp_path / "two-machines", machine=(rank, port)) for rank in (0, 1)]
+    single = launch("ddpm", tmp_path / "one-machine", processes=2)
+    for run in [*machines, single]:
+        assert run.wait() == 0, run.output()[-3000:]
+    assert [path.name for path in complete_checkpoints(tmp_path / "two-machines")] == ["checkpoint-4", "checkpoint-8"]
+    assert_same_tensors(final_tensors(tmp_path / "one-machine"), final_tensors(tmp_path / "two-machines"))
