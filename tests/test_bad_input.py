@@ -152,7 +152,7 @@ BAD_SCHEDULER_ARGUMENTS = [
     ({"trained_betas": [0.1, 0.2]}, "`trained_betas` must have shape (1000,)"),
     ({"num_train_timesteps": 2, "trained_betas": [0.1, math.nan]}, "`trained_betas` must give betas in"),
     ({"num_train_timesteps": 2, "trained_betas": [0.2, 0.1]}, "`trained_betas` must give non-decreasing betas"),
-    ({"variance_type": "learned"}, "`variance_type` must be one of ['fixed_large', 'fixed_small'], got 'learned'"),
+    ({"variance_type": "other"}, "`variance_type` must be one of ['fixed_large', 'fixed_large_log', 'fixed_small', "),
     ({"variance_type": ["fixed_large"]}, "`variance_type` must be one of"),
     ({"clip_sample": "yes"}, "`clip_sample` must be True or False, got 'yes'"),
     ({"clip_sample_range": "a"}, "`clip_sample_range` must be a real number, got 'a'"),
@@ -160,6 +160,13 @@ BAD_SCHEDULER_ARGUMENTS = [
     ({"clip_sample_range": 0.0}, "`clip_sample_range` must be positive"),
     ({"prediction_type": 1}, "`prediction_type` must be one of"),
     ({"timestep_spacing": None}, "`timestep_spacing` must be one of"),
+    ({"thresholding": None}, "`thresholding` must be True or False, got None"),
+    ({"dynamic_thresholding_ratio": 1.5}, "`dynamic_thresholding_ratio` must lie in (0, 1], got 1.5"),
+    ({"sample_max_value": "a"}, "`sample_max_value` must be a real number, got 'a'"),
+    ({"steps_offset": 0.5}, "`steps_offset` must be a non-negative integer, got 0.5"),
+    ({"rescale_betas_zero_snr": "no"}, "`rescale_betas_zero_snr` must be True or False, got 'no'"),
+    ({"num_train_timesteps": 1, "rescale_betas_zero_snr": True}, "`rescale_betas_zero_snr=True` needs"),
+    ({"last_step_noise": 1}, "`last_step_noise` must be True or False, got 1"),
 ]
 
 
