@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import re
 
 import numpy as np
 import PIL.Image
@@ -347,3 +348,17 @@ def test_other_diffusers_schedulers_run_their_loop(unet, scheduler_class):
         else contextlib.nullcontext()
     ):
         generate(pipe, num_inference_steps=3, return_trajectory=True, trajectory_timesteps=2)
+
+
+def test_truncated_weights_name_the_file_and_the_fix(tmp_path):
+    pipe = DDPMPaperPipeline(unet=paper_unet("tiny", sample_size=SIZE), scheduler=DDPMPaperScheduler())
+    pipe.save_pretrained(tmp_path)
+    weights = tmp_path / "unet" / "diffusion_pytorch_model.safetensors"
+    data = weights.read_bytes()
+    for damaged in (data[:5], data[: len(data) // 2]):
+        weights.write_bytes(damaged)
+        with pytest.raises(OSError, match=re.escape(f"{weights}: truncated or damaged safetensors file")) as error:
+            DDPMPaperPipeline.from_pretrained(tmp_path)
+        assert "Re-download it" in str(error.value) and "save_pretrained" in str(error.value)
+    weights.write_bytes(data)
+    assert isinstance(DDPMPaperPipeline.from_pretrained(tmp_path).unet, UNet2DModel)

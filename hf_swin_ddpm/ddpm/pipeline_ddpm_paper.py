@@ -133,7 +133,26 @@ class DDPMPaperPipeline(DiffusionPipeline):
         `[file, class]` pairs, with the files beside it, as `hf_swin_ddpm.hub.save_for_hub` writes) is loaded with
         this class and the installed scheduler class of the same module name, without running the repository's copies
         of the code. Pass `trust_remote_code=True` to run those copies instead.
+
+        A truncated or damaged safetensors file of any component raises an `OSError` naming the file and the fix
+        (re-download, or re-save with `save_pretrained`).
         """
+        try:
+            return cls._load_pipeline(pretrained_model_name_or_path, **kwargs)
+        except Exception as error:
+            download_kwargs = {name: kwargs[name] for name in _DOWNLOAD_ARGUMENTS if name in kwargs}
+            damaged = _damaged_safetensors(pretrained_model_name_or_path, download_kwargs)
+            if damaged is None:
+                raise
+            raise OSError(
+                f"{damaged}: truncated or damaged safetensors file ({' '.join(str(error).split())[:300]}). "
+                "Re-download it (`from_pretrained(..., force_download=True)` for a Hub repository) or re-save the "
+                "pipeline with `save_pretrained`."
+            ) from error
+
+    @classmethod
+    def _load_pipeline(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> DiffusionPipeline:
+        """`from_pretrained` without the damaged-file diagnosis."""
         if kwargs.get("trust_remote_code") or kwargs.get("custom_pipeline") is not None:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         download_kwargs = {name: kwargs[name] for name in _DOWNLOAD_ARGUMENTS if name in kwargs}
@@ -450,3 +469,21 @@ def _local_folder(pretrained_model_name_or_path: str | os.PathLike, download_kwa
 
     patterns = ["model_index.json", "*/*.json", "*/*.safetensors"]
     return snapshot_download(str(pretrained_model_name_or_path), allow_patterns=patterns, **download_kwargs)
+
+
+def _damaged_safetensors(
+    pretrained_model_name_or_path: str | os.PathLike, download_kwargs: dict[str, Any]
+) -> Path | None:
+    """The first safetensors file, in the folder or the cached Hub snapshot, whose header safetensors cannot read."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        folder = Path(_local_folder(pretrained_model_name_or_path, {**download_kwargs, "local_files_only": True}))
+    except Exception:  # nothing cached to inspect
+        return None
+    for path in sorted(folder.rglob("*.safetensors")):
+        try:
+            safe_open(str(path), framework="pt").metadata()
+        except (SafetensorError, OSError):
+            return path
+    return None
