@@ -321,6 +321,9 @@ def test_image_segmentation_pipeline_logs_no_error(tiny_swin_fpn):
     finally:
         logger.removeHandler(handler)
     assert [record.getMessage() for record in records] == []
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
+
+    assert MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES["swin_fpn"] == "SwinFPNForSegmentation"
     assert segments and all(segment["mask"].size == (30, 20) for segment in segments)
     # and the check the pipeline makes still refuses models it does not know
     records.clear()
