@@ -1,12 +1,22 @@
 """DDPMPaperPipeline: draw-for-draw parity with diffusers' DDPMPipeline, respacing, trajectories, save/load."""
 
+import contextlib
 import json
+import re
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers import (
+    DDIMPipeline,
+    DDIMScheduler,
+    DDPMPipeline,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    UNet2DModel,
+)
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler, paper_unet
@@ -144,7 +154,9 @@ def test_callback_on_step_end(pipe):
             return {"image": torch.zeros_like(callback_kwargs["image"])}
         return {}
 
-    out = generate(pipe, num_inference_steps=5, callback_on_step_end=callback)
+    out = generate(
+        pipe, num_inference_steps=5, callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["image"]
+    )
     assert [s[0] for s in seen] == list(range(5)) and seen[0][1] == 999 and seen[-1][1] == 0
     assert all(s[2] == ("image",) for s in seen)
     torch.testing.assert_close(out.images, torch.full_like(out.images, 0.5))  # the replaced x_0 = 0 maps to 0.5
@@ -167,9 +179,8 @@ def test_save_load_round_trip(tmp_path):
     model_index = json.loads((tmp_path / "model_index.json").read_text())
     assert model_index["scheduler"] == ["hf_swin_ddpm.ddpm.scheduling_ddpm_paper", "DDPMPaperScheduler"]
     loaded = quiet(DDPMPaperPipeline.from_pretrained(tmp_path))
-    assert isinstance(loaded.scheduler, DDPMPaperScheduler) and dict(loaded.scheduler.config) == dict(
-        pipe.scheduler.config
-    )
+    saved = {k: v for k, v in pipe.scheduler.config.items() if k != "_use_default_values"}  # not written to disk
+    assert isinstance(loaded.scheduler, DDPMPaperScheduler) and dict(loaded.scheduler.config) == saved
     torch.testing.assert_close(
         generate(loaded, num_inference_steps=10).images, generate(pipe, num_inference_steps=10).images, rtol=0, atol=0
     )
@@ -194,7 +205,8 @@ def test_works_with_diffusers_scheduler(unet):
         ({"batch_size": 2.0}, "`batch_size` must be an integer in"),
         ({"num_inference_steps": 0}, r"`num_inference_steps` must be an integer in \[1, 1000\]"),
         ({"num_inference_steps": 1001}, r"`num_inference_steps` must be an integer in \[1, 1000\]"),
-        ({"output_type": "latent"}, "`output_type` must be one of"),
+        ({"output_type": "jpeg"}, "`output_type` must be one of"),
+        ({"latents": torch.zeros(1, 1, 4, 4)}, r"`latents` must be a tensor of shape \(1, 1, 8, 8\)"),
         ({"batch_size": 3, "generator": [torch.Generator()] * 2}, "`generator` is a list of 2 generators"),
         ({"return_trajectory": True, "trajectory_timesteps": 0}, "`trajectory_timesteps` must be at least 1"),
     ],
@@ -231,3 +243,122 @@ def test_unknown_preset_raises_with_the_list():
         ValueError, match=r"`name` must be one of \['celebahq256', 'cifar10', 'lsun256', 'small', 'tiny'\]"
     ):
         paper_unet("imagenet64")
+
+
+# ------------------------------------------------------------------------------------- diffusers' pipeline contract
+
+
+def test_callback_follows_diffusers_contract(pipe):
+    """`latents` by default, `num_timesteps` set, the returned `latents` replace x_{t-1}, `output_type="latent"`."""
+    seen = []
+
+    def zero_at_last_step(pipeline, step_index, timestep, callback_kwargs):
+        seen.append((pipeline.num_timesteps, sorted(callback_kwargs)))
+        if step_index == pipeline.num_timesteps - 1:
+            callback_kwargs["latents"] = torch.zeros_like(callback_kwargs["latents"])
+        return callback_kwargs
+
+    out = generate(pipe, num_inference_steps=4, output_type="latent", callback_on_step_end=zero_at_last_step)
+    assert seen == [(4, ["latents"])] * 4 and out.images.abs().sum() == 0
+    everything = generate(
+        pipe,
+        num_inference_steps=4,
+        output_type="latent",
+        callback_on_step_end=zero_at_last_step,
+        callback_on_step_end_tensor_inputs=pipe._callback_tensor_inputs,
+    )
+    assert everything.images.abs().sum() == 0  # `image` came back unchanged beside the replaced `latents`
+    with pytest.raises(ValueError, match="returned different tensors under `latents` and `image`"):
+        generate(
+            pipe,
+            num_inference_steps=2,
+            callback_on_step_end=lambda p, i, t, kw: {"latents": kw["latents"] * 0, "image": kw["image"] * 2},
+            callback_on_step_end_tensor_inputs=["latents", "image"],
+        )
+
+
+def test_latent_output_is_the_unclamped_x0(pipe):
+    latent = generate(pipe, num_inference_steps=5, output_type="latent").images
+    pt = generate(pipe, num_inference_steps=5, output_type="pt").images
+    assert latent.shape == pt.shape and (latent.abs() > 1).any()  # not clamped
+    torch.testing.assert_close((latent / 2 + 0.5).clamp(0, 1), pt, rtol=0, atol=0)
+
+
+def test_interrupt_skips_the_remaining_steps(pipe):
+    captured = {}
+
+    def stop_after_step_2(pipeline, step_index, timestep, callback_kwargs):
+        if step_index == 2:
+            captured["latents"] = callback_kwargs["latents"].clone()
+            pipeline._interrupt = True
+        return {}
+
+    calls = []
+    hook = pipe.unet.register_forward_hook(lambda module, args, output: calls.append(1))
+    try:
+        out = generate(pipe, num_inference_steps=6, output_type="latent", callback_on_step_end=stop_after_step_2)
+    finally:
+        hook.remove()
+    assert len(calls) == 3 and pipe.interrupt
+    torch.testing.assert_close(out.images, captured["latents"], rtol=0, atol=0)
+    assert not generate(pipe, num_inference_steps=2).images.isnan().any() and not pipe.interrupt  # reset per call
+
+
+def test_ddim_scheduler_reproduces_diffusers_ddim_pipeline(unet):
+    scheduler = DDIMScheduler.from_config(DDPMPaperScheduler().config)
+    ours = generate(quiet(DDPMPaperPipeline(unet=unet, scheduler=scheduler)), num_inference_steps=10).images
+    reference = quiet(DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(scheduler.config)))
+    theirs = reference(
+        batch_size=2, generator=torch.Generator().manual_seed(0), num_inference_steps=10, eta=0.0, output_type="np"
+    ).images
+    torch.testing.assert_close(ours.permute(0, 2, 3, 1).numpy(), theirs, rtol=0, atol=0, check_dtype=False)
+
+    # DDIM with eta = 0 is deterministic given x_T: passing `latents` gives the same images as drawing them
+    x_T = torch.randn((2, 1, SIZE, SIZE), generator=torch.Generator().manual_seed(0))
+    pipe = quiet(DDPMPaperPipeline(unet=unet, scheduler=scheduler))
+    from_latents = pipe(batch_size=2, latents=x_T, num_inference_steps=10, output_type="pt").images
+    torch.testing.assert_close(from_latents, ours, rtol=0, atol=0)
+
+
+def diffusers_sampling_loop(unet, scheduler, steps: int, seed: int) -> torch.Tensor:
+    """The loop diffusers' pipelines run: x_T * init_noise_sigma, scale_model_input before the model, step()."""
+    generator = torch.Generator().manual_seed(seed)
+    scheduler.set_timesteps(steps)
+    sample = torch.randn((2, 1, SIZE, SIZE), generator=generator) * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        with torch.no_grad():
+            model_output = unet(scheduler.scale_model_input(sample, t), t).sample
+        sample = scheduler.step(model_output, t, sample, generator=generator).prev_sample
+    return (sample / 2 + 0.5).clamp(0, 1)
+
+
+@pytest.mark.parametrize("scheduler_class", [EulerDiscreteScheduler, DPMSolverMultistepScheduler])
+def test_other_diffusers_schedulers_run_their_loop(unet, scheduler_class):
+    config = DDPMPaperScheduler().config
+    pipe = quiet(DDPMPaperPipeline(unet=unet, scheduler=scheduler_class.from_config(config)))
+    ours = generate(pipe, num_inference_steps=8).images
+    expected = diffusers_sampling_loop(unet, scheduler_class.from_config(config), steps=8, seed=0)
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, expected, rtol=0, atol=0)
+    if scheduler_class is EulerDiscreteScheduler:  # the noise scaling is not a no-op there
+        assert pipe.scheduler.init_noise_sigma > 10
+    with (
+        pytest.raises(ValueError, match="`return_trajectory=True` needs the x_0 estimate")
+        if (scheduler_class is DPMSolverMultistepScheduler)
+        else contextlib.nullcontext()
+    ):
+        generate(pipe, num_inference_steps=3, return_trajectory=True, trajectory_timesteps=2)
+
+
+def test_truncated_weights_name_the_file_and_the_fix(tmp_path):
+    pipe = DDPMPaperPipeline(unet=paper_unet("tiny", sample_size=SIZE), scheduler=DDPMPaperScheduler())
+    pipe.save_pretrained(tmp_path)
+    weights = tmp_path / "unet" / "diffusion_pytorch_model.safetensors"
+    data = weights.read_bytes()
+    for damaged in (data[:5], data[: len(data) // 2]):
+        weights.write_bytes(damaged)
+        with pytest.raises(OSError, match=re.escape(f"{weights}: truncated or damaged safetensors file")) as error:
+            DDPMPaperPipeline.from_pretrained(tmp_path)
+        assert "Re-download it" in str(error.value) and "save_pretrained" in str(error.value)
+    weights.write_bytes(data)
+    assert isinstance(DDPMPaperPipeline.from_pretrained(tmp_path).unet, UNet2DModel)

@@ -1,5 +1,7 @@
 """DDPMPaperScheduler: the paper's schedule, Eq. 4 and Algorithm 2 checked by hand in float64, diffusers interop."""
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -206,22 +208,19 @@ def test_from_config_both_ways_with_diffusers():
         "leading",
     )
     round_trip = DDPMPaperScheduler.from_config(theirs.config)
-    assert {k: round_trip.config[k] for k in ours.config} == dict(ours.config)
+    assert {k: round_trip.config[k] for k in ours.config if k != "_use_default_values"} == without_bookkeeping(ours)
     assert DDPMScheduler in ours.compatibles and isinstance(DDIMScheduler.from_config(ours.config), DDIMScheduler)
 
 
-def test_unsupported_diffusers_options_raise():
-    with pytest.raises(ValueError, match="`thresholding`=True is not supported"):
-        DDPMPaperScheduler.from_config(DDPMScheduler(thresholding=True).config)
-    with pytest.raises(ValueError, match="`variance_type` must be one of"):
-        DDPMPaperScheduler.from_config(DDPMScheduler(variance_type="learned_range").config)
+def without_bookkeeping(scheduler) -> dict:
+    return {k: v for k, v in scheduler.config.items() if k != "_use_default_values"}
 
 
 def test_save_load_round_trip(tmp_path):
     scheduler = DDPMPaperScheduler(variance_type="fixed_small", timestep_spacing="trailing")
     scheduler.save_pretrained(tmp_path)
     loaded = DDPMPaperScheduler.from_pretrained(tmp_path)
-    assert dict(loaded.config) == dict(scheduler.config)
+    assert dict(loaded.config) == without_bookkeeping(scheduler)  # the file holds every value: nothing defaulted
     np.testing.assert_array_equal(loaded.betas.numpy(), scheduler.betas.numpy())
     sample, eps = float64_inputs(12)
     for s in (scheduler, loaded):
@@ -236,7 +235,7 @@ def test_save_load_round_trip(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"variance_type": "learned"}, "`variance_type` must be one of"),
+        ({"variance_type": "other"}, "`variance_type` must be one of"),
         ({"prediction_type": "x0"}, "`prediction_type` must be one of"),
         ({"beta_schedule": "cubic"}, "`beta_schedule` must be one of"),
         ({"timestep_spacing": "random"}, "`timestep_spacing` must be one of"),
@@ -249,6 +248,13 @@ def test_save_load_round_trip(tmp_path):
         ({"num_train_timesteps": 3, "trained_betas": [0.1, 0.3, 0.2]}, "`trained_betas` must give non-decreasing"),
         ({"num_train_timesteps": 2, "trained_betas": [0.1, 1.0]}, r"`trained_betas` must give betas in the open"),
         ({"clip_sample_range": 0.0}, "`clip_sample_range` must be positive"),
+        ({"dynamic_thresholding_ratio": 0.0}, r"`dynamic_thresholding_ratio` must lie in \(0, 1\]"),
+        ({"sample_max_value": -1.0}, "`sample_max_value` must be positive"),
+        ({"steps_offset": -1}, "`steps_offset` must be a non-negative integer"),
+        ({"thresholding": "yes"}, "`thresholding` must be True or False"),
+        ({"rescale_betas_zero_snr": 1}, "`rescale_betas_zero_snr` must be True or False"),
+        ({"beta_end": 2.0, "beta_start": 0.1}, r"`beta_end` must lie in \(0, 1\)"),
+        ({"trained_betas": [0.1, 0.3]}, r"`trained_betas` must have shape \(1000,\)"),
     ],
 )
 def test_bad_config_raises(kwargs, match):
@@ -285,3 +291,224 @@ def test_bad_step_and_add_noise_arguments_raise():
         scheduler.add_noise(sample, eps, torch.tensor([0.5, 1.0]))
     with pytest.raises(ValueError, match="`noise` must have the shape of `original_samples`"):
         scheduler.add_noise(sample, eps[:1], 3)
+
+
+# ---------------------------------------------------------------------------------------- superset of DDPMScheduler
+
+
+def test_takes_every_ddpm_scheduler_argument_and_its_config():
+    theirs = set(inspect.signature(DDPMScheduler.__init__).parameters) - {"self"}
+    assert theirs <= set(inspect.signature(DDPMPaperScheduler.__init__).parameters)
+    config = DDPMScheduler(thresholding=False, rescale_betas_zero_snr=False, steps_offset=0).config
+    ours = DDPMPaperScheduler(**{k: v for k, v in config.items() if not k.startswith("_")})
+    assert {k: ours.config[k] for k in theirs} == {k: config[k] for k in theirs}
+
+
+def diffusers_on_our_schedule(ours: DDPMPaperScheduler, **config) -> DDPMScheduler:
+    """DDPMScheduler with `config`, computing on our float64 cumulative products.
+
+    With float64 inputs it then evaluates its own formulas in float64, so any difference from ours is a difference of
+    formula, not of schedule precision (that is checked separately against its float32 betas).
+    """
+    theirs = DDPMScheduler(**config)
+    theirs.alphas_cumprod = ours.alphas_cumprod.clone()
+    theirs.one = torch.tensor(1.0, dtype=torch.float64)
+    return theirs
+
+
+def smooth_model(sample: torch.Tensor, t: torch.Tensor, variance_type: str) -> torch.Tensor:
+    """A deterministic stand-in for eps_theta(x_t, t), with variance channels for the learned variance types:
+    sigma^2 in (0, 0.02) for `"learned"`, v in (-1, 1) for `"learned_range"`."""
+    prediction = 0.7 * sample * torch.cos(t / 97.0) + 0.2 * torch.sin(3.0 * sample)
+    if variance_type == "learned":
+        return torch.cat([prediction, 0.02 * torch.sigmoid(sample + t / 500.0)], dim=1)
+    if variance_type == "learned_range":
+        return torch.cat([prediction, torch.tanh(sample + t / 500.0)], dim=1)
+    return prediction
+
+
+def run_chains(config: dict, num_inference_steps=None, timesteps=None, seed: int = 0) -> list[tuple]:
+    """Both schedulers along the same chain with the same generator: (ours, theirs) outputs at every step."""
+    config = {"variance_type": "fixed_large", "timestep_spacing": "linspace", "clip_sample": False, **config}
+    ours = DDPMPaperScheduler(**config)
+    theirs = diffusers_on_our_schedule(ours, **{k: v for k, v in config.items() if k != "last_step_noise"})
+    for scheduler in (ours, theirs):
+        scheduler.set_timesteps(num_inference_steps=num_inference_steps, timesteps=timesteps)
+    assert ours.timesteps.tolist() == theirs.timesteps.tolist()
+    sample = torch.randn(SHAPE, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 1.5
+    samples = {"ours": sample, "theirs": sample.clone()}
+    generators = {name: torch.Generator().manual_seed(seed + 1) for name in samples}
+    outputs = []
+    for t in ours.timesteps:
+        step = {}
+        for name, scheduler in (("ours", ours), ("theirs", theirs)):
+            model_output = smooth_model(samples[name], t.double(), config.get("variance_type"))
+            step[name] = scheduler.step(model_output, t, samples[name], generator=generators[name])
+            samples[name] = step[name].prev_sample
+        outputs.append((int(t), step["ours"], step["theirs"]))
+    return outputs
+
+
+def assert_same_chain(outputs: list[tuple]) -> None:
+    for t, ours, theirs in outputs:
+        assert torch.isfinite(ours.prev_sample).all(), t
+        torch.testing.assert_close(ours.prev_sample, theirs.prev_sample, rtol=1e-9, atol=1e-9, msg=f"t={t}")
+        torch.testing.assert_close(
+            ours.pred_original_sample, theirs.pred_original_sample, rtol=1e-9, atol=1e-9, msg=f"t={t}"
+        )
+
+
+DIFFUSERS_OPTIONS = [
+    pytest.param({"variance_type": "fixed_small", "clip_sample": True}, {}, id="diffusers-defaults"),
+    pytest.param({"variance_type": "fixed_small_log", "clip_sample": False}, {}, id="fixed_small_log"),
+    pytest.param({"variance_type": "learned"}, {}, id="learned"),
+    pytest.param({"variance_type": "learned_range"}, {}, id="learned_range"),
+    pytest.param({"thresholding": True, "dynamic_thresholding_ratio": 0.9, "sample_max_value": 1.5}, {}, id="thresh"),
+    pytest.param({"thresholding": True, "prediction_type": "v_prediction"}, {}, id="thresh-v"),
+    pytest.param({"thresholding": True, "prediction_type": "sample", "sample_max_value": 2.0}, {}, id="thresh-x0"),
+    pytest.param({"beta_schedule": "sigmoid", "clip_sample": False}, {}, id="sigmoid"),
+    pytest.param({"rescale_betas_zero_snr": True, "prediction_type": "v_prediction"}, {}, id="zero-snr"),
+    pytest.param({"timestep_spacing": "leading", "steps_offset": 1, "last_step_noise": True}, {}, id="steps_offset"),
+    pytest.param({"timestep_spacing": "trailing", "last_step_noise": True}, {}, id="trailing"),
+    pytest.param({"last_step_noise": True}, {"timesteps": [900, 511, 37, 20]}, id="custom-ending-above-0"),
+    pytest.param({"variance_type": "fixed_small"}, {"timesteps": [999, 400, 63, 0]}, id="custom-ending-at-0"),
+]
+
+
+@pytest.mark.parametrize(("config", "chain"), DIFFUSERS_OPTIONS)
+def test_every_option_steps_like_ddpm_scheduler(config, chain):
+    """Same draws, same outputs as DDPMScheduler at every step of a 20-step (or custom) chain."""
+    chain = chain or {"num_inference_steps": 20}
+    outputs = run_chains(config, **chain)
+    assert_same_chain(outputs)
+    if config.get("last_step_noise") and outputs[-1][0] > 0:  # where Algorithm 2 and DDPMScheduler part
+        paper_last_step = run_chains({**config, "last_step_noise": False}, **chain)[-1][1]
+        assert not torch.allclose(outputs[-1][1].prev_sample, paper_last_step.prev_sample)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"beta_schedule": "sigmoid"},
+        {"rescale_betas_zero_snr": True},
+        {"rescale_betas_zero_snr": True, "beta_schedule": "scaled_linear", "beta_end": 0.012},
+    ],
+)
+def test_new_schedules_are_diffusers_betas_in_float64(config):
+    ours, theirs = DDPMPaperScheduler(**config), DDPMScheduler(**config)
+    assert ours.betas.dtype == torch.float64
+    torch.testing.assert_close(ours.betas.float(), theirs.betas, rtol=1e-5, atol=1e-6)
+    if config.get("rescale_betas_zero_snr"):
+        assert ours.alphas_cumprod[-1] == 0.0 and ours.betas[-1] == 1.0  # zero terminal SNR, exactly
+
+
+def test_sigmoid_schedule_by_hand():
+    betas = DDPMPaperScheduler(beta_schedule="sigmoid", beta_start=1e-4, beta_end=0.02).betas.numpy()
+    expected = 1e-4 + (0.02 - 1e-4) / (1.0 + np.exp(-np.linspace(-6, 6, T)))
+    np.testing.assert_allclose(betas, expected, rtol=1e-15, atol=0)
+
+
+def test_thresholding_by_hand():
+    """Saharia et al. 2022: s = quantile(|x0|), clamped to [1, max]; x0 -> clamp(x0, -s, s) / s, per sample."""
+    scheduler = DDPMPaperScheduler(thresholding=True, dynamic_thresholding_ratio=0.8, sample_max_value=3.0)
+    x0 = torch.randn(SHAPE, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 4
+    x0[1] *= 0.1  # the second sample's quantile is below 1: plain clipping to [-1, 1]
+    t = 500
+    sample = scheduler.add_noise(x0, torch.zeros_like(x0), t)  # x_t with eps = 0, so the x0 estimate is x0 itself
+    output = scheduler.step(torch.zeros_like(x0), t, sample, generator=torch.Generator().manual_seed(0))
+    for i in range(SHAPE[0]):
+        s = np.clip(np.quantile(np.abs(x0[i].numpy()), 0.8), 1.0, 3.0)
+        expected = np.clip(x0[i].numpy(), -s, s) / s
+        np.testing.assert_allclose(output.pred_original_sample[i].numpy(), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_fixed_large_log_is_fixed_large_and_finite():
+    """diffusers' fixed_large_log takes the square root of log(beta) and returns NaN (issue 14569); ours is beta."""
+    outputs = {}
+    for variance_type in ("fixed_large", "fixed_large_log"):
+        scheduler = DDPMPaperScheduler(variance_type=variance_type)
+        scheduler.set_timesteps(10)
+        sample, eps = float64_inputs(14)
+        outputs[variance_type] = scheduler.step(eps, 555, sample, generator=torch.Generator().manual_seed(3))
+    assert torch.isfinite(outputs["fixed_large_log"].prev_sample).all()
+    torch.testing.assert_close(outputs["fixed_large_log"].prev_sample, outputs["fixed_large"].prev_sample)
+    assert DDPMPaperScheduler(variance_type="fixed_large_log")._get_variance(999) == pytest.approx(np.log(0.02))
+
+
+def test_learned_range_interpolates_log_beta_and_log_beta_tilde():
+    """Nichol & Dhariwal 2021 Eq. 15: v = 1 gives sigma^2 = beta_t, v = -1 gives beta_tilde_t."""
+    betas, _, alphas_cumprod = paper_schedule()
+    t = 400
+    beta_tilde = (1.0 - alphas_cumprod[t - 1]) / (1.0 - alphas_cumprod[t]) * betas[t]
+    sample, eps = float64_inputs(15)
+    for v, variance in ((1.0, betas[t]), (-1.0, beta_tilde), (0.0, np.sqrt(betas[t] * beta_tilde))):
+        scheduler = DDPMPaperScheduler(variance_type="learned_range")
+        model_output = torch.cat([eps, torch.full_like(eps, v)], dim=1)
+        noisy = scheduler.step(model_output, t, sample, generator=torch.Generator().manual_seed(4)).prev_sample
+        mean = DDPMPaperScheduler().step(eps, t, sample, generator=torch.Generator().manual_seed(4))
+        z = torch.randn(SHAPE, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+        expected = mean.prev_sample - np.sqrt(betas[t]) * z + np.sqrt(variance) * z
+        torch.testing.assert_close(noisy, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_learned_variance_needs_the_variance_channels():
+    sample, eps = float64_inputs(16)
+    with pytest.raises(ValueError, match=r"must have shape \(2, 6, 4, 4\) for `variance_type='learned'`"):
+        DDPMPaperScheduler(variance_type="learned").step(eps, 999, sample)
+
+
+def test_zero_snr_epsilon_at_the_last_timestep_raises_instead_of_nan():
+    scheduler = DDPMPaperScheduler(rescale_betas_zero_snr=True)
+    sample, eps = float64_inputs(17)
+    with pytest.raises(ValueError, match="use `prediction_type='v_prediction'`"):
+        scheduler.step(eps, T - 1, sample)
+    assert torch.isfinite(scheduler.step(eps, T - 2, sample).prev_sample).all()
+
+
+def test_steps_offset_shifts_only_leading_chains():
+    leading = DDPMPaperScheduler(timestep_spacing="leading", steps_offset=1)
+    leading.set_timesteps(10)
+    assert leading.timesteps.tolist() == [901, 801, 701, 601, 501, 401, 301, 201, 101, 1]
+    linspace = DDPMPaperScheduler(steps_offset=1)
+    linspace.set_timesteps(10)
+    assert linspace.timesteps[-1] == 0
+    with pytest.raises(ValueError, match="`steps_offset`=1 shifts the leading chain's first timestep 999 to 1000"):
+        leading.set_timesteps(T)
+
+
+def test_previous_timestep_is_a_tensor_like_ddpm_scheduler():
+    ours, theirs = DDPMPaperScheduler(), DDPMScheduler()
+    for scheduler in (ours, theirs):
+        scheduler.set_timesteps(timesteps=[100, 87, 50, 1, 0])
+    for t in ours.timesteps:
+        previous = ours.previous_timestep(t)
+        assert isinstance(previous, torch.Tensor) and previous.dtype == torch.int64
+        assert previous.item() == theirs.previous_timestep(t).item()
+    assert ours.previous_timestep(0).item() == -1
+
+
+def test_get_variance_follows_ddpm_scheduler():
+    for variance_type in ("fixed_small", "fixed_small_log", "fixed_large"):
+        ours = DDPMPaperScheduler(variance_type=variance_type)
+        theirs = diffusers_on_our_schedule(ours, variance_type=variance_type)
+        for t in (0, 487, 999):
+            assert ours._get_variance(t).item() == pytest.approx(theirs._get_variance(t).item(), rel=1e-12, abs=0)
+
+
+def test_default_values_bookkeeping_follows_diffusers():
+    ours = DDPMPaperScheduler(beta_end=0.03)
+    defaults = set(ours.config["_use_default_values"])
+    assert {"thresholding", "steps_offset", "prediction_type"} <= defaults and "beta_end" not in defaults
+    assert defaults.isdisjoint({"variance_type", "clip_sample", "timestep_spacing"})  # the paper's always travel
+    # a value the source config only defaulted is not taken, one it set is (diffusers' `extract_init_dict`)
+    defaulted = {**DDPMScheduler(sample_max_value=2.0).config, "_use_default_values": ["sample_max_value"]}
+    assert DDPMPaperScheduler.from_config(defaulted).config.sample_max_value == 1.0
+    assert DDPMPaperScheduler.from_config(DDPMScheduler(sample_max_value=2.0).config).config.sample_max_value == 2.0
+
+
+@pytest.mark.parametrize("config", [{}, {"variance_type": "fixed_small", "clip_sample": True, "beta_end": 0.03}])
+def test_every_compatible_scheduler_round_trips_the_config(config):
+    ours = DDPMPaperScheduler(**config)
+    for compatible in ours.compatibles:
+        back = DDPMPaperScheduler.from_config(compatible.from_config(ours.config).config)
+        assert without_bookkeeping(back) == without_bookkeeping(ours), compatible.__name__

@@ -207,3 +207,25 @@ print(type(model).__module__, type(processor).__name__, torch.equal(logits, torc
     assert "hf_swin_ddpm" not in module and module.startswith("transformers_modules")
     assert processor_name == "SwinFPNImageProcessor"
     assert equal == "True"
+
+
+def test_hidden_states_and_attentions_are_swin_backbones(tmp_path, swin_backbone):
+    """transformers' conventions: the embedding + each stage before merging, and each stage's last-block attention."""
+    swin_backbone.save_pretrained(tmp_path)
+    model = SwinFPNForSegmentation.from_pretrained_backbone(tmp_path, num_labels=4).eval()
+    pixel_values = torch.randn(2, 3, 40, 62)  # padded to whole patches and windows, then cropped, in both
+    swin_backbone.set_attn_implementation("eager")  # both record attention probabilities with the eager kernel
+    try:
+        with torch.no_grad():
+            expected = swin_backbone(pixel_values, output_hidden_states=True, output_attentions=True)
+    finally:
+        swin_backbone.set_attn_implementation("sdpa")
+    with torch.no_grad():
+        actual = model(pixel_values, output_hidden_states=True, output_attentions=True)
+    assert len(actual.hidden_states) == len(expected.hidden_states) == model.config.num_hidden_layers + 1
+    for e, a in zip(expected.hidden_states, actual.hidden_states):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
+    assert len(actual.attentions) == len(expected.attentions) == model.config.num_hidden_layers
+    for e, a in zip(expected.attentions, actual.attentions):
+        assert a.shape == e.shape
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)

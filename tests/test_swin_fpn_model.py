@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from factories import TINY_SWIN_FPN
@@ -124,7 +126,7 @@ def test_sdpa_is_default_and_eager_agrees():
         assert model.config._attn_implementation == "eager"
         eager = model(pixel_values, output_attentions=True)
     assert (sdpa - eager.logits).abs().max().item() < 1e-5
-    assert len(eager.attentions) == sum(model.config.depths)
+    assert len(eager.attentions) == model.config.num_hidden_layers == len(model.config.depths)  # one per stage
     first = eager.attentions[0]
     # (batch * windows, heads, M^2, M^2), each row a probability distribution
     assert first.shape[1:] == (1, 16, 16)
@@ -279,3 +281,100 @@ def test_backbone_compiles_as_one_graph_and_matches_eager():
         expected, actual = model.backbone(pixel_values), compiled(pixel_values)
     for e, a in zip(expected, actual):
         torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-5)
+
+
+def test_every_hidden_state_and_attention_is_in_the_autograd_graph():
+    """What transformers' `retain_grad` check asks of hidden_states[0], for every returned tensor."""
+    torch.manual_seed(0)
+    model = SwinFPNForSegmentation(tiny_config())
+    output = model(torch.randn(2, 3, 32, 32), output_hidden_states=True, output_attentions=True)
+    returned = [*output.hidden_states, *output.attentions]
+    assert len(returned) == 2 * model.config.num_hidden_layers + 1
+    for tensor in returned:
+        tensor.retain_grad()
+    output.logits.flatten()[0].backward()
+    for index, tensor in enumerate(returned):
+        assert tensor.grad is not None and tensor.grad.abs().sum() > 0, index
+
+
+def test_image_segmentation_pipeline_logs_no_error(tiny_swin_fpn):
+    import logging
+
+    import numpy as np
+    import PIL.Image
+    from transformers import pipeline
+
+    from hf_swin_ddpm import SwinFPNImageProcessor
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(level=logging.ERROR)
+    handler.emit = records.append
+    logger = logging.getLogger("transformers.pipelines.base")
+    logger.addHandler(handler)
+    try:
+        segmenter = pipeline(
+            "image-segmentation",
+            model=tiny_swin_fpn,
+            image_processor=SwinFPNImageProcessor(size={"height": 32, "width": 32}),
+        )
+        segments = segmenter(PIL.Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)))
+    finally:
+        logger.removeHandler(handler)
+    assert [record.getMessage() for record in records] == []
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
+
+    assert MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES["swin_fpn"] == "SwinFPNForSegmentation"
+    assert segments and all(segment["mask"].size == (30, 20) for segment in segments)
+    # and the check the pipeline makes still refuses models it does not know
+    records.clear()
+    logger.addHandler(handler)
+    try:
+        segmenter.model.__class__ = type("UnknownModel", (SwinFPNForSegmentation,), {})
+        segmenter.check_model_type({"swin_fpn": "SwinFPNForSegmentation"})
+    finally:
+        logger.removeHandler(handler)
+        segmenter.model.__class__ = SwinFPNForSegmentation
+    assert "is not supported for image-segmentation" in records[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"window_size": 10**6}, "SwinFPNConfig.window_size: expected at most 64, got 1000000"),
+        ({"depths": [10**6, 1, 1, 1]}, "SwinFPNConfig.depths: expected at most 128 blocks a stage"),
+        ({"depths": [1] * 9, "num_heads": [1] * 9}, "SwinFPNConfig.depths: expected at most 8 stages"),
+        ({"num_heads": [1, 2, 2, 512], "embed_dim": 64}, "SwinFPNConfig.num_heads: expected at most 256"),
+        ({"embed_dim": 8192}, "SwinFPNConfig.embed_dim: expected at most 4096"),
+        (
+            {"embed_dim": 4096, "depths": [1] * 6, "num_heads": [1] * 6},
+            "a last-stage width embed_dim * 2**(len(depths) - 1) of at",
+        ),
+        ({"patch_size": 128}, "SwinFPNConfig.patch_size: expected at most 64"),
+        ({"mlp_ratio": 1e6}, "SwinFPNConfig.mlp_ratio: expected at most 64"),
+        ({"fpn_hidden_size": 10**5}, "SwinFPNConfig.fpn_hidden_size: expected at most 8192"),
+        ({"image_size": 10**6}, "SwinFPNConfig.image_size: expected at most 16384"),
+    ],
+)
+def test_config_sizes_are_capped_with_the_field_named(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        tiny_config(**overrides)
+
+
+def test_size_caps_leave_published_models_alone():
+    swin_large = dict(embed_dim=192, depths=[2, 2, 18, 2], num_heads=[6, 12, 24, 48], window_size=12)
+    swin_v2_window24 = dict(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=24)
+    for geometry in (swin_large, swin_v2_window24):
+        assert SwinFPNConfig(**geometry, image_size=384).window_size == geometry["window_size"]
+
+
+def test_truncated_weights_name_the_file_and_the_fix(tmp_path, tiny_swin_fpn):
+    tiny_swin_fpn.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    for damaged in (data[:5], data[: len(data) // 2]):  # header cut, and body cut
+        weights.write_bytes(damaged)
+        with pytest.raises(OSError, match=re.escape(f"{weights}: truncated or damaged safetensors file")) as error:
+            SwinFPNForSegmentation.from_pretrained(tmp_path)
+        assert "Re-download it" in str(error.value) and "save_pretrained" in str(error.value)
+    weights.write_bytes(data)
+    assert isinstance(SwinFPNForSegmentation.from_pretrained(tmp_path), SwinFPNForSegmentation)

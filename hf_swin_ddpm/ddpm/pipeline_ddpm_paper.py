@@ -5,6 +5,7 @@ Self-contained (diffusers, torch and numpy only) so that it can be shipped as re
 """
 
 import importlib
+import inspect
 import json
 import math
 import os
@@ -21,7 +22,10 @@ from diffusers import DiffusionPipeline, SchedulerMixin, UNet2DModel
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-OUTPUT_TYPES = ("pil", "np", "pt")
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+# `callback_on_step_end_tensor_inputs` names: diffusers' "latents" (x_{t-1}), its alias "image" (this pipeline's first
+# name for it), and two read-only outputs of the step
+LATENT_NAMES = ("latents", "image")
 DEFAULT_TRAJECTORY_FRAMES = 10
 # The recorded trajectory (x_t and the x_0 estimate per frame, float32 on the CPU) may take at most this many bytes.
 MAX_TRAJECTORY_BYTES = 2**31
@@ -38,7 +42,8 @@ class DDPMPaperPipelineOutput(BaseOutput):
     Args:
         images (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`):
             The samples x_0 mapped to [0, 1] (`"np"`: `(batch, height, width, channels)`, `"pt"`:
-            `(batch, channels, height, width)`) or PIL images.
+            `(batch, channels, height, width)`), PIL images, or with `output_type="latent"` x_0 itself as the chain
+            left it (NCHW, the model's [-1, 1] scale, not clamped), as diffusers' pipelines return their latents.
         trajectory_timesteps (`list[int]`, *optional*):
             With `return_trajectory=True`: the timesteps t (0-based, decreasing) at which the chain was recorded.
         trajectory_samples (`torch.Tensor`, *optional*):
@@ -86,7 +91,7 @@ class DDPMPaperPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "unet"
-    _callback_tensor_inputs = ["image", "model_output", "pred_original_sample"]
+    _callback_tensor_inputs = ["latents", "image", "model_output", "pred_original_sample"]
     max_batch_size = 1024
     max_trajectory_bytes = MAX_TRAJECTORY_BYTES
 
@@ -128,7 +133,26 @@ class DDPMPaperPipeline(DiffusionPipeline):
         `[file, class]` pairs, with the files beside it, as `hf_swin_ddpm.hub.save_for_hub` writes) is loaded with
         this class and the installed scheduler class of the same module name, without running the repository's copies
         of the code. Pass `trust_remote_code=True` to run those copies instead.
+
+        A truncated or damaged safetensors file of any component raises an `OSError` naming the file and the fix
+        (re-download, or re-save with `save_pretrained`).
         """
+        try:
+            return cls._load_pipeline(pretrained_model_name_or_path, **kwargs)
+        except Exception as error:
+            download_kwargs = {name: kwargs[name] for name in _DOWNLOAD_ARGUMENTS if name in kwargs}
+            damaged = _damaged_safetensors(pretrained_model_name_or_path, download_kwargs)
+            if damaged is None:
+                raise
+            raise OSError(
+                f"{damaged}: truncated or damaged safetensors file ({' '.join(str(error).split())[:300]}). "
+                "Re-download it (`from_pretrained(..., force_download=True)` for a Hub repository) or re-save the "
+                "pipeline with `save_pretrained`."
+            ) from error
+
+    @classmethod
+    def _load_pipeline(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> DiffusionPipeline:
+        """`from_pretrained` without the damaged-file diagnosis."""
         if kwargs.get("trust_remote_code") or kwargs.get("custom_pipeline") is not None:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         download_kwargs = {name: kwargs[name] for name in _DOWNLOAD_ARGUMENTS if name in kwargs}
@@ -170,6 +194,16 @@ class DDPMPaperPipeline(DiffusionPipeline):
                 f"not provide; pass `trust_remote_code=True` to run the repository's copy, or pass `{name}=` yourself."
             )
         return component_class
+
+    @property
+    def num_timesteps(self) -> int:
+        """Steps of the current (or last) call's chain, as in diffusers' pipelines."""
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        """Set `pipe._interrupt = True` (e.g. from `callback_on_step_end`) to skip the remaining steps."""
+        return self._interrupt
 
     def _image_shape(self, batch_size: int) -> tuple[int, ...]:
         sample_size = self.unet.config.sample_size
@@ -268,11 +302,17 @@ class DDPMPaperPipeline(DiffusionPipeline):
         return_dict: bool = True,
         return_trajectory: bool = False,
         callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict[str, torch.Tensor]], dict] | None = None,
-        callback_on_step_end_tensor_inputs: Sequence[str] = ("image",),
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         trajectory_timesteps: int | Sequence[int] | None = None,
+        latents: torch.Tensor | None = None,
     ) -> DDPMPaperPipelineOutput | tuple:
         """
         Generates `batch_size` images by running the reverse chain from x_T ~ N(0, I).
+
+        Any diffusers scheduler with the usual `set_timesteps(n, device)`, `scale_model_input(x, t)` and
+        `step(model_output, t, x, [generator=...])` works (DDPM, DDIM, DPM-Solver++, Euler, ...): the initial noise is
+        scaled by its `init_noise_sigma` and the generator goes to `step` when it takes one, as diffusers' pipelines
+        do.
 
         Args:
             batch_size (`int`, defaults to 1):
@@ -285,20 +325,29 @@ class DDPMPaperPipeline(DiffusionPipeline):
             num_inference_steps (`int`, defaults to 1000):
                 Steps of the chain; fewer than the scheduler's `num_train_timesteps` respaces it.
             output_type (`str`, defaults to `"pil"`):
-                `"pil"`, `"np"` (float in [0, 1], NHWC) or `"pt"` (float in [0, 1], NCHW).
+                `"pil"`, `"np"` (float in [0, 1], NHWC), `"pt"` (float in [0, 1], NCHW) or `"latent"` (x_0 as the
+                chain left it, NCHW in [-1, 1], unclamped; what diffusers' pipelines return for their latents).
             return_dict (`bool`, defaults to `True`):
                 Return a [`DDPMPaperPipelineOutput`] rather than a tuple.
             return_trajectory (`bool`, defaults to `False`):
-                Also return x_t and the x_0 estimates at a few steps (see `trajectory_timesteps`).
+                Also return x_t and the x_0 estimates at a few steps (see `trajectory_timesteps`); needs a scheduler
+                whose `step` returns `pred_original_sample`.
             callback_on_step_end (`Callable`, *optional*):
-                Called as `callback_on_step_end(pipe, step_index, timestep, callback_kwargs)` after every step, with
-                `callback_kwargs` holding the tensors named in `callback_on_step_end_tensor_inputs` (`"image"` is
-                x_{t-1}). It returns a dict; an `"image"` entry replaces x_{t-1}.
-            callback_on_step_end_tensor_inputs (`Sequence[str]`, defaults to `("image",)`):
-                Which of `"image"`, `"model_output"`, `"pred_original_sample"` the callback receives.
+                Called as `callback_on_step_end(pipe, step_index, timestep, callback_kwargs)` at the end of every
+                step, as in diffusers' pipelines, with `callback_kwargs` holding the tensors named in
+                `callback_on_step_end_tensor_inputs`. It returns a dict (or None): a `"latents"` (or `"image"`)
+                entry replaces x_{t-1}, the input of the next step. `"model_output"` and `"pred_original_sample"`
+                are this step's results, passed for reading. `pipe.num_timesteps` is the chain's length and setting
+                `pipe._interrupt = True` skips the remaining steps.
+            callback_on_step_end_tensor_inputs (`Sequence[str]`, defaults to `("latents",)`):
+                Which of `"latents"` (x_{t-1}), `"image"` (the same tensor under this pipeline's earlier name),
+                `"model_output"`, `"pred_original_sample"` the callback receives.
             trajectory_timesteps (`int` or `Sequence[int]`, *optional*):
                 With `return_trajectory=True`: the number of evenly spaced frames (default 10, first and last step
                 included) or the explicit timesteps to record.
+            latents (`torch.Tensor`, *optional*):
+                x_T to start from, `(batch_size, channels, height, width)` (before `init_noise_sigma` scaling, as
+                diffusers' pipelines take it); drawn from `generator` when omitted.
 
         Returns:
             [`DDPMPaperPipelineOutput`] or `tuple`: `(images,)`, or with `return_trajectory=True`
@@ -308,47 +357,50 @@ class DDPMPaperPipeline(DiffusionPipeline):
         if callback_on_step_end is not None and not callable(callback_on_step_end):
             raise ValueError(f"`callback_on_step_end` must be callable, got {type(callback_on_step_end).__name__}.")
         device = self._execution_device
-        image_shape = self._image_shape(batch_size)
-        if device.type == "mps":  # randn is not reproducible on mps
-            image = randn_tensor(image_shape, generator=generator, dtype=self.unet.dtype).to(device)
-        else:
-            image = randn_tensor(image_shape, generator=generator, device=device, dtype=self.unet.dtype)
-
-        self.scheduler.set_timesteps(num_inference_steps)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)  # first: some set `init_noise_sigma` here
+        timesteps = self.scheduler.timesteps
+        image = self._initial_noise(batch_size, generator, latents, device)
+        self._num_timesteps = len(timesteps)
+        self._interrupt = False
         recorded = set(self._trajectory_indices(trajectory_timesteps)) if return_trajectory else set()
-        self._check_trajectory_size(len(recorded), image_shape)
+        self._check_trajectory_size(len(recorded), tuple(image.shape))
+        step_kwargs = self._step_kwargs(generator)
         frames_timesteps: list[int] = []
         frames_samples: list[torch.Tensor] = []
         frames_x0: list[torch.Tensor] = []
 
-        for step_index, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
-            model_output = self.unet(image, t).sample
-            step_output = self.scheduler.step(model_output, t, image, generator=generator)
+        for step_index, t in enumerate(self.progress_bar(timesteps)):
+            if self.interrupt:
+                continue
+            model_output = self.unet(self.scheduler.scale_model_input(image, t), t).sample
+            step_output = self.scheduler.step(model_output, t, image, **step_kwargs)
+            pred_original_sample = getattr(step_output, "pred_original_sample", None)
             if step_index in recorded:
+                if pred_original_sample is None:
+                    raise ValueError(
+                        f"`return_trajectory=True` needs the x_0 estimate, which {type(self.scheduler).__name__}."
+                        "step does not return (`pred_original_sample`); use DDPMPaperScheduler, DDPMScheduler, "
+                        "DDIMScheduler or EulerDiscreteScheduler."
+                    )
                 frames_timesteps.append(int(t))
                 frames_samples.append(image.detach().float().cpu())
-                frames_x0.append(step_output.pred_original_sample.detach().float().cpu())
+                frames_x0.append(pred_original_sample.detach().float().cpu())
             image = step_output.prev_sample
 
             if callback_on_step_end is not None:
-                available = {
-                    "image": image,
-                    "model_output": model_output,
-                    "pred_original_sample": step_output.pred_original_sample,
-                }
+                available = {"model_output": model_output, "pred_original_sample": pred_original_sample}
+                available.update(dict.fromkeys(LATENT_NAMES, image))
                 callback_kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
                 callback_outputs = callback_on_step_end(self, step_index, t, callback_kwargs)
-                if callback_outputs is not None:
-                    image = callback_outputs.pop("image", image)
+                image = _replaced_latents(image, callback_outputs)
 
-        images = self._postprocess(image, output_type)
+        images = image if output_type == "latent" else self._postprocess(image, output_type)
         self.maybe_free_model_hooks()
 
-        trajectory = (
-            (frames_timesteps, torch.stack(frames_samples), torch.stack(frames_x0))
-            if return_trajectory
-            else (None, None, None)
-        )
+        trajectory = (None, None, None)
+        if return_trajectory:  # frames may be missing only when the callback interrupted the chain early
+            stack = torch.stack if frames_samples else lambda frames: None
+            trajectory = (frames_timesteps, stack(frames_samples), stack(frames_x0))
         if not return_dict:
             return (images, *trajectory) if return_trajectory else (images,)
         return DDPMPaperPipelineOutput(
@@ -357,6 +409,45 @@ class DDPMPaperPipeline(DiffusionPipeline):
             trajectory_samples=trajectory[1],
             trajectory_x0=trajectory[2],
         )
+
+    def _initial_noise(
+        self,
+        batch_size: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+        latents: torch.Tensor | None,
+        device: torch.device,
+    ) -> torch.Tensor:
+        """x_T: `latents` if given (checked), else drawn as diffusers' `DDPMPipeline` draws it; times the scheduler's
+        `init_noise_sigma` (1 for DDPM)."""
+        image_shape = self._image_shape(batch_size)
+        if latents is not None:
+            if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != image_shape:
+                shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+                raise ValueError(f"`latents` must be a tensor of shape {image_shape} (x_T), got {shape}.")
+            image = latents.to(device=device, dtype=self.unet.dtype)
+        elif device.type == "mps":  # randn is not reproducible on mps
+            image = randn_tensor(image_shape, generator=generator, dtype=self.unet.dtype).to(device)
+        else:
+            image = randn_tensor(image_shape, generator=generator, device=device, dtype=self.unet.dtype)
+        return image * self.scheduler.init_noise_sigma
+
+    def _step_kwargs(self, generator: torch.Generator | list[torch.Generator] | None) -> dict[str, Any]:
+        """`generator=` for schedulers whose `step` takes one (DDPM, DDIM, Euler, ...), nothing for the others."""
+        accepts_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        return {"generator": generator} if accepts_generator else {}
+
+
+def _replaced_latents(latents: torch.Tensor, callback_outputs: dict[str, Any] | None) -> torch.Tensor:
+    """x_{t-1} after `callback_on_step_end`: its `"latents"` or `"image"` entry, whichever it replaced."""
+    if not callback_outputs:
+        return latents
+    replaced = [callback_outputs[name] for name in LATENT_NAMES if callback_outputs.get(name, latents) is not latents]
+    if len(replaced) == 2 and replaced[0] is not replaced[1]:
+        raise ValueError(
+            "`callback_on_step_end` returned different tensors under `latents` and `image`; they name the same "
+            "x_{t-1}, return one of them."
+        )
+    return replaced[0] if replaced else latents
 
 
 def _read_model_index(pretrained_model_name_or_path: str | os.PathLike, download_kwargs: dict[str, Any]) -> dict:
@@ -378,3 +469,21 @@ def _local_folder(pretrained_model_name_or_path: str | os.PathLike, download_kwa
 
     patterns = ["model_index.json", "*/*.json", "*/*.safetensors"]
     return snapshot_download(str(pretrained_model_name_or_path), allow_patterns=patterns, **download_kwargs)
+
+
+def _damaged_safetensors(
+    pretrained_model_name_or_path: str | os.PathLike, download_kwargs: dict[str, Any]
+) -> Path | None:
+    """The first safetensors file, in the folder or the cached Hub snapshot, whose header safetensors cannot read."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        folder = Path(_local_folder(pretrained_model_name_or_path, {**download_kwargs, "local_files_only": True}))
+    except Exception:  # nothing cached to inspect
+        return None
+    for path in sorted(folder.rglob("*.safetensors")):
+        try:
+            safe_open(str(path), framework="pt").metadata()
+        except (SafetensorError, OSError):
+            return path
+    return None

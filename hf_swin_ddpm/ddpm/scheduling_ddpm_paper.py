@@ -29,12 +29,19 @@ from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_c
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-VARIANCE_TYPES = ("fixed_large", "fixed_small")
+# sigma_t^2 choices of diffusers' DDPMScheduler; "learned"/"learned_range" read the variance from the model's extra channels
+FIXED_LARGE_VARIANCES = ("fixed_large", "fixed_large_log")
+FIXED_SMALL_VARIANCES = ("fixed_small", "fixed_small_log")
+LEARNED_VARIANCES = ("learned", "learned_range")
+VARIANCE_TYPES = (*FIXED_LARGE_VARIANCES, *FIXED_SMALL_VARIANCES, *LEARNED_VARIANCES)
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
-# options of diffusers' DDPMScheduler this scheduler does not implement, with the value that means "off"
-_UNSUPPORTED_DIFFUSERS_OPTIONS = {"thresholding": False, "rescale_betas_zero_snr": False, "steps_offset": 0}
+# Settings whose paper default differs from DDPMScheduler's: they always count as set in `_use_default_values`, in both
+# directions, so that `from_config` between the two never swaps the sampler silently (see `extract_init_dict`).
+PAPER_DEFAULTS_THAT_DIFFER = ("variance_type", "clip_sample", "timestep_spacing")
+# diffusers clamps the posterior variance before taking its log; kept so that log-variances stay finite
+MIN_POSTERIOR_VARIANCE = 1e-20
 # Largest T accepted: the schedule holds a few float64 tables and per-step coefficients of length T, so a config asking
 # for billions of steps would exhaust memory. Published DDPMs use T <= 4000.
 MAX_NUM_TRAIN_TIMESTEPS = 100_000
@@ -70,7 +77,10 @@ class _StepCoefficients:
     posterior_from_sample: float  # sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t)
     sqrt_alpha_prod: float  # sqrt(abar_t), for v-prediction
     sqrt_one_minus_alpha_prod: float  # sqrt(1 - abar_t)
-    noise_std: float  # sigma_t; 0 at the last step
+    beta: float  # effective beta_t = 1 - abar_t / abar_{t-1} of the step
+    posterior_variance: float  # beta_tilde_t (Eq. 7), at least MIN_POSTERIOR_VARIANCE
+    adds_noise: bool  # Algorithm 2: False at the last step (or, with `last_step_noise`, where t = 0)
+    noise_std: float  # sigma_t of the fixed variance types (learned ones read it from the model)
 
 
 def _linear_betas(beta_start: float, beta_end: float, num_train_timesteps: int) -> np.ndarray:
@@ -81,6 +91,26 @@ def _linear_betas(beta_start: float, beta_end: float, num_train_timesteps: int) 
 def _scaled_linear_betas(beta_start: float, beta_end: float, num_train_timesteps: int) -> np.ndarray:
     """Betas whose square roots are linear (the official code's "quad", latent diffusion's "scaled_linear")."""
     return np.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=np.float64) ** 2
+
+
+def _sigmoid_betas(beta_start: float, beta_end: float, num_train_timesteps: int) -> np.ndarray:
+    """GeoDiff's sigmoid schedule (diffusers' "sigmoid"): beta_start + (beta_end - beta_start) sigmoid(linspace(-6, 6))."""
+    logits = np.linspace(-6.0, 6.0, num_train_timesteps, dtype=np.float64)
+    return beta_start + (beta_end - beta_start) / (1.0 + np.exp(-logits))
+
+
+def _rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
+    """Algorithm 1 of Lin et al. 2023 ("Common Diffusion Noise Schedules and Sample Steps are Flawed"), in float64.
+
+    Shifts and scales sqrt(abar_t) so that sqrt(abar_{T-1}) = 0 (zero terminal SNR, beta_T = 1) and sqrt(abar_0) keeps
+    its value, as diffusers' `rescale_zero_terminal_snr` does.
+    """
+    sqrt_alphas_cumprod = np.sqrt(np.cumprod(1.0 - betas))
+    first, last = sqrt_alphas_cumprod[0], sqrt_alphas_cumprod[-1]
+    sqrt_alphas_cumprod = (sqrt_alphas_cumprod - last) * first / (first - last)
+    alphas_cumprod = sqrt_alphas_cumprod**2
+    alphas = np.concatenate([alphas_cumprod[:1], alphas_cumprod[1:] / alphas_cumprod[:-1]])
+    return 1.0 - alphas
 
 
 def _cosine_betas(num_train_timesteps: int, max_beta: float = 0.999) -> np.ndarray:
@@ -159,11 +189,34 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
     """
     The sampler of "Denoising Diffusion Probabilistic Models" (Ho et al. 2020), Algorithm 2, as a diffusers scheduler.
 
-    Unlike diffusers' [`DDPMScheduler`], the schedule lives in float64 (as in the official code), the defaults are the
-    paper's (sigma_t^2 = beta_t, no clipping of the x_0 estimate) and the last step never adds noise, whatever the
-    timestep spacing. With the same configuration its draws are those of [`DDPMScheduler`]: the same generator gives
-    the same samples within float32 rounding. The configuration keys are diffusers' names, so a config moves between
-    the two schedulers with `from_config` unchanged.
+    A superset of diffusers' [`DDPMScheduler`] (0.42): it takes every argument of `DDPMScheduler.__init__` with
+    diffusers' meaning, and `DDPMPaperScheduler(**ddpm_scheduler.config)` builds the same sampler. It differs in:
+
+    - the defaults, which are the paper's: sigma_t^2 = beta_t (`variance_type="fixed_large"`), no clipping of the x_0
+      estimate (`clip_sample=False`), `timestep_spacing="linspace"` (DDPMScheduler: `"fixed_small"`, `True`,
+      `"leading"`);
+    - the schedule, which lives in float64 (as in the official code; DDPMScheduler's is float32);
+    - the last step, which never adds noise (Algorithm 2: z = 0 at the last step) whatever the timestep it lands on.
+      DDPMScheduler adds noise at every step with t > 0, so at the last step of a chain that ends above t = 0:
+      `"trailing"` spacing (it ends at T / n - 1), `"leading"` spacing with `steps_offset > 0`, or custom
+      `timesteps` whose last value is above 0. `last_step_noise=True` gives DDPMScheduler's rule;
+    - `fixed_large_log`, which is sigma_t^2 = beta_t computed through its log (GLIDE's "max_log"); DDPMScheduler takes
+      the square root of the log-variance there and returns NaN (diffusers issue 14569).
+
+    With the same configuration and generator the draws are DDPMScheduler's, so the samples agree within float32
+    rounding, for every chain that ends at t = 0 (`"linspace"`, `"leading"` with `steps_offset=0`, custom timesteps
+    ending at 0), and for every chain with `last_step_noise=True`.
+
+    Deliberately stricter than DDPMScheduler, which accepts these silently and then samples from a broken chain, the
+    constructor raises a `ValueError` for betas outside the open interval (0, 1) (e.g. `beta_end=2`), for betas that
+    decrease, for `trained_betas` whose length is not `num_train_timesteps`, and for an unknown `variance_type`,
+    `beta_schedule`, `prediction_type` or `timestep_spacing`.
+
+    The config keeps diffusers' `_use_default_values` bookkeeping (which settings were left at their defaults, so that
+    `OtherScheduler.from_config(config)` uses its own defaults for them), except for the three settings whose defaults
+    differ from DDPMScheduler's (`variance_type`, `clip_sample`, `timestep_spacing`): those always count as set, in
+    both directions, so `DDPMScheduler.from_config(DDPMPaperScheduler().config)` keeps the paper's sampler and
+    `DDPMPaperScheduler.from_config(DDPMScheduler().config)` keeps diffusers'.
 
     Args:
         num_train_timesteps (`int`, defaults to 1000):
@@ -173,12 +226,18 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
         beta_end (`float`, defaults to 0.02):
             beta_T of the schedule.
         beta_schedule (`str`, defaults to `"linear"`):
-            `"linear"` (the paper's), `"scaled_linear"` (linear in sqrt(beta)) or `"squaredcos_cap_v2"` (cosine).
+            `"linear"` (the paper's), `"scaled_linear"` (linear in sqrt(beta)), `"squaredcos_cap_v2"` (cosine) or
+            `"sigmoid"` (GeoDiff's: beta_start + (beta_end - beta_start) sigmoid(linspace(-6, 6, T))).
         trained_betas (`list[float]`, *optional*):
             Explicit betas (length `num_train_timesteps`), overriding `beta_schedule`.
         variance_type (`str`, defaults to `"fixed_large"`):
             sigma_t^2 of Algorithm 2: `"fixed_large"` is beta_t, `"fixed_small"` is the posterior variance beta_tilde_t
-            of Eq. 7. The paper reports similar results for both.
+            of Eq. 7 (the paper reports similar results for both); `"fixed_large_log"` / `"fixed_small_log"` are the
+            same variances computed through their logs. `"learned"` and `"learned_range"` read the variance from the
+            model, whose output then has twice the sample's channels (the prediction, then the variance channels):
+            `"learned"` takes those channels as sigma_t^2 (diffusers' meaning), `"learned_range"` as v in [-1, 1]
+            with log sigma_t^2 = (v + 1) / 2 log beta_t + (1 - v) / 2 log beta_tilde_t (Nichol & Dhariwal 2021,
+            Eq. 15).
         clip_sample (`bool`, defaults to `False`):
             Clip the x_0 estimate to `[-clip_sample_range, clip_sample_range]` and take the posterior mean of Eq. 7
             from it (what the official sampling code does). Algorithm 2 has no clipping.
@@ -189,6 +248,23 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
         timestep_spacing (`str`, defaults to `"linspace"`):
             How `set_timesteps(n)` picks n < T timesteps: `"linspace"` (evenly spaced from T - 1 down to 0, both
             included), `"leading"` or `"trailing"` (diffusers' definitions). All give T - 1, ..., 0 for n = T.
+        thresholding (`bool`, defaults to `False`):
+            Dynamic thresholding of the x_0 estimate (Saharia et al. 2022, Imagen): per sample, s is the
+            `dynamic_thresholding_ratio` quantile of |x_0|, clamped to [1, `sample_max_value`], and x_0 becomes
+            clamp(x_0, -s, s) / s. Replaces `clip_sample` when on (as in diffusers).
+        dynamic_thresholding_ratio (`float`, defaults to 0.995):
+            The quantile of dynamic thresholding, in (0, 1].
+        sample_max_value (`float`, defaults to 1.0):
+            The largest threshold s of dynamic thresholding.
+        steps_offset (`int`, defaults to 0):
+            Added to every timestep of a `"leading"` chain (diffusers' meaning; ignored by the other spacings).
+        rescale_betas_zero_snr (`bool`, defaults to `False`):
+            Rescale the betas to zero terminal SNR (Lin et al. 2023, Algorithm 1): abar_{T-1} = 0. x_0 then cannot be
+            recovered from an epsilon prediction at t = T - 1, so `step` raises there for `prediction_type="epsilon"`
+            (DDPMScheduler returns inf/NaN); use `"v_prediction"` as the paper recommends.
+        last_step_noise (`bool`, defaults to `False`):
+            Add sigma_t z at the last step of the chain when its timestep is above 0, as DDPMScheduler does. Off, the
+            last step is noiseless as in Algorithm 2.
     """
 
     _compatibles = [
@@ -217,6 +293,12 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
         clip_sample_range: float = 1.0,
         prediction_type: str = "epsilon",
         timestep_spacing: str = "linspace",
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        sample_max_value: float = 1.0,
+        steps_offset: int = 0,
+        rescale_betas_zero_snr: bool = False,
+        last_step_noise: bool = False,
     ):
         if not _is_integer(num_train_timesteps):
             raise ValueError(f"`num_train_timesteps` must be an integer, got {num_train_timesteps!r}.")
@@ -230,12 +312,28 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
         _check_choice("variance_type", variance_type, VARIANCE_TYPES)
         _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         _check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        if not isinstance(clip_sample, (bool, np.bool_)):
-            raise ValueError(f"`clip_sample` must be True or False, got {clip_sample!r}.")
+        for name, flag in (
+            ("clip_sample", clip_sample),
+            ("thresholding", thresholding),
+            ("rescale_betas_zero_snr", rescale_betas_zero_snr),
+            ("last_step_noise", last_step_noise),
+        ):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise ValueError(f"`{name}` must be True or False, got {flag!r}.")
         if not _check_real("clip_sample_range", clip_sample_range) > 0:
             raise ValueError(f"`clip_sample_range` must be positive, got {clip_sample_range}.")
+        if not 0 < _check_real("dynamic_thresholding_ratio", dynamic_thresholding_ratio) <= 1:
+            raise ValueError(f"`dynamic_thresholding_ratio` must lie in (0, 1], got {dynamic_thresholding_ratio}.")
+        if not _check_real("sample_max_value", sample_max_value) > 0:
+            raise ValueError(f"`sample_max_value` must be positive, got {sample_max_value}.")
+        if not _is_integer(steps_offset) or steps_offset < 0:
+            raise ValueError(f"`steps_offset` must be a non-negative integer, got {steps_offset!r}.")
 
         betas = self._make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
+        if rescale_betas_zero_snr:
+            if num_train_timesteps < 2:
+                raise ValueError("`rescale_betas_zero_snr=True` needs `num_train_timesteps` of at least 2.")
+            betas = _rescale_zero_terminal_snr(betas)
         alphas = 1.0 - betas
         alphas_cumprod = np.cumprod(alphas)
 
@@ -252,23 +350,26 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
         self.num_inference_steps: int | None = None
         self._set_schedule(np.arange(num_train_timesteps - 1, -1, -1, dtype=np.int64))
 
-        # Our defaults are the paper's, not diffusers': mark every value as explicit so that `from_config` carries
-        # them to another scheduler instead of letting it fall back to its own defaults (fixed_small, clipping).
-        self._internal_dict = FrozenDict({k: v for k, v in self._internal_dict.items() if k != "_use_default_values"})
+        # The paper's defaults that differ from DDPMScheduler's count as set (see the class docstring).
+        defaults = self._internal_dict.get("_use_default_values")
+        if defaults is not None:
+            kept = [key for key in defaults if key not in PAPER_DEFAULTS_THAT_DIFFER]
+            self._internal_dict = FrozenDict({**self._internal_dict, "_use_default_values": kept})
 
     @classmethod
     def extract_init_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> tuple:
-        """Takes every value of a compatible scheduler's config, including those it left at its defaults.
+        """diffusers' `extract_init_dict`, except that `PAPER_DEFAULTS_THAT_DIFFER` are taken even when the source
+        config left them at its defaults.
 
         diffusers otherwise drops the values another scheduler instance did not set explicitly, so
         `DDPMPaperScheduler.from_config(DDPMScheduler().config)` would silently trade diffusers' defaults
-        (`fixed_small`, `clip_sample=True`, `leading`) for the paper's.
+        (`fixed_small`, `clip_sample=True`, `leading`) for the paper's. Every other default is handled as diffusers
+        does.
         """
-        config_dict = {k: v for k, v in config_dict.items() if k != "_use_default_values"}
-        for key, neutral in _UNSUPPORTED_DIFFUSERS_OPTIONS.items():
-            value = kwargs.get(key, config_dict.get(key, neutral))
-            if value != neutral:
-                raise ValueError(f"`{key}`={value!r} is not supported by {cls.__name__} (only {neutral!r}).")
+        defaults = config_dict.get("_use_default_values")
+        if defaults is not None:
+            kept = [key for key in defaults if key not in PAPER_DEFAULTS_THAT_DIFFER]
+            config_dict = {**config_dict, "_use_default_values": kept}
         return super().extract_init_dict(config_dict, **kwargs)
 
     @staticmethod
@@ -311,6 +412,8 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
             )
         if beta_schedule == "linear":
             return _linear_betas(beta_start, beta_end, num_train_timesteps)
+        if beta_schedule == "sigmoid":
+            return _sigmoid_betas(beta_start, beta_end, num_train_timesteps)
         return _scaled_linear_betas(beta_start, beta_end, num_train_timesteps)
 
     def __len__(self) -> int:
@@ -391,14 +494,15 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
         num_train_timesteps = self.config.num_train_timesteps
         spacing = self.config.timestep_spacing
         if num_inference_steps == num_train_timesteps:
-            return np.arange(num_train_timesteps - 1, -1, -1, dtype=np.int64)
+            chain = np.arange(num_train_timesteps - 1, -1, -1, dtype=np.int64)
+            return self._offset_leading(chain) if spacing == "leading" else chain
         if spacing == "linspace":
             if num_inference_steps == 1:  # np.linspace would give [0]; one step from pure noise starts at T - 1
                 return np.array([num_train_timesteps - 1], dtype=np.int64)
             chain = np.linspace(0, num_train_timesteps - 1, num_inference_steps).round()[::-1]
         elif spacing == "leading":
             step_ratio = num_train_timesteps // num_inference_steps
-            chain = (np.arange(0, num_inference_steps) * step_ratio).round()[::-1]
+            chain = self._offset_leading((np.arange(0, num_inference_steps) * step_ratio).round()[::-1])
         else:  # trailing
             step_ratio = num_train_timesteps / num_inference_steps
             # T - k * T / n for k < n: diffusers' np.arange(T, 0, -T / n) gives n + 1 values (the last -1) when the
@@ -409,6 +513,18 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"`num_inference_steps`={num_inference_steps} gives repeated timesteps with {spacing}.")
         return chain
 
+    def _offset_leading(self, chain: np.ndarray) -> np.ndarray:
+        """A `"leading"` chain shifted by `steps_offset` (diffusers' meaning), which must stay below T."""
+        offset = self.config.steps_offset
+        num_train_timesteps = self.config.num_train_timesteps
+        if offset and chain[0] + offset >= num_train_timesteps:
+            raise ValueError(
+                f"`steps_offset`={offset} shifts the leading chain's first timestep {int(chain[0])} to "
+                f"{int(chain[0]) + offset}, past T - 1 = {num_train_timesteps - 1}; use fewer `num_inference_steps` or "
+                "a smaller `steps_offset`."
+            )
+        return chain + offset
+
     def _set_schedule(self, chain: np.ndarray, device: str | torch.device | None = None) -> None:
         """Precomputes, in float64, the coefficients of every step of the chain `chain` (decreasing timesteps)."""
         alphas_cumprod = self.alphas_cumprod.numpy()
@@ -418,31 +534,81 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
         beta = 1.0 - alpha_prod / alpha_prod_prev  # effective beta of the (respaced) step
         alpha = 1.0 - beta
         posterior_variance = (1.0 - alpha_prod_prev) / (1.0 - alpha_prod) * beta  # beta_tilde, Eq. 7
-        variance = beta if self.config.variance_type == "fixed_large" else posterior_variance
-        noise_std = np.where(prev_chain >= 0, np.sqrt(variance), 0.0)  # Algorithm 2: z = 0 at the last step
+        posterior_variance = np.maximum(posterior_variance, MIN_POSTERIOR_VARIANCE)
+        variance = beta if self.config.variance_type in FIXED_LARGE_VARIANCES else posterior_variance
+        # Algorithm 2: z = 0 at the last step; DDPMScheduler's rule (`last_step_noise`): z = 0 where t = 0
+        adds_noise = chain > 0 if self.config.last_step_noise else prev_chain >= 0
+        with np.errstate(divide="ignore"):  # abar_{T-1} = 0 under `rescale_betas_zero_snr`: inf where never used
+            x0_from_sample = 1.0 / np.sqrt(alpha_prod)
+            x0_from_epsilon = np.sqrt(1.0 / alpha_prod - 1.0)
+            mean_from_sample = 1.0 / np.sqrt(alpha)
+            mean_from_epsilon = beta / (np.sqrt(alpha) * np.sqrt(1.0 - alpha_prod))
 
         self._steps = [
             _StepCoefficients(
                 timestep=int(chain[i]),
                 prev_timestep=int(prev_chain[i]),
-                x0_from_sample=float(1.0 / np.sqrt(alpha_prod[i])),
-                x0_from_epsilon=float(np.sqrt(1.0 / alpha_prod[i] - 1.0)),
-                mean_from_sample=float(1.0 / np.sqrt(alpha[i])),
-                mean_from_epsilon=float(beta[i] / (np.sqrt(alpha[i]) * np.sqrt(1.0 - alpha_prod[i]))),
+                x0_from_sample=float(x0_from_sample[i]),
+                x0_from_epsilon=float(x0_from_epsilon[i]),
+                mean_from_sample=float(mean_from_sample[i]),
+                mean_from_epsilon=float(mean_from_epsilon[i]),
                 posterior_from_x0=float(np.sqrt(alpha_prod_prev[i]) * beta[i] / (1.0 - alpha_prod[i])),
                 posterior_from_sample=float(np.sqrt(alpha[i]) * (1.0 - alpha_prod_prev[i]) / (1.0 - alpha_prod[i])),
                 sqrt_alpha_prod=float(np.sqrt(alpha_prod[i])),
                 sqrt_one_minus_alpha_prod=float(np.sqrt(1.0 - alpha_prod[i])),
-                noise_std=float(noise_std[i]),
+                beta=float(beta[i]),
+                posterior_variance=float(posterior_variance[i]),
+                adds_noise=bool(adds_noise[i]),
+                noise_std=float(np.sqrt(variance[i])),
             )
             for i in range(len(chain))
         ]
         self._step_index_of = {step.timestep: i for i, step in enumerate(self._steps)}
         self.timesteps = torch.from_numpy(chain.copy()).to(device)
 
-    def previous_timestep(self, timestep: int | torch.Tensor) -> int:
-        """The timestep that follows `timestep` in the current chain, -1 after the last step."""
-        return self._steps[self._index_of(timestep)].prev_timestep
+    def previous_timestep(self, timestep: int | torch.Tensor) -> torch.Tensor:
+        """The timestep that follows `timestep` in the current chain, -1 after the last step.
+
+        A 0-d int64 tensor on the device of `self.timesteps`, as DDPMScheduler returns after `set_timesteps`.
+        """
+        previous = self._steps[self._index_of(timestep)].prev_timestep
+        return torch.tensor(previous, dtype=torch.int64, device=self.timesteps.device)
+
+    def _get_variance(
+        self,
+        t: int | torch.Tensor,
+        predicted_variance: torch.Tensor | None = None,
+        variance_type: str | None = None,
+    ) -> torch.Tensor:
+        """The variance term of the step at `t`, with DDPMScheduler's `_get_variance` return conventions.
+
+        `"fixed_small"`: beta_tilde_t; `"fixed_large"`: beta_t; `"fixed_small_log"`: sqrt(beta_tilde_t) (a standard
+        deviation, as diffusers returns it); `"fixed_large_log"`: log beta_t; `"learned"`: `predicted_variance`;
+        `"learned_range"`: the interpolated log-variance. beta_tilde_t is clamped to at least 1e-20 as in diffusers.
+        """
+        variance_type = self.config.variance_type if variance_type is None else variance_type
+        _check_choice("variance_type", variance_type, VARIANCE_TYPES)
+        coefficients = self._steps[self._index_of(t)]
+        if variance_type in LEARNED_VARIANCES:
+            if predicted_variance is None:
+                raise ValueError(f"`variance_type={variance_type!r}` needs `predicted_variance`.")
+            if variance_type == "learned":
+                return predicted_variance
+            return self._learned_range_log_variance(predicted_variance, coefficients)
+        value = {
+            "fixed_small": coefficients.posterior_variance,
+            "fixed_small_log": math.sqrt(coefficients.posterior_variance),
+            "fixed_large": coefficients.beta,
+            "fixed_large_log": math.log(coefficients.beta),
+        }[variance_type]
+        return torch.tensor(value, dtype=torch.float64)
+
+    @staticmethod
+    def _learned_range_log_variance(fraction: torch.Tensor, coefficients: _StepCoefficients) -> torch.Tensor:
+        """log sigma_t^2 = (v + 1) / 2 log beta_t + (1 - v) / 2 log beta_tilde_t (Nichol & Dhariwal 2021, Eq. 15)."""
+        weight = (fraction + 1) / 2
+        log_beta, log_beta_tilde = math.log(coefficients.beta), math.log(coefficients.posterior_variance)
+        return weight * log_beta + (1 - weight) * log_beta_tilde
 
     def _index_of(self, timestep: int | torch.Tensor) -> int:
         value = _timestep_value(timestep)
@@ -467,17 +633,18 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
         """
         One step x_t -> x_{t-1} of Algorithm 2 (Eq. 11):
         x_{t-1} = 1 / sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps_theta) + sigma_t z, with z = 0 at the
-        last step.
+        last step (with `last_step_noise=True`: z = 0 where t = 0, DDPMScheduler's rule).
 
-        For an epsilon model without clipping this is Algorithm 2 verbatim. With `clip_sample=True`, or for
-        `"sample"`/`"v_prediction"` models, the mean is the posterior mean of Eq. 7 at the (clipped) x_0 estimate,
-        which equals Algorithm 2's mean when nothing is clipped. The noise z is drawn like diffusers'
+        For an epsilon model without clipping this is Algorithm 2 verbatim. With `clip_sample=True` or
+        `thresholding=True`, or for `"sample"`/`"v_prediction"` models, the mean is the posterior mean of Eq. 7 at the
+        (clipped or thresholded) x_0 estimate, which equals Algorithm 2's mean when nothing is clipped. The noise z is drawn like diffusers'
         `DDPMScheduler.step` draws it (`randn_tensor(model_output.shape, generator=...)`, after the mean), so the
         same generator gives the same chain.
 
         Args:
             model_output (`torch.Tensor`):
-                The model's prediction at x_t (eps_theta(x_t, t) for an epsilon model), shaped like `sample`.
+                The model's prediction at x_t (eps_theta(x_t, t) for an epsilon model), shaped like `sample`; for
+                `variance_type="learned"`/`"learned_range"` followed by as many variance channels (dim 1).
             timestep (`int` or `torch.Tensor`):
                 The current timestep t, one of `self.timesteps`.
             sample (`torch.Tensor`):
@@ -497,19 +664,17 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
                 f"`generator` is a list of {len(generator)} generators for a batch of {sample.shape[0]}; "
                 "pass one per sample."
             )
-        if model_output.shape != sample.shape:
-            raise ValueError(
-                f"`model_output` must have the shape of `sample` {tuple(sample.shape)}, got "
-                f"{tuple(model_output.shape)} (learned variances are not supported)."
-            )
+        model_output, predicted_variance = self._split_variance(model_output, sample)
         coefficients = self._steps[self._index_of(timestep)]
 
         pred_original_sample = self._predict_original_sample(model_output, sample, coefficients)
-        if self.config.clip_sample:
+        if self.config.thresholding:
+            pred_original_sample = self._threshold_sample(pred_original_sample)
+        elif self.config.clip_sample:
             clip_range = self.config.clip_sample_range
             pred_original_sample = pred_original_sample.clamp(-clip_range, clip_range)
 
-        if self.config.prediction_type == "epsilon" and not self.config.clip_sample:
+        if self.config.prediction_type == "epsilon" and not (self.config.clip_sample or self.config.thresholding):
             # Algorithm 2, line 4
             pred_prev_sample = torch.sub(
                 sample * coefficients.mean_from_sample, model_output, alpha=coefficients.mean_from_epsilon
@@ -522,15 +687,66 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
                 alpha=coefficients.posterior_from_sample,
             )
 
-        if coefficients.prev_timestep >= 0:
+        if coefficients.adds_noise:
             noise = randn_tensor(
                 model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype
             )
-            pred_prev_sample = pred_prev_sample + coefficients.noise_std * noise
+            pred_prev_sample = pred_prev_sample + self._noise_std(coefficients, predicted_variance) * noise
 
         if not return_dict:
             return (pred_prev_sample, pred_original_sample)
         return DDPMPaperSchedulerOutput(prev_sample=pred_prev_sample, pred_original_sample=pred_original_sample)
+
+    def _split_variance(
+        self, model_output: torch.Tensor, sample: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The prediction and, for the learned variance types, the variance channels that follow it."""
+        learned = self.config.variance_type in LEARNED_VARIANCES
+        if learned and sample.ndim < 2:
+            raise ValueError(
+                f"`variance_type={self.config.variance_type!r}` needs samples with a channel dimension "
+                f"(batch_size, channels, ...), got shape {tuple(sample.shape)}."
+            )
+        if learned and model_output.ndim == sample.ndim and model_output.shape[1] == 2 * sample.shape[1]:
+            prediction, predicted_variance = torch.split(model_output, sample.shape[1], dim=1)
+            if prediction.shape == sample.shape:
+                return prediction, predicted_variance
+        if learned:
+            expected = (sample.shape[0], 2 * sample.shape[1], *sample.shape[2:])
+            raise ValueError(
+                f"`model_output` must have shape {expected} for `variance_type={self.config.variance_type!r}` (the "
+                f"prediction, then as many variance channels), got {tuple(model_output.shape)}."
+            )
+        if model_output.shape != sample.shape:
+            raise ValueError(
+                f"`model_output` must have the shape of `sample` {tuple(sample.shape)}, got "
+                f"{tuple(model_output.shape)} (for a model with learned variances use `variance_type='learned'` or "
+                "`'learned_range'`)."
+            )
+        return model_output, None
+
+    def _noise_std(self, coefficients: _StepCoefficients, predicted_variance: torch.Tensor | None) -> Any:
+        """sigma_t: a float for the fixed variance types, a tensor from the model's variance channels otherwise."""
+        if self.config.variance_type == "learned":
+            return predicted_variance**0.5  # diffusers' meaning: the channels are sigma_t^2
+        if self.config.variance_type == "learned_range":
+            return torch.exp(0.5 * self._learned_range_log_variance(predicted_variance, coefficients))
+        return coefficients.noise_std
+
+    def _threshold_sample(self, sample: torch.Tensor) -> torch.Tensor:
+        """Dynamic thresholding (Saharia et al. 2022, Sec. 2.3), per sample, as diffusers computes it.
+
+        s = the `dynamic_thresholding_ratio` quantile of |x_0| over each sample, clamped to [1, `sample_max_value`];
+        x_0 -> clamp(x_0, -s, s) / s. With s = 1 this is plain clipping to [-1, 1].
+        """
+        dtype = sample.dtype
+        flat = sample.reshape(sample.shape[0], -1)
+        if dtype not in (torch.float32, torch.float64):
+            flat = flat.float()  # quantile and clamp need float32 on the CPU
+        threshold = torch.quantile(flat.abs(), self.config.dynamic_thresholding_ratio, dim=1)
+        threshold = torch.clamp(threshold, min=1, max=self.config.sample_max_value).unsqueeze(1)
+        flat = torch.clamp(flat, -threshold, threshold) / threshold
+        return flat.reshape(sample.shape).to(dtype)
 
     def _predict_original_sample(
         self, model_output: torch.Tensor, sample: torch.Tensor, coefficients: _StepCoefficients
@@ -538,6 +754,12 @@ class DDPMPaperScheduler(SchedulerMixin, ConfigMixin):
         """The x_0 estimate: Eq. 4 solved for x_0 (Eq. 15) for an epsilon model."""
         prediction_type = self.config.prediction_type
         if prediction_type == "epsilon":
+            if coefficients.sqrt_alpha_prod == 0.0:
+                raise ValueError(
+                    f"x_0 cannot be recovered from an epsilon prediction at t = {coefficients.timestep}, where "
+                    "abar_t = 0 (`rescale_betas_zero_snr=True`); use `prediction_type='v_prediction'` (as Lin et al. "
+                    "2023 recommend) or start the chain below that timestep."
+                )
             return torch.sub(sample * coefficients.x0_from_sample, model_output, alpha=coefficients.x0_from_epsilon)
         if prediction_type == "sample":
             return model_output

@@ -14,6 +14,23 @@ from transformers.activations import ACT2FN
 DEFAULT_MAX_INPUT_PIXELS = 2**26
 
 PATCH_EMBEDDING_TYPES = ("linear", "convolutional")
+# Upper bounds on the geometry, far above published models (Swin-L: embed 192, depths (2, 2, 18, 2), heads up to 48,
+# window 12; SwinV2 windows up to 24) but low enough that a mistyped or hostile config.json cannot make the model
+# allocate without bound (window_size=10**6 asks for a (2 * 10**6)**2-row bias table).
+MAX_GEOMETRY = {
+    "window_size": 64,
+    "patch_size": 64,
+    "embed_dim": 4096,
+    "num_stages": 8,
+    "depth": 128,
+    "num_heads": 256,
+    "stage_width": 65536,
+    "mlp_ratio": 64,
+    "num_channels": 1024,
+    "fpn_hidden_size": 8192,
+    "head_hidden_size": 8192,
+    "image_size": 16384,
+}
 SWIN_FPN_PRESETS: dict[str, dict] = {
     "swin-tiny": {"embed_dim": 96, "depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24)},
     "swin-small": {"embed_dim": 96, "depths": (2, 2, 18, 2), "num_heads": (3, 6, 12, 24)},
@@ -154,6 +171,23 @@ class SwinFPNConfig(PreTrainedConfig):
         """Channels of the four (or `len(depths)`) stage outputs: C, 2C, 4C, 8C."""
         return [self.embed_dim * 2**stage for stage in range(len(self.depths))]
 
+    def _check_size_caps(self) -> None:
+        """Raise `ValueError` naming the field when the geometry exceeds `MAX_GEOMETRY`."""
+        caps = MAX_GEOMETRY
+        for name in ("window_size", "patch_size", "embed_dim", "num_channels", "fpn_hidden_size", "head_hidden_size"):
+            _require(getattr(self, name) <= caps[name], name, f"at most {caps[name]}", getattr(self, name))
+        _require(self.image_size <= caps["image_size"], "image_size", f"at most {caps['image_size']}", self.image_size)
+        _require(self.mlp_ratio <= caps["mlp_ratio"], "mlp_ratio", f"at most {caps['mlp_ratio']}", self.mlp_ratio)
+        _require(len(self.depths) <= caps["num_stages"], "depths", f"at most {caps['num_stages']} stages", self.depths)
+        _require(max(self.depths) <= caps["depth"], "depths", f"at most {caps['depth']} blocks a stage", self.depths)
+        _require(max(self.num_heads) <= caps["num_heads"], "num_heads", f"at most {caps['num_heads']}", self.num_heads)
+        _require(
+            self.stage_channels[-1] <= caps["stage_width"],
+            "embed_dim",
+            f"a last-stage width embed_dim * 2**(len(depths) - 1) of at most {caps['stage_width']}",
+            self.embed_dim,
+        )
+
     def _check_geometry(self) -> None:
         """Raise `ValueError` naming the field when the Swin or head geometry cannot build a model."""
         for name in ("patch_size", "num_channels", "embed_dim", "window_size", "fpn_hidden_size", "head_hidden_size"):
@@ -207,6 +241,7 @@ class SwinFPNConfig(PreTrainedConfig):
             self.head_num_groups,
         )
         _require(self.image_size >= 1, "image_size", "an integer >= 1", self.image_size)
+        self._check_size_caps()
         if self.max_input_pixels is not None:
             _require(self.max_input_pixels >= 1, "max_input_pixels", "None or an integer >= 1", self.max_input_pixels)
 

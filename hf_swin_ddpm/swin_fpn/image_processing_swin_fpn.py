@@ -37,6 +37,15 @@ class SwinFPNImageProcessor(PilBackend):
     pretrained Swin backbones expect. Label maps take the same resize with nearest-neighbour sampling and come back as
     int64 `labels`. `post_process_semantic_segmentation` turns logits into class maps at any size, as
     `pipeline("image-segmentation")` needs.
+
+    Backend: PIL only. transformers 5 asks new models for a torchvision-backed ("fast") processor as well, but its
+    backend machinery knows only two backends, `"pil"` (`PilBackend`) and `"torchvision"` (`TorchvisionBackend`,
+    which is declared `@requires(backends=("torch", "torchvision"))` and computes with
+    `torchvision.transforms.v2.functional`): there is no torch-only backend to register. torchvision does not load
+    beside this project's CPU torch build, so no fast class is registered and `AutoImageProcessor` resolves to this
+    one (with `use_fast=True` transformers logs "Requested torchvision backend is not available. Falling back to pil
+    backend."). transformers' `test_new_models_require_torchvision_backend` therefore fails
+    for it, deliberately; every other `ImageProcessingTestMixin` check passes.
     """
 
     valid_kwargs = SwinFPNImageProcessorKwargs

@@ -8,6 +8,8 @@ shifted-window attention mask and the window gather are built once per stage and
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -321,12 +323,11 @@ class SwinFPNStage(nn.Module):
         self, hidden_states: torch.Tensor, output_attentions: bool = False
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         layout = WindowLayout(hidden_states.shape[1], hidden_states.shape[2], self.window_size, hidden_states.device)
-        attentions = ()
-        for block in self.blocks:
-            hidden_states, weights = block(hidden_states, layout, output_attentions)
-            if output_attentions:
-                attentions += (weights,)
-        return hidden_states, attentions
+        weights = None
+        for index, block in enumerate(self.blocks):
+            # transformers' Swin convention: the stage reports its last block's attention probabilities
+            hidden_states, weights = block(hidden_states, layout, output_attentions and index == len(self.blocks) - 1)
+        return hidden_states, (weights,) if output_attentions else ()
 
 
 class SwinFPNBackbone(nn.Module):
@@ -359,18 +360,26 @@ class SwinFPNBackbone(nn.Module):
 
     def encode(
         self, pixel_values: torch.Tensor, output_attentions: bool = False
-    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, tuple[torch.Tensor, ...]]:
-        """Returns (stage feature maps NCHW, patch embedding NCHW, attention weights per block)."""
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """Returns (stage feature maps NCHW, hidden states NCHW, attention probabilities per stage).
+
+        The hidden states follow transformers' Swin (`SwinBackbone.hidden_states`): the patch embedding, then each
+        stage's output before patch merging and before the stage LayerNorm, `len(depths) + 1` maps. Each is an NCHW
+        view that the rest of the network reads through, so it is part of the autograd graph (`retain_grad` works).
+        """
         hidden_states = self.dropout(self.patch_embed(pixel_values))
-        embedding = hidden_states
         feature_maps, attentions = (), ()
+        states = (hidden_states.permute(0, 3, 1, 2),)
+        hidden_states = states[0].permute(0, 2, 3, 1)  # the same channels-last tensor, read through the NCHW view
         for stage, norm in zip(self.stages, self.stage_norms):
             hidden_states, stage_attentions = stage(hidden_states, output_attentions)
             attentions += stage_attentions
+            states += (hidden_states.permute(0, 3, 1, 2),)
+            hidden_states = states[-1].permute(0, 2, 3, 1)
             feature_maps += (norm(hidden_states).permute(0, 3, 1, 2),)
             if stage.downsample is not None:
                 hidden_states = stage.downsample(hidden_states)
-        return feature_maps, embedding.permute(0, 3, 1, 2), attentions
+        return feature_maps, states, attentions
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.encode(pixel_values)[0]
@@ -463,6 +472,22 @@ class SwinFPNPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = False
     _no_split_modules = ["SwinFPNStage"]
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, except that a truncated or damaged safetensors file raises an `OSError`
+        naming the file and the fix, where safetensors' own error ("Error while deserializing header") names none."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except Exception as error:
+            damaged = _damaged_weights_file(pretrained_model_name_or_path, kwargs)
+            if damaged is None:
+                raise
+            raise OSError(
+                f"{damaged}: truncated or damaged safetensors file ({' '.join(str(error).split())}). Re-download it "
+                "(`from_pretrained(..., force_download=True)` for a Hub repository) or re-save the model with "
+                "`save_pretrained`."
+            ) from error
+
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, nn.Linear):
@@ -479,6 +504,18 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
 
     Returns a `SemanticSegmenterOutput` whose `logits` are (batch, num_labels, height, width) at the input size.
     With `labels` (batch, height, width), `loss` is the cross-entropy ignoring `config.semantic_loss_ignore_index`.
+
+    `hidden_states` and `attentions` follow transformers' Swin (`SwinBackbone`, as UperNet returns them):
+
+    - `hidden_states` (`output_hidden_states=True`): `config.num_hidden_layers + 1` NCHW maps, where
+      `num_hidden_layers = len(depths)` (stages, as in `SwinConfig`): the patch embedding (stride `patch_size`), then
+      each stage's output before patch merging and before the stage LayerNorm (strides patch_size * 2**i). The
+      normalised maps the FPN reads are `model.backbone(pixel_values)`.
+    - `attentions` (`output_attentions=True`, computed with the eager kernel): `config.num_hidden_layers` tensors,
+      one per stage: the attention probabilities of the stage's last block (a shifted-window block when the stage
+      has an even depth), shaped (batch * num_windows, num_heads, window_size**2, window_size**2).
+
+    Every returned hidden state and attention map is part of the autograd graph (`retain_grad()` gets a gradient).
     """
 
     def __init__(self, config: SwinFPNConfig) -> None:
@@ -504,7 +541,7 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
         if labels is not None:
             self._check_labels(labels, pixel_values)
 
-        feature_maps, embedding, attentions = self.backbone.encode(pixel_values, output_attentions)
+        feature_maps, hidden_states, attentions = self.backbone.encode(pixel_values, output_attentions)
         logits = self.decode_head(self.fpn(_head_memory_format(feature_maps)))
         logits = self._upsample_to_input(logits, pixel_values.shape[-2:])
 
@@ -512,7 +549,7 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
         if labels is not None:
             loss = F.cross_entropy(logits, labels.long(), ignore_index=self.config.semantic_loss_ignore_index)
 
-        hidden_states = (embedding, *feature_maps) if output_hidden_states else None
+        hidden_states = hidden_states if output_hidden_states else None
         attentions = attentions if output_attentions else None
         if not return_dict:
             output = tuple(v for v in (logits, hidden_states, attentions) if v is not None)
@@ -685,6 +722,34 @@ _SWIN_KEY_RENAMES = (
     ("attention.k_proj", "attn.k_proj"),
     ("attention.v_proj", "attn.v_proj"),
 )
+
+
+def _damaged_weights_file(source: str | os.PathLike | None, kwargs: dict) -> Path | None:
+    """The first safetensors file of a local folder (or of its Hub cache snapshot) whose header does not read."""
+    from safetensors import safe_open
+
+    subfolder = kwargs.get("subfolder") or ""
+    if source is None:
+        return None
+    if os.path.isdir(source):
+        folder = Path(source) / subfolder
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        config_file = f"{subfolder}/config.json" if subfolder else "config.json"
+        cached = try_to_load_from_cache(
+            str(source), config_file, cache_dir=kwargs.get("cache_dir"), revision=kwargs.get("revision")
+        )
+        if not isinstance(cached, str):
+            return None
+        folder = Path(cached).parent
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as opened:
+                opened.keys()
+        except Exception:  # safetensors raises its own SafetensorError for a header it cannot read
+            return path
+    return None
 
 
 __all__ = ["SwinFPNForSegmentation", "SwinFPNPreTrainedModel", "SwinFPNBackbone"]
