@@ -44,7 +44,7 @@ PROGRAM = "train_ddpm"
 logger = get_logger(__name__)
 
 # Datasets whose images must not be flipped (a mirrored digit is not a digit).
-NO_FLIP_DATASETS = frozenset({"digits"})
+NO_FLIP_DATASETS = frozenset({"digits", "mnist"})
 
 
 def build_parser() -> argparse.ArgumentParser:

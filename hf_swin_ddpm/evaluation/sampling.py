@@ -1,0 +1,57 @@
+"""Sampling a DDPM for the metrics: the generated images go straight into a `SampleMetrics`, batch by batch."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .metrics import SampleMetrics
+
+
+def check_sample_count(num_samples: int, num_inference_steps: int, num_train_timesteps: int) -> None:
+    """N >= 2 (a covariance needs two samples) and 1 <= S <= T, else a `ValueError` naming the fix."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+        raise ValueError(f"--num_samples must be an integer >= 2 (FID needs a covariance), got {num_samples!r}.")
+    if (
+        isinstance(num_inference_steps, bool)
+        or not isinstance(num_inference_steps, int)
+        or not 1 <= num_inference_steps <= num_train_timesteps
+    ):
+        raise ValueError(
+            f"--num_inference_steps must be an integer in [1, {num_train_timesteps}] (the model's T), got "
+            f"{num_inference_steps!r}."
+        )
+
+
+@torch.no_grad()
+def add_pipeline_samples(
+    metrics: SampleMetrics,
+    pipeline,
+    num_samples: int,
+    num_inference_steps: int,
+    *,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Draw `num_samples` images from `pipeline` (Algorithm 2, `num_inference_steps` steps, one generator seeded by
+    `seed`) into `metrics` as generated images; returns the sampling time."""
+    check_sample_count(num_samples, num_inference_steps, pipeline.scheduler.config.num_train_timesteps)
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {batch_size}.")
+    device = pipeline.unet.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    pipeline.set_progress_bar_config(disable=True)
+    start = time.perf_counter()
+    with tqdm(total=num_samples, desc=f"sampling ({num_inference_steps} steps)", disable=not progress) as bar:
+        for offset in range(0, num_samples, batch_size):
+            count = min(batch_size, num_samples - offset)
+            images = pipeline(
+                batch_size=count, generator=generator, num_inference_steps=num_inference_steps, output_type="pt"
+            ).images
+            metrics.update(images, real=False)
+            bar.update(count)
+    return {"sampling_seconds": round(time.perf_counter() - start, 2)}
