@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -157,17 +158,33 @@ class KnownLogits(torch.nn.Module):
 
 
 def test_inception_score_of_a_classifier_with_known_outputs():
-    # confident predictions spread evenly over K classes give IS = K; all on one class give IS = 1
-    metrics = SampleMetrics(KnownLogits(), is_splits=2)
-    images = torch.zeros(40, 1, 2, 2)
-    images[:, 0, 0, 0] = torch.arange(40).remainder(5).float() / 10  # classes 0..4, 8 of each per split
+    # confident predictions with class frequencies p give IS = exp(KL(p(y|x) || p(y))) = exp(H(p)):
+    # K equally frequent classes give K, one class gives 1 (one split: independent of torchmetrics' shuffling)
+    metrics = SampleMetrics(KnownLogits(), is_splits=1)
     metrics.update(torch.rand(4, 1, 2, 2), real=True)
+    images = torch.zeros(40, 1, 2, 2)
+    images[:, 0, 0, 0] = torch.arange(40).remainder(5).float() / 10  # classes 0..4, 8 of each
     metrics.update(images, real=False)
-    result = metrics.compute()
-    assert result["inception_score_mean"] == pytest.approx(5.0, rel=1e-6)
+    assert metrics.compute()["inception_score_mean"] == pytest.approx(5.0, rel=1e-9)
+    metrics.reset()
+    images[:, 0, 0, 0] = torch.tensor([0.0] * 20 + [0.1] * 10 + [0.2] * 10)  # p = (1/2, 1/4, 1/4)
+    metrics.update(images, real=False)
+    entropy = -(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25))
+    assert metrics.compute()["inception_score_mean"] == pytest.approx(math.exp(entropy), rel=1e-9)
     metrics.reset()
     metrics.update(torch.zeros(40, 1, 2, 2), real=False)
-    assert metrics.compute()["inception_score_mean"] == pytest.approx(1.0, rel=1e-6)
+    assert metrics.compute()["inception_score_mean"] == pytest.approx(1.0, rel=1e-9)
+
+
+def test_inception_score_splits_give_mean_and_std():
+    metrics = SampleMetrics(KnownLogits(), is_splits=4)
+    metrics.update(torch.rand(4, 1, 2, 2), real=True)
+    images = torch.zeros(400, 1, 2, 2)
+    images[:, 0, 0, 0] = torch.arange(400).remainder(5).float() / 10
+    metrics.update(images, real=False)
+    result = metrics.compute()
+    assert 4.0 < result["inception_score_mean"] < 5.0 and result["inception_score_std"] > 0
+    assert metrics.compute() == result  # seeded: the same shuffling every time
 
 
 def test_sample_metrics_rejects_images_outside_unit_range_and_too_few_images():

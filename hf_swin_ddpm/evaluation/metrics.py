@@ -10,6 +10,7 @@ statistics.
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -178,8 +179,11 @@ class SampleMetrics:
                 results["kid_mean"], results["kid_std"] = float(kid_mean), float(kid_std)
             if self.inception_score.features:
                 self.inception_score.splits = min(self.is_splits, num_generated)
-                is_mean, is_std = self.inception_score.compute()
-                results["inception_score_mean"], results["inception_score_std"] = float(is_mean), float(is_std)
+                with warnings.catch_warnings():  # one split has no std (NaN, reported as None)
+                    warnings.filterwarnings("ignore", message=".*degrees of freedom", category=UserWarning)
+                    is_mean, is_std = self.inception_score.compute()
+                results["inception_score_mean"] = float(is_mean)
+                results["inception_score_std"] = None if math.isnan(float(is_std)) else float(is_std)
         return results
 
     def reset(self) -> None:

@@ -55,3 +55,59 @@ def add_pipeline_samples(
             metrics.update(images, real=False)
             bar.update(count)
     return {"sampling_seconds": round(time.perf_counter() - start, 2)}
+
+
+def pipeline_resolution(pipeline) -> tuple[int, int]:
+    """The side and the channels of the images `pipeline` generates."""
+    size = pipeline.unet.config.sample_size
+    return int(size if isinstance(size, int) else size[0]), int(pipeline.unet.config.in_channels)
+
+
+def evaluate_pipeline(
+    pipeline,
+    metrics: SampleMetrics,
+    reference,
+    num_samples: int,
+    num_inference_steps: int,
+    *,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+    max_reference_images: int | None = None,
+    cache_dir=None,
+) -> dict[str, Any]:
+    """FID, KID and IS of `num_samples` samples of `pipeline` against `reference` (`DATASET[:SPLIT]`, a folder or a
+    statistics `.npz`, its statistics cached); the generated images are forgotten afterwards (`metrics.reset()`)."""
+    from .reference import reference_statistics
+
+    check_sample_count(num_samples, num_inference_steps, pipeline.scheduler.config.num_train_timesteps)
+    side, channels = pipeline_resolution(pipeline)
+    start = time.perf_counter()
+    statistics = reference_statistics(
+        reference,
+        metrics.extractor,
+        resolution=side,
+        channels=channels,
+        max_images=max_reference_images,
+        cache_dir=cache_dir,
+    )
+    reference_seconds = time.perf_counter() - start
+    metrics.set_reference(statistics)
+    metrics.reset()
+    timing = add_pipeline_samples(
+        metrics, pipeline, num_samples, num_inference_steps, batch_size=batch_size, seed=seed, progress=progress
+    )
+    start = time.perf_counter()
+    results = metrics.compute()
+    metrics.reset()
+    results.update(timing)
+    results.update(
+        {
+            "reference_dataset": statistics.dataset,
+            "num_inference_steps": num_inference_steps,
+            "seed": seed,
+            "reference_seconds": round(reference_seconds, 3),
+            "metrics_seconds": round(time.perf_counter() - start, 3),
+        }
+    )
+    return results
