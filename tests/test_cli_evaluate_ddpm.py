@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from training_support import assert_one_line_error, run_cli, run_cli_concurrently
+from training_support import assert_one_line_error, run_cli
 
 from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler
+from hf_swin_ddpm.cli import main
 from hf_swin_ddpm.ddpm import paper_unet
 from hf_swin_ddpm.evaluation.extractors import load_classifier
 from hf_swin_ddpm.hub import update_card_results
@@ -29,7 +30,9 @@ def saved_pipeline(tmp_path_factory):
         "tiny", sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16, 16), norm_num_groups=4
     )
     DDPMPaperPipeline(unet=unet, scheduler=DDPMPaperScheduler(num_train_timesteps=T)).save_pretrained(root / "model")
-    load_classifier("digits", 0, root / "cache")  # trained once here, read from the cache by the subprocesses
+    cache = tmp_path_factory.getbasetemp() / "digits-classifier-cache"  # shared with test_evaluation
+    load_classifier("digits", 0, cache)  # trained once, read from the cache by the subprocesses
+    (root / "cache").symlink_to(cache, target_is_directory=True)
     return root
 
 
@@ -70,23 +73,35 @@ def test_update_card_results_replaces_the_same_metric_and_keeps_the_rest(tmp_pat
         update_card_results(tmp_path, {"num_generated": 3}, dataset="mnist")
 
 
-def test_evaluate_ddpm_errors_are_one_line(saved_pipeline):
+def test_evaluate_ddpm_errors_are_one_line(saved_pipeline, monkeypatch, capsys):
     root = saved_pipeline
+    monkeypatch.chdir(root)
     (root / "no-weights" / "unet").mkdir(parents=True, exist_ok=True)
     for name in ("model_index.json", "unet/config.json"):
         (root / "no-weights" / name).write_text((root / "model" / name).read_text())
     base = ["--reference", "digits:test", "--cache_dir", "cache", "--num_inference_steps", "4"]
-    cases = {
-        "inception weights": (["model", *base, "--features", "inception"], "--inception_weights PATH_OR_REPO"),
+    # the console script itself: one line on stderr, status 2, no traceback
+    assert_one_line_error(
+        run_cli("evaluate-ddpm", "model", *base, "--features", "inception", cwd=root),
+        "--inception_weights PATH_OR_REPO",
+    )
+    cases = {  # the same `main` in this process
         "unet weights": (["no-weights", *base], "no safetensors weights"),
         "unknown reference": (["model", "--reference", "no_such_set", "--num_samples", "4"], "unknown reference"),
+        "missing statistics": (["model", "--reference", "missing.npz"], "no such statistics file"),
         "N < 2": (["model", *base, "--num_samples", "1"], "--num_samples: expected an integer >= 2"),
         "steps < 1": (["model", "--reference", "digits", "--num_inference_steps", "0"], "--num_inference_steps"),
         "steps > T": (["model", *base[:4], "--num_inference_steps", str(T + 1)], f"the model's T = {T}"),
+        "classifier": (["model", "--reference", root.as_posix(), "--num_samples", "4"], "--classifier_dataset"),
     }
-    results = run_cli_concurrently([["evaluate-ddpm", *args] for args, _ in cases.values()], cwd=root)
-    for (name, (_, fragment)), result in zip(cases.items(), results, strict=True):
-        assert_one_line_error(result, fragment), name
+    for name, (args, fragment) in cases.items():
+        assert main(["evaluate-ddpm", *args]) == 2, name
+        stderr = capsys.readouterr().err
+        errors = [line for line in stderr.splitlines() if ": error: " in line]
+        assert "Traceback" not in stderr and len(errors) == 1, (name, stderr)
+        assert errors[0].startswith("hf-swin-ddpm evaluate-ddpm: error: "), (name, errors)
+        assert fragment in errors[0], (name, errors[0])
+    assert not (root / "eval_results.json").exists()
 
 
 def test_rate_distortion_writes_the_curve_whose_end_is_the_bound(saved_pipeline):
