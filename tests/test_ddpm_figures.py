@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -121,3 +123,38 @@ def test_interpolate_bad_arguments_raise(pipe, kwargs, match):
         pipe.interpolate(a, b, **{"t": 30, **kwargs})
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         pipe.interpolate(a * 2, b, t=30)
+
+
+# --- the Space's Interpolate tab -------------------------------------------------------------------------------
+
+
+def test_space_interpolate_route_shows_the_pipeline_interpolation(pipe):
+    import importlib.util
+
+    import gradio as gr
+
+    path = Path(__file__).resolve().parents[1] / "spaces_app" / "interpolate.py"
+    spec = importlib.util.spec_from_file_location("space_interpolate", path)  # spaces_app holds scripts, no package
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    interpolate = module.interpolate
+
+    a, b = digit_images()
+    pil_a = Image.fromarray((a[0].numpy() * 255).round().astype(np.uint8))
+    pil_b = Image.fromarray((b[0].numpy() * 255).round().astype(np.uint8))
+    gallery, strip = interpolate(pipe, pil_a, pil_b, t=30, num_points=4, seed=5)
+    expected = pipe.interpolate(
+        pil_a, pil_b, t=30, num_points=4, generator=torch.Generator().manual_seed(5), output_type="np"
+    ).images
+    assert [caption for _, caption in gallery] == ["lambda = 0.00", "lambda = 0.33", "lambda = 0.67", "lambda = 1.00"]
+    for (shown, _), image in zip(gallery, expected):
+        factor = shown.width // 8
+        small = np.asarray(shown)[::factor, ::factor, 0]  # nearest upscaling of the grayscale sample
+        np.testing.assert_array_equal(small, (image[..., 0] * 255).round().astype(np.uint8))
+    assert strip.size == (4 * gallery[0][0].width, gallery[0][0].height)
+    with pytest.raises(gr.Error, match="Upload image B"):
+        interpolate(pipe, pil_a, None, t=30)
+    with pytest.raises(gr.Error, match="t must be a whole number from 0 to 49"):
+        interpolate(pipe, pil_a, pil_b, t=50)
+    with pytest.raises(gr.Error, match="Number of points"):
+        interpolate(pipe, pil_a, pil_b, t=3, num_points=1.5)
