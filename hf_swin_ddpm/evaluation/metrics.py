@@ -139,6 +139,7 @@ class SampleMetrics:
         if reference.features is not None:
             self.kid.real_features = [torch.from_numpy(np.asarray(reference.features, np.float64))]
         self.reference = reference
+        self.kid._computed = None  # torchmetrics caches compute() until the next update
 
     def statistics(self, real: bool) -> tuple[np.ndarray, np.ndarray, int]:
         """The accumulated mean, covariance and count of the real or generated features (float64)."""
