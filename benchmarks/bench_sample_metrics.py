@@ -36,7 +36,9 @@ def real_floor(metrics: SampleMetrics, dataset: str, side: int, cache: Path) -> 
     assert again.count == train.count
     test = reference_statistics(f"{dataset}:test", metrics.extractor, resolution=side, channels=1, cache_dir=cache)
     metrics.set_reference(train)
-    logits = metrics.extractor.classifier.head(torch.from_numpy(test.features)).double()
+    with torch.no_grad():  # the stored features are scaled; the head takes the classifier's own
+        unscaled = torch.from_numpy(test.features).float() / metrics.extractor.feature_scale
+        logits = metrics.extractor.classifier.head(unscaled).double()
     metrics.update_features(torch.from_numpy(test.features).double(), logits, real=False)
     floor = metrics.compute()
     metrics.reset()
@@ -70,7 +72,9 @@ def model_samples(metrics: SampleMetrics, folder: Path, dataset: str, steps: lis
     side = pipeline.unet.config.sample_size
     rows = {}
     references = {
-        split: reference_statistics(f"{dataset}:{split}", metrics.extractor, resolution=side, channels=1, cache_dir=cache)
+        split: reference_statistics(
+            f"{dataset}:{split}", metrics.extractor, resolution=side, channels=1, cache_dir=cache
+        )
         for split in ("train", "test")
     }
     for num_steps in steps:
@@ -96,7 +100,9 @@ def model_samples(metrics: SampleMetrics, folder: Path, dataset: str, steps: lis
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["digits", "mnist"])
-    parser.add_argument("--model", type=Path, default=None, help="a DDPMPaperPipeline folder trained on --model_dataset")
+    parser.add_argument(
+        "--model", type=Path, default=None, help="a DDPMPaperPipeline folder trained on --model_dataset"
+    )
     parser.add_argument("--model_dataset", default="digits")
     parser.add_argument("--steps", type=int, nargs="+", default=[250, 20])
     parser.add_argument("--output", type=Path, default=RESULTS / "sample_metrics.json")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from huggingface_hub import ModelCard
+from test_training_ddpm import TINY, one_thread, train  # noqa: F401  (one_thread: the autouse fixture)
 from training_support import flags, same_weights, with_flags
 
 from hf_swin_ddpm import DDPMPaperPipeline
@@ -15,42 +15,12 @@ from hf_swin_ddpm.evaluation.sampling import evaluate_pipeline
 from hf_swin_ddpm.training import train_ddpm
 from hf_swin_ddpm.training.common import TrainingError
 
-TINY = flags(
-    dataset_name="digits",
-    model_config="tiny",
-    resolution=8,
-    train_batch_size=8,
-    max_train_samples=24,
-    max_eval_samples=4,
-    eval_batch_size=4,
-    eval_bpd_timesteps=2,
-    ddpm_num_inference_steps=2,
-    num_sample_images=4,
-    lr_warmup_steps=2,
-    logging_steps=1,
-    ema_decay=0.9,
-    report_to="none",
-    max_train_steps=4,
-)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def train(*argv: str) -> train_ddpm.DDPMTrainingResult:
-    return train_ddpm.train(train_ddpm.parse_args(list(argv)))
-
 
 def test_fid_during_training_is_the_saved_models_fid_and_leaves_training_alone(tmp_path, tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "digits-classifier-cache"  # shared with the evaluation tests
     fid_flags = flags(eval_fid_steps=2, eval_fid_samples=6, eval_fid_inference_steps=3, eval_fid_cache_dir=cache)
-    with_fid = train(*with_flags(TINY, output_dir=tmp_path / "fid"), *fid_flags)
-    plain = train(*with_flags(TINY, output_dir=tmp_path / "plain"))
+    with_fid = train(*with_flags(TINY, output_dir=tmp_path / "fid", max_train_steps=4), *fid_flags)
+    plain = train(*with_flags(TINY, output_dir=tmp_path / "plain", max_train_steps=4))
     assert same_weights(with_fid.training_weights, plain.training_weights)  # sampling leaves the global RNG alone
 
     results = json.loads((tmp_path / "fid" / "all_results.json").read_text())

@@ -162,6 +162,8 @@ def train_classifier(dataset: str, seed: int = 0) -> tuple[DigitClassifier, dict
         model.eval()
         with torch.no_grad():
             accuracy = (model(test_images).argmax(-1) == test_labels).float().mean().item()
+            # features scaled to a mean square of 1 on the training split, the scale KID's kernel expects
+            feature_scale = model.features(train_images).double().square().mean().rsqrt().item()
     finally:
         torch.set_num_threads(threads)
     record = {
@@ -169,6 +171,7 @@ def train_classifier(dataset: str, seed: int = 0) -> tuple[DigitClassifier, dict
         "seed": seed,
         **recipe,
         "test_accuracy": accuracy,
+        "feature_scale": feature_scale,
         "train_seconds": round(time.perf_counter() - start, 2),
         "version": CLASSIFIER_VERSION,
     }
@@ -192,13 +195,16 @@ def load_classifier(dataset: str, seed: int = 0, cache_dir: str | Path | None = 
 
 
 class ClassifierFeatures(nn.Module):
-    """The digit classifier as an extractor: 128-d features, 10 logits; images resized to its input side."""
+    """The digit classifier as an extractor: its 128-d features times `feature_scale` (a mean square of 1 on the
+    training split, so that KID's polynomial kernel (x.y / d + 1)^3 sees Inception-like magnitudes) and its 10
+    logits; images are made grayscale and resized to its input side."""
 
     def __init__(self, classifier: DigitClassifier, record: dict) -> None:
         super().__init__()
         self.classifier = classifier.eval()
         self.record = record
         self.input_side = int(record["input_side"])
+        self.feature_scale = float(record["feature_scale"])
         self.num_features = CLASSIFIER_FEATURES
         self.extractor_id = f"classifier-{record['dataset']}-seed{record['seed']}-{record['version']}"
 
@@ -206,7 +212,7 @@ class ClassifierFeatures(nn.Module):
     def extract(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         images = _grayscale(images.to(next(self.classifier.parameters()).device), self.input_side)
         features = self.classifier.features(images)
-        return features.double(), self.classifier.head(features).double()
+        return features.double() * self.feature_scale, self.classifier.head(features).double()
 
 
 class InceptionFeatures(nn.Module):
