@@ -19,8 +19,9 @@ from hf_swin_ddpm.training.common import TrainingError
 def test_fid_during_training_is_the_saved_models_fid_and_leaves_training_alone(tmp_path, tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "digits-classifier-cache"  # shared with the evaluation tests
     fid_flags = flags(eval_fid_steps=2, eval_fid_samples=6, eval_fid_inference_steps=3, eval_fid_cache_dir=cache)
+    fid_flags += flags(eval_batch_size=4)  # the batches of the samples below
     with_fid = train(*with_flags(TINY, output_dir=tmp_path / "fid", max_train_steps=4), *fid_flags)
-    plain = train(*with_flags(TINY, output_dir=tmp_path / "plain", max_train_steps=4))
+    plain = train(*with_flags(TINY, output_dir=tmp_path / "plain", max_train_steps=4, eval_batch_size=4))
     assert same_weights(with_fid.training_weights, plain.training_weights)  # sampling leaves the global RNG alone
 
     results = json.loads((tmp_path / "fid" / "all_results.json").read_text())
