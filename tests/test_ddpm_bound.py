@@ -208,3 +208,43 @@ def test_channel_mismatch_with_unet_raises():
     unet = paper_unet("tiny", sample_size=8)
     with pytest.raises(ValueError, match="`x0` has 3 channels but the unet expects 1"):
         variational_bound(unet, DDPMPaperScheduler(), torch.zeros(1, 3, 8, 8))
+
+
+def test_returned_terms_sum_to_the_bound_and_are_the_closed_form_terms():
+    x0 = _eight_bit_images()
+    scheduler = DDPMPaperScheduler()
+    model = PointMassEpsilon(x0, scheduler.betas.numpy())
+    bound = variational_bound(
+        model, scheduler, x0, generator=torch.Generator().manual_seed(0), batch_timesteps=250, return_terms=True
+    )
+    expected = analytic_bound(x0.double().numpy(), "fixed_large")
+    assert bound["timesteps"].tolist() == list(range(T))
+    assert bound["terms_bpd"].shape == bound["mse"].shape == (2, T)
+    torch.testing.assert_close(bound["term_weights"], torch.ones(T, dtype=torch.float64))
+    # the official calc_bpd_loop: total = prior + sum over t of terms_bpd
+    torch.testing.assert_close(bound["prior_bpd"] + bound["terms_bpd"].sum(1), bound["total_bpd"])
+    np.testing.assert_allclose(bound["terms_bpd"][:, 0].numpy(), expected["decoder_bpd"], rtol=1e-6)
+    np.testing.assert_allclose(bound["terms_bpd"][0, 1:].numpy(), expected["kl_terms"], rtol=1e-6, atol=1e-12)
+    # the exact predictor recovers x0 at every t (up to float rounding of x_t): zero distortion
+    assert bound["mse"].max().item() < 1e-9
+
+
+def test_returned_terms_of_a_unet_sum_to_the_stratified_bound_and_mse_is_the_x0_error():
+    torch.manual_seed(0)
+    unet = paper_unet("tiny", sample_size=8, block_out_channels=(8, 16, 16), norm_num_groups=4).eval()
+    scheduler = DDPMPaperScheduler()
+    x0 = _eight_bit_images(batch=3, size=8)
+    bound = variational_bound(
+        unet, scheduler, x0, generator=torch.Generator().manual_seed(2), num_timesteps=12, return_terms=True
+    )
+    timesteps = bound["timesteps"]
+    assert timesteps[0] == 0 and len(timesteps) == 13 and bool((timesteps.diff() > 0).all())
+    weighted = (bound["terms_bpd"] * bound["term_weights"]).sum(1)
+    torch.testing.assert_close(bound["prior_bpd"] + weighted, bound["total_bpd"])
+    torch.testing.assert_close(bound["terms_bpd"][:, 0], bound["decoder_bpd"])
+    assert bound["term_weights"].sum().item() == T  # the strata cover t = 0..T-1
+    # mse is the clipped x0 estimate's error: at most the largest possible squared error on [-1, 1], 4
+    assert bool(((bound["mse"] > 0) & (bound["mse"] <= 4)).all())
+    # the same seed without return_terms gives the same bound
+    plain = variational_bound(unet, scheduler, x0, generator=torch.Generator().manual_seed(2), num_timesteps=12)
+    torch.testing.assert_close(plain["total_bpd"], bound["total_bpd"])

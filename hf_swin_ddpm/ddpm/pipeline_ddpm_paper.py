@@ -437,6 +437,186 @@ class DDPMPaperPipeline(DiffusionPipeline):
         return {"generator": generator} if accepts_generator else {}
 
 
+    # --- the paper's sample figures: interpolation (Fig. 8) and shared latents (Fig. 7) -------------------------
+
+    def preprocess(self, images: Any) -> torch.Tensor:
+        """PIL images (or one), or float tensors (N, C, H, W) / (C, H, W) in [0, 1] (this pipeline's `"pt"`
+        output) -> x_0, (N, C, H, W) in [-1, 1] at the unet's size and channels (PIL images are converted to L or RGB
+        and resized bilinearly)."""
+        channels = self.unet.config.in_channels
+        height, width = self._image_shape(1)[2:]
+        if isinstance(images, torch.Tensor):
+            batch = images.unsqueeze(0) if images.ndim == 3 else images
+            if batch.ndim != 4 or batch.shape[1:] != (channels, height, width):
+                raise ValueError(
+                    f"image tensors must be ({channels}, {height}, {width}) or (N, {channels}, {height}, {width}) "
+                    f"in [0, 1], got {tuple(images.shape)}."
+                )
+            if not batch.is_floating_point() or batch.min() < 0 or batch.max() > 1:
+                raise ValueError("image tensors must be floating point in [0, 1] (the pipeline's `pt` output).")
+            return (batch * 2 - 1).to(self._execution_device, self.unet.dtype)
+        pil_images = [images] if isinstance(images, PIL.Image.Image) else list(images)
+        if not pil_images or not all(isinstance(image, PIL.Image.Image) for image in pil_images):
+            raise ValueError("images must be PIL images or float tensors in [0, 1].")
+        arrays = []
+        for image in pil_images:
+            image = image.convert("L" if channels == 1 else "RGB").resize((width, height), PIL.Image.BILINEAR)
+            arrays.append(np.asarray(image, dtype=np.float32).reshape(height, width, channels) / 127.5 - 1.0)
+        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        return batch.to(self._execution_device, self.unet.dtype)
+
+    def _start_timestep(self, t: int, num_inference_steps: int | None) -> int:
+        """Sets the chain (T steps, or `num_inference_steps` respaced) and returns its largest timestep <= t."""
+        num_train_timesteps = self.scheduler.config.num_train_timesteps
+        if not _is_int(t) or not 0 <= t < num_train_timesteps:
+            raise ValueError(f"`t` must be an integer timestep in [0, {num_train_timesteps - 1}], got {t!r}.")
+        steps = num_train_timesteps if num_inference_steps is None else num_inference_steps
+        if not _is_int(steps) or not 1 <= steps <= num_train_timesteps:
+            raise ValueError(f"`num_inference_steps` must be an integer in [1, {num_train_timesteps}], got {steps!r}.")
+        self.scheduler.set_timesteps(steps)
+        chain = [int(step) for step in self.scheduler.timesteps if int(step) <= t]
+        if not chain:
+            raise ValueError(f"no step of the {steps}-step chain is at or below t = {t}; use a larger t.")
+        return chain[0]
+
+    def encode(self, x0: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
+        """x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) (Eq. 4) with the given standard normal `noise`."""
+        timesteps = torch.full((x0.shape[0],), int(t), dtype=torch.long, device=x0.device)
+        return self.scheduler.add_noise(x0, noise, timesteps)
+
+    @torch.no_grad()
+    def decode(
+        self, x_t: torch.Tensor, t: int, generator: torch.Generator | list[torch.Generator] | None = None
+    ) -> torch.Tensor:
+        """Runs the reverse process (Algorithm 2) from `x_t` at timestep `t` of the chain set by
+        `scheduler.set_timesteps` down to x_0; returns x_0 in [-1, 1]."""
+        _check_generator(generator)
+        image = x_t
+        for step in self.scheduler.timesteps:
+            if int(step) > t:
+                continue
+            model_output = self.unet(image, step).sample
+            image = self.scheduler.step(model_output, step, image, generator=generator).prev_sample
+        return image
+
+    def _reverse_generators(self, generator: torch.Generator | None, count: int, same: bool) -> list[torch.Generator]:
+        """Per-image generators for the reverse process, seeded from `generator`: all with one seed (`same`, so
+        that each image's chain noise does not depend on the others), or one seed each."""
+        device = self._execution_device
+        seeds = torch.randint(
+            0,
+            2**62,
+            (1 if same else count,),
+            generator=generator,
+            device=generator.device if generator is not None else "cpu",
+        )
+        seeds = seeds.tolist() * (count if same else 1)
+        return [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
+
+    @torch.no_grad()
+    def interpolate(
+        self,
+        image_a: Any,
+        image_b: Any,
+        t: int = 500,
+        num_points: int = 8,
+        shared_noise: bool = True,
+        generator: torch.Generator | None = None,
+        num_inference_steps: int | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> DDPMPaperPipelineOutput | tuple:
+        """
+        Interpolates two images in the diffusion latent space (Ho et al. 2020, Sec. 4.3, Fig. 8).
+
+        Both images are encoded with the forward process, x_t = q(x_t | x_0) (Eq. 4), the latents are mixed linearly,
+        x_t(lambda) = (1 - lambda) x_t^a + lambda x_t^b for `num_points` values of lambda from 0 to 1, and each mix
+        is decoded with the reverse process from t. All points share the reverse-process noise, so the end points
+        are exactly the reverse-process decodings of each image (`decode(encode(x_0, t, noise), t, ...)`) and the
+        points differ only by their latent.
+
+        Args:
+            image_a, image_b (`PIL.Image.Image` or `torch.Tensor`): the two images (tensors (C, H, W) in [0, 1]).
+            t (`int`, defaults to 500): the timestep (0-based) of the latents; the paper shows t = 500 of T = 1000.
+                With `num_inference_steps` the largest step of the respaced chain at or below t is used.
+            num_points (`int`, defaults to 8): points on the line, both ends included (at least 2).
+            shared_noise (`bool`, defaults to `True`): encode both images with the same noise (the paper's
+                choice); otherwise each gets its own.
+            generator (`torch.Generator`, *optional*): the source of all noise.
+            num_inference_steps (`int`, *optional*): respace the reverse chain (default: all T steps).
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`.
+
+        Returns:
+            [`DDPMPaperPipelineOutput`] with the `num_points` decoded images, lambda = 0 first; `trajectory_timesteps`
+            holds `[t]` as used, `trajectory_samples` the interpolated latents (num_points, C, H, W) (float32, CPU).
+        """
+        _check_generator(generator)
+        if not _is_int(num_points) or not 2 <= num_points <= self.max_batch_size:
+            raise ValueError(f"`num_points` must be an integer in [2, {self.max_batch_size}], got {num_points!r}.")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {list(OUTPUT_TYPES)}, got {output_type!r}.")
+        x0 = torch.cat([self.preprocess(image_a), self.preprocess(image_b)])
+        if x0.shape[0] != 2:
+            raise ValueError("`image_a` and `image_b` must be one image each.")
+        start = self._start_timestep(t, num_inference_steps)
+        noise_shape = (1 if shared_noise else 2, *x0.shape[1:])
+        noise = randn_tensor(noise_shape, generator=generator, device=x0.device, dtype=x0.dtype).expand_as(x0)
+        latents = self.encode(x0, start, noise)
+        weights = torch.linspace(0, 1, num_points, device=x0.device, dtype=x0.dtype).reshape(-1, 1, 1, 1)
+        mixed = (1 - weights) * latents[:1] + weights * latents[1:]
+        images = self.decode(mixed, start, self._reverse_generators(generator, num_points, same=True))
+        return self._figure_output(images, [start], mixed, output_type, return_dict)
+
+    @torch.no_grad()
+    def shared_latent_samples(
+        self,
+        image: Any,
+        timesteps: Sequence[int] = (250, 500, 750, 999),
+        num_samples: int = 4,
+        generator: torch.Generator | None = None,
+        num_inference_steps: int | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> DDPMPaperPipelineOutput | tuple:
+        """
+        Samples that share one latent x_t of an image (Ho et al. 2020, Sec. 4.3, Fig. 7): for each t in `timesteps`,
+        one x_t ~ q(x_t | x_0) is decoded `num_samples` times with independent reverse-process noise. What the
+        samples share shows what x_t still holds of the image (at large t, only coarse attributes).
+
+        Returns:
+            [`DDPMPaperPipelineOutput`] with `len(timesteps) * num_samples` images, one row of `num_samples` per t in
+            the given order; `trajectory_timesteps` holds the t used and `trajectory_samples` the x_t, one per t.
+        """
+        _check_generator(generator)
+        if not _is_int(num_samples) or not 1 <= num_samples <= self.max_batch_size:
+            raise ValueError(f"`num_samples` must be an integer in [1, {self.max_batch_size}], got {num_samples!r}.")
+        if isinstance(timesteps, (str, bytes)) or not len(timesteps) or not all(_is_int(t) for t in timesteps):
+            raise ValueError(f"`timesteps` must be a non-empty list of integer timesteps, got {timesteps!r:.60}.")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {list(OUTPUT_TYPES)}, got {output_type!r}.")
+        x0 = self.preprocess(image)[:1]
+        used, latents, rows = [], [], []
+        for t in timesteps:
+            start = self._start_timestep(int(t), num_inference_steps)
+            noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            latent = self.encode(x0, start, noise)
+            generators = self._reverse_generators(generator, num_samples, same=False)
+            rows.append(self.decode(latent.expand(num_samples, -1, -1, -1), start, generators))
+            used.append(start)
+            latents.append(latent[0])
+        return self._figure_output(torch.cat(rows), used, torch.stack(latents), output_type, return_dict)
+
+    def _figure_output(
+        self, images: torch.Tensor, timesteps: list[int], latents: torch.Tensor, output_type: str, return_dict: bool
+    ) -> DDPMPaperPipelineOutput | tuple:
+        images = self._postprocess(images, output_type)
+        self.maybe_free_model_hooks()
+        latents = latents.detach().float().cpu()
+        if not return_dict:
+            return (images, timesteps, latents)
+        return DDPMPaperPipelineOutput(images=images, trajectory_timesteps=timesteps, trajectory_samples=latents)
+
+
 def _replaced_latents(latents: torch.Tensor, callback_outputs: dict[str, Any] | None) -> torch.Tensor:
     """x_{t-1} after `callback_on_step_end`: its `"latents"` or `"image"` entry, whichever it replaced."""
     if not callback_outputs:

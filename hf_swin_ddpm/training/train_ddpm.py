@@ -50,7 +50,7 @@ PROGRAM = "train_ddpm"
 logger = get_logger(__name__)
 
 # Datasets whose images must not be flipped (a mirrored digit is not a digit).
-NO_FLIP_DATASETS = frozenset({"digits"})
+NO_FLIP_DATASETS = frozenset({"digits", "mnist"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +91,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=100,
         help="KL terms of the variational bound evaluated (stratified sample over T, unbiased; 0 skips the evaluation).",
     )
+    fid = parser.add_argument_group("FID during training (EMA weights; hf_swin_ddpm.evaluation)")
+    fid.add_argument(
+        "--eval_fid_steps", type=int, default=0, help="Measure FID every K optimizer steps and at the end (0: never)."
+    )
+    fid.add_argument("--eval_fid_samples", type=int, default=1000, help="Generated images N per FID measurement.")
+    fid.add_argument("--eval_fid_inference_steps", type=int, default=250, help="Sampling steps S of those images.")
+    fid.add_argument(
+        "--eval_fid_features",
+        choices=("classifier", "inception"),
+        default="classifier",
+        help="Features: the digit classifier (digits, mnist) or the FID Inception (needs --eval_fid_inception_weights).",
+    )
+    fid.add_argument(
+        "--eval_fid_inception_weights", default=None, help="FID Inception weights: a path or REPO[:FILE]."
+    )
+    fid.add_argument(
+        "--eval_fid_reference",
+        default=None,
+        help="Real images: DATASET[:SPLIT], a FOLDER or a STATS.npz (default: the training split or --train_data_dir).",
+    )
+    fid.add_argument(
+        "--eval_fid_cache_dir", default=None, help="Cache of the classifier and statistics (default: the hub cache)."
+    )
     parser.set_defaults(
         model_config="cifar10",
         train_batch_size=128,
@@ -126,7 +149,40 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         raise TrainingError(f"--ema_decay must lie in (0, 1], got {args.ema_decay}")
     if args.random_flip is None:
         args.random_flip = args.dataset_name not in NO_FLIP_DATASETS
+    check_fid_arguments(args)
     return args
+
+
+def check_fid_arguments(args: argparse.Namespace) -> None:
+    """The FID flags: counts in range, a reference and features that can be measured (fails before training)."""
+    arguments.check_positive(args.eval_fid_steps, "--eval_fid_steps", allow_zero=True)
+    if not args.eval_fid_steps:
+        return
+    if args.eval_fid_samples < 2:
+        raise TrainingError(
+            f"--eval_fid_samples must be at least 2 (FID needs a covariance), got {args.eval_fid_samples}"
+        )
+    if not 1 <= args.eval_fid_inference_steps <= args.ddpm_num_steps:
+        raise TrainingError(
+            f"--eval_fid_inference_steps must lie in [1, --ddpm_num_steps = {args.ddpm_num_steps}], got "
+            f"{args.eval_fid_inference_steps}"
+        )
+    if args.eval_fid_reference is None:
+        args.eval_fid_reference = f"{args.dataset_name}:train" if args.dataset_name else str(args.train_data_dir)
+    from ..evaluation import CLASSIFIER_DATASETS, parse_reference
+
+    try:
+        reference = parse_reference(args.eval_fid_reference)
+    except ValueError as error:
+        raise TrainingError(f"--eval_fid_reference: {error}") from None
+    if args.eval_fid_features == "classifier" and not (
+        reference.is_dataset and reference.source in CLASSIFIER_DATASETS
+    ):
+        if args.dataset_name not in CLASSIFIER_DATASETS:
+            raise TrainingError(
+                f"--eval_fid_features classifier needs digit data ({', '.join(CLASSIFIER_DATASETS)}); use "
+                "--eval_fid_features inception --eval_fid_inception_weights PATH_OR_REPO for other images"
+            )
 
 
 # --- model and data -------------------------------------------------------------------------------------------------
@@ -290,6 +346,68 @@ def evaluate_bpd(
     return results
 
 
+def build_fid_metrics(args: argparse.Namespace):
+    """The ``SampleMetrics`` of the FID flags (the classifier trained and cached on first use), or None."""
+    if not args.eval_fid_steps:
+        return None
+    from ..evaluation import CLASSIFIER_DATASETS, SampleMetrics, parse_reference
+
+    reference = parse_reference(args.eval_fid_reference)
+    classifier_dataset = reference.source if reference.source in CLASSIFIER_DATASETS else args.dataset_name
+    return SampleMetrics(
+        args.eval_fid_features,
+        classifier_dataset=classifier_dataset or "mnist",
+        seed=args.seed,
+        inception_weights=args.eval_fid_inception_weights,
+        cache_dir=args.eval_fid_cache_dir,
+    )
+
+
+def evaluate_fid(
+    unet: UNet2DModel, noise_scheduler: DDPMPaperScheduler, metrics, args: argparse.Namespace
+) -> dict[str, Any]:
+    """FID, KID and IS of ``--eval_fid_samples`` samples (``--eval_fid_inference_steps`` steps, seeded by ``--seed``)
+    against ``--eval_fid_reference``, with the model in eval mode; the global RNG is left alone."""
+    from ..evaluation.sampling import evaluate_pipeline
+
+    pipeline = DDPMPaperPipeline(unet=unet, scheduler=DDPMPaperScheduler.from_config(noise_scheduler.config))
+    was_training = unet.training
+    unet.eval()
+    try:
+        measured = evaluate_pipeline(
+            pipeline,
+            metrics,
+            args.eval_fid_reference,
+            args.eval_fid_samples,
+            args.eval_fid_inference_steps,
+            batch_size=args.eval_batch_size,
+            seed=args.seed,
+            progress=False,
+            cache_dir=args.eval_fid_cache_dir,
+        )
+    finally:
+        unet.train(was_training)
+    return {
+        "eval_fid": measured["fid"],
+        "eval_kid": measured["kid_mean"],
+        "eval_inception_score": measured["inception_score_mean"],
+        "eval_fid_samples": measured["num_generated"],
+        "eval_fid_inference_steps": args.eval_fid_inference_steps,
+        "eval_fid_reference": args.eval_fid_reference,
+        "eval_fid_features": measured["features"],
+    }
+
+
+def _log_fid(accelerator, unet, ema, noise_scheduler, metrics, args: argparse.Namespace, step: int) -> None:
+    """Main process: FID with the EMA weights, logged to the trackers as ``eval_fid`` (and KID, IS)."""
+    if accelerator.is_main_process:
+        with ema_weights(ema, unet):
+            measured = evaluate_fid(unet, noise_scheduler, metrics, args)
+        logger.info(f"step {step}: FID {measured['eval_fid']:.4f}", main_process_only=True)
+        accelerator.log({k: v for k, v in measured.items() if isinstance(v, float)}, step=step)
+    accelerator.wait_for_everyone()
+
+
 # --- the run ----------------------------------------------------------------------------------------------------------
 
 
@@ -360,6 +478,7 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
     )
 
     unwrapped = accelerator.unwrap_model(unet)
+    fid_metrics = build_fid_metrics(args) if accelerator.is_main_process else None
     optimizer_steps = loop.OptimizerSteps(
         accelerator,
         args,
@@ -391,6 +510,8 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
             ema.step(unet.parameters())
         if step % args.save_images_steps == 0 and step != max_train_steps:
             _log_samples(accelerator, unwrapped, ema, noise_scheduler, args, step)
+        if args.eval_fid_steps and step % args.eval_fid_steps == 0 and step != max_train_steps:
+            _log_fid(accelerator, unwrapped, ema, noise_scheduler, fid_metrics, args, step)
     loop_results = optimizer_steps.results(total_batch_size)
 
     accelerator.wait_for_everyone()
@@ -405,6 +526,8 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
         results["eval_bpd_timesteps"] = args.eval_bpd_timesteps
         results["eval_source"] = data.eval_source
         results["eval_split"] = data.eval_split
+    if fid_metrics is not None:
+        results.update(evaluate_fid(unwrapped, noise_scheduler, fid_metrics, args))
     if accelerator.is_main_process:
         with publishing.final_outputs_written(output_dir):
             _save_outputs(args, unwrapped, noise_scheduler, results, output_dir)
@@ -439,9 +562,29 @@ def _save_outputs(
     publishing.write_all_results(output_dir, results)
     card_fields = ddpm_card_fields(args, unet, results, output_dir)
     publishing.write_model_card(output_dir, "ddpm", card_fields)
+    if "eval_fid" in results:
+        _record_fid_in_card(output_dir, results)
     if args.push_to_hub:
         url = publishing.push_trained_model(pipeline, args, card_fields, example_image=output_dir / "sample_grid.png")
         print(f"Pushed to {url}")
+
+
+def _record_fid_in_card(output_dir: Path, results: dict[str, Any]) -> None:
+    """The final FID / KID / IS into the card's model-index (``hub.update_card_results``)."""
+    from ..evaluation import parse_reference
+    from ..hub import update_card_results
+
+    reference = parse_reference(results["eval_fid_reference"])
+    dataset, split = (reference.source, reference.split) if reference.is_dataset else (reference.source, None)
+    measured = {
+        "fid": results["eval_fid"],
+        "kid_mean": results["eval_kid"],
+        "inception_score_mean": results["eval_inception_score"],
+        "num_generated": results["eval_fid_samples"],
+        "num_inference_steps": results["eval_fid_inference_steps"],
+        "features": results["eval_fid_features"],
+    }
+    update_card_results(output_dir, measured, dataset=dataset, split=split)
 
 
 def ddpm_card_fields(
