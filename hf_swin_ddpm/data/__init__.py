@@ -9,12 +9,15 @@ from .transforms import (
     INDEX_COLUMN,
     DDPMTransform,
     SegmentationEvalTransform,
+    SegmentationKeepRatioEvalTransform,
     SegmentationTrainTransform,
     attach_transform,
     check_labels,
     collate_ddpm,
     collate_segmentation,
+    collate_segmentation_lists,
     example_rng,
+    keep_ratio_size,
 )
 
 __all__ = [
@@ -26,14 +29,17 @@ __all__ = [
     "SHAPES_ID2LABEL",
     "DDPMTransform",
     "SegmentationEvalTransform",
+    "SegmentationKeepRatioEvalTransform",
     "SegmentationTrainTransform",
     "attach_transform",
     "check_labels",
     "collate_ddpm",
     "collate_segmentation",
+    "collate_segmentation_lists",
     "dataset_id2label",
     "embedded_dataset",
     "example_rng",
+    "keep_ratio_size",
     "load_image_dataset",
     "normalize_columns",
 ]

@@ -296,6 +296,41 @@ class SegmentationEvalTransform(SegmentationTransform):
         return self.normalize(image.resize(size, IMAGE_RESAMPLE)), _resize_labels(labels, size)
 
 
+def keep_ratio_size(height: int, width: int, scale: Sequence[int]) -> tuple[int, int]:
+    """The (height, width) mmseg's ``Resize(scale, keep_ratio=True)`` gives (mmcv's ``rescale_size``): the largest
+    aspect-preserving size whose long side is at most ``max(scale)`` and short side at most ``min(scale)``, each side
+    rounded to the nearest pixel. ``(2048, 512)`` brings a 683x512 ADE20K image to 683x512 and 256x256 to 512x512."""
+    if len(scale) != 2 or min(scale) < 1:
+        raise ValueError(f"scale must be two positive sizes such as (2048, 512), got {tuple(scale)}")
+    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
+
+
+class SegmentationKeepRatioEvalTransform(SegmentationTransform):
+    """mmseg's test pipeline: the image resized (bilinear) keeping its aspect ratio to ``scale`` (see
+    :func:`keep_ratio_size`) and normalised; the label map left at its original size, to score predictions brought
+    back to it. No randomness. Batch with :func:`collate_segmentation_lists` (the sizes differ)."""
+
+    def __init__(self, scale: Sequence[int], **kwargs: Any) -> None:
+        keep_ratio_size(1, 1, scale)  # checks the scale
+        super().__init__(min(scale), **kwargs)
+        self.scale = (int(scale[0]), int(scale[1]))
+
+    def transform_example(
+        self,
+        image: Image.Image,
+        annotation: Image.Image,
+        rng: np.random.Generator | None = None,
+        index: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        image, labels = _image_and_labels(image, annotation, index)
+        labels = self.prepare_labels(labels, _describe(index, annotation))
+        height, width = keep_ratio_size(image.height, image.width, self.scale)
+        if (width, height) != image.size:
+            image = image.resize((width, height), IMAGE_RESAMPLE)
+        return self.normalize(image), labels
+
+
 def attach_transform(
     dataset: datasets.Dataset | datasets.IterableDataset, transform: Callable[..., dict[str, list[Any]]]
 ) -> datasets.Dataset | datasets.IterableDataset:
@@ -322,4 +357,12 @@ def collate_segmentation(examples: Sequence[dict[str, torch.Tensor]]) -> dict[st
     return {
         "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
         "labels": torch.stack([example["labels"] for example in examples]),
+    }
+
+
+def collate_segmentation_lists(examples: Sequence[dict[str, torch.Tensor]]) -> dict[str, list[torch.Tensor]]:
+    """Keep examples of different sizes as lists: ``pixel_values`` [(3, h, w)] and ``labels`` [(H, W)]."""
+    return {
+        "pixel_values": [example["pixel_values"] for example in examples],
+        "labels": [example["labels"] for example in examples],
     }
