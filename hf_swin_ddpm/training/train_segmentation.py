@@ -40,12 +40,15 @@ from ..data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     SegmentationEvalTransform,
+    SegmentationKeepRatioEvalTransform,
     SegmentationTrainTransform,
     attach_transform,
     collate_segmentation,
+    collate_segmentation_lists,
     dataset_id2label,
 )
 from ..safe_loading import ModelFileError, check_model_folder, named_loading_errors
+from ..segmentation_eval import InferenceProtocol, class_counts, predict_at_label_size, scores_from_counts
 from ..swin_fpn import SwinFPNConfig, SwinFPNForSegmentation, SwinFPNImageProcessor
 from ..swin_fpn.configuration_swin_fpn import SWIN_FPN_PRESETS
 from . import common
@@ -60,6 +63,7 @@ SCRATCH_LEARNING_RATE = 2e-3  # from scratch: best of 1e-3, 2e-3, 4e-3 for the t
 MAX_WARMUP_STEPS = 1500  # the Swin paper's warm-up
 WARMUP_FRACTION = 0.05
 DEFAULT_NUM_EPOCHS = 20
+EVAL_PROTOCOLS = ("keep_ratio", "square")
 NO_WEIGHT_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)
 NO_WEIGHT_DECAY_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
 
@@ -111,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--scale_range", type=float, nargs=2, default=(0.5, 2.0), help="Random scale range.")
     seg.add_argument("--lr_power", type=float, default=1.0, help="Power of the polynomial decay.")
     seg.add_argument("--eval_steps", type=int, help="Evaluate every N steps (default: at the end only).")
+    seg.add_argument(
+        "--eval_protocol",
+        choices=EVAL_PROTOCOLS,
+        default="keep_ratio",
+        help="keep_ratio: mmseg's protocol (keep-ratio resize to --eval_scale, whole inference, scored at each label "
+        "map's own size); square: images and labels resized to resolution x resolution and scored there (older runs).",
+    )
+    seg.add_argument(
+        "--eval_scale",
+        type=int,
+        nargs=2,
+        metavar=("LONG", "SHORT"),
+        help="Keep-ratio resize scale of the evaluation, e.g. 2048 512 for ADE20K (default: resolution resolution).",
+    )
     parser.set_defaults(
         model_config="swin-tiny",
         train_batch_size=16,
@@ -134,6 +152,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         raise TrainingError(f"--drop_path_rate must lie in [0, 1), got {args.drop_path_rate}")
     if not 0.0 < args.scale_range[0] <= args.scale_range[1]:
         raise TrainingError(f"--scale_range must be two increasing positive numbers, got {list(args.scale_range)}")
+    if args.eval_scale is not None and min(args.eval_scale) < 1:
+        raise TrainingError(f"--eval_scale must be two positive sizes such as 2048 512, got {args.eval_scale}")
     if args.id2label is not None and not Path(args.id2label).is_file():
         raise TrainingError(f"--id2label: file {args.id2label} does not exist")
     if args.learning_rate is None:
@@ -278,10 +298,16 @@ def build_dataloaders(
     common.check_first_examples(train_dataloader.dataset, args.train_batch_size)
     eval_dataloader = None
     if data.eval is not None:
+        if args.eval_protocol == "square":
+            eval_transform, collate = SegmentationEvalTransform(resolution, **transform_options), collate_segmentation
+        else:
+            scale = args.eval_scale or (resolution, resolution)
+            eval_transform = SegmentationKeepRatioEvalTransform(scale, **transform_options)
+            collate = collate_segmentation_lists
         eval_dataloader = DataLoader(
-            attach_transform(data.eval, SegmentationEvalTransform(resolution, **transform_options)),
+            attach_transform(data.eval, eval_transform),
             batch_size=args.eval_batch_size,
-            collate_fn=collate_segmentation,
+            collate_fn=collate,
             num_workers=args.dataloader_num_workers,
             generator=common.seeded_data_generator(args.seed),  # evaluating leaves the global RNG alone
         )
@@ -298,58 +324,84 @@ def default_warmup_steps(max_train_steps: int) -> int:
 
 @dataclasses.dataclass
 class SegmentationMetrics:
-    """Mean IoU (over the classes that occur in the labels or the predictions), per-class IoU (NaN for a class that
-    occurs in neither), pixel accuracy, and the number of evaluated images."""
+    """mmseg's IoUMetric (see ``hf_swin_ddpm.segmentation_eval``): mean IoU (over the classes that occur in the labels
+    or the predictions), per-class IoU (NaN for a class that occurs in neither), pixel accuracy (aAcc), mean class
+    accuracy, mean Dice and F-score, and the number of evaluated images."""
 
     mean_iou: float
     per_class_iou: list[float]
     pixel_accuracy: float
     mean_accuracy: float
     num_images: int
+    mean_dice: float = float("nan")
+    mean_fscore: float = float("nan")
+    per_class_accuracy: list[float] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def from_counts(cls, counts: torch.Tensor, num_images: int) -> SegmentationMetrics:
+        """From summed per-class (intersection, predicted, labelled) counts."""
+        scores = scores_from_counts(counts)
+        per_class = list(scores["per_class"].values())
+        return cls(
+            mean_iou=scores["mIoU"],
+            per_class_iou=[row["IoU"] for row in per_class],
+            pixel_accuracy=scores["aAcc"],
+            mean_accuracy=scores["mAcc"],
+            num_images=num_images,
+            mean_dice=scores["mDice"],
+            mean_fscore=scores["mFscore"],
+            per_class_accuracy=[row["Acc"] for row in per_class],
+        )
 
     def as_results(self, id2label: dict[int, str], prefix: str = "eval_") -> dict[str, Any]:
         results = {
             f"{prefix}mean_iou": self.mean_iou,
             f"{prefix}pixel_accuracy": self.pixel_accuracy,
             f"{prefix}mean_accuracy": self.mean_accuracy,
+            f"{prefix}mean_dice": self.mean_dice,
+            f"{prefix}mean_fscore": self.mean_fscore,
             f"{prefix}samples": self.num_images,
         }
-        results[f"{prefix}per_class_iou"] = {
-            id2label.get(index, str(index)): None if math.isnan(value) else value
-            for index, value in enumerate(self.per_class_iou)
-        }
+        for name, values in (("iou", self.per_class_iou), ("accuracy", self.per_class_accuracy)):
+            results[f"{prefix}per_class_{name}"] = {
+                id2label.get(index, str(index)): None if math.isnan(value) else value
+                for index, value in enumerate(values)
+            }
         return results
 
 
 @torch.no_grad()
 def evaluate(accelerator, model, eval_dataloader, num_labels: int) -> SegmentationMetrics:
-    """Predict every held-out image on its process, gather predictions and labels over all processes
-    (``gather_for_metrics`` drops the padding of the last batch) and compute the metrics with torchmetrics."""
-    from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+    """Predict every held-out image on its process and count, per image, each class's intersection, predicted and
+    labelled pixels (torchmetrics' stat scores); the counts are gathered over all processes with
+    ``gather_for_metrics`` (which drops the padding of the last batch) and summed into mmseg's metrics.
 
-    common_options = {"num_classes": num_labels, "ignore_index": IGNORE_INDEX, "validate_args": False}
-    jaccard = MulticlassJaccardIndex(average=None, zero_division=float("nan"), **common_options)
-    pixel_accuracy = MulticlassAccuracy(average="micro", **common_options)
-    mean_accuracy = MulticlassAccuracy(average="macro", **common_options)
+    Batches of lists (the keep-ratio protocol) are predicted one image at a time, whole, at each label map's size;
+    stacked batches (``--eval_protocol square``) in one forward at the batch's size."""
+    unwrapped = accelerator.unwrap_model(model)
     was_training = model.training
     model.eval()
+    total = torch.zeros(num_labels, 3, dtype=torch.long)
     num_images = 0
     for batch in tqdm(eval_dataloader, desc="eval", disable=not accelerator.is_local_main_process, leave=False):
-        logits = model(pixel_values=batch["pixel_values"]).logits
-        predictions, labels = accelerator.gather_for_metrics((logits.argmax(dim=1), batch["labels"]))
-        predictions, labels = predictions.cpu(), labels.cpu()
-        for metric in (jaccard, pixel_accuracy, mean_accuracy):
-            metric.update(predictions, labels)
-        num_images += labels.shape[0]
+        if isinstance(batch["pixel_values"], torch.Tensor):
+            predictions = list(model(pixel_values=batch["pixel_values"]).logits.argmax(dim=1))
+        else:
+            predictions = [
+                predict_at_label_size(unwrapped, pixels, labels.shape, InferenceProtocol())
+                for pixels, labels in zip(batch["pixel_values"], batch["labels"], strict=True)
+            ]
+        counts = torch.stack(
+            [
+                class_counts(prediction, labels, num_labels, IGNORE_INDEX)
+                for prediction, labels in zip(predictions, batch["labels"], strict=True)
+            ]
+        )
+        counts = accelerator.gather_for_metrics(counts.to(accelerator.device)).cpu()
+        total += counts.sum(dim=0)
+        num_images += counts.shape[0]
     model.train(was_training)
-    per_class = jaccard.compute()
-    return SegmentationMetrics(
-        mean_iou=float(torch.nanmean(per_class)) if not torch.isnan(per_class).all() else float("nan"),
-        per_class_iou=[float(value) for value in per_class],
-        pixel_accuracy=float(pixel_accuracy.compute()),
-        mean_accuracy=float(mean_accuracy.compute()),
-        num_images=num_images,
-    )
+    return SegmentationMetrics.from_counts(total, num_images)
 
 
 def label_palette(num_labels: int) -> np.ndarray:
@@ -368,19 +420,21 @@ def colour_labels(labels: np.ndarray, palette: np.ndarray) -> Image.Image:
 
 
 @torch.no_grad()
-def example_prediction(model, eval_batch: dict[str, torch.Tensor], num_labels: int, count: int = 4) -> Image.Image:
-    """Rows of (image, ground truth, prediction) for the first ``count`` images of a held-out batch."""
+def example_prediction(model, eval_batch: dict[str, Any], num_labels: int, count: int = 4) -> Image.Image:
+    """Rows of (image, ground truth, prediction) for the first ``count`` images of a held-out batch, each at its
+    label map's size (tiles brought to the first one's size for the grid)."""
     model.eval()
-    pixel_values = eval_batch["pixel_values"][:count].to(model.device)
-    predictions = model(pixel_values=pixel_values).logits.argmax(dim=1).cpu().numpy()
-    model.train()
     mean, std = np.asarray(IMAGENET_MEAN), np.asarray(IMAGENET_STD)
-    images = (pixel_values.cpu().numpy().transpose(0, 2, 3, 1) * std + mean).clip(0, 1)
     palette = label_palette(num_labels)
     tiles = []
-    for image, labels, prediction in zip(images, eval_batch["labels"][:count].numpy(), predictions, strict=True):
-        tiles += [Image.fromarray((image * 255).round().astype(np.uint8)), colour_labels(labels, palette)]
-        tiles.append(colour_labels(prediction, palette))
+    for pixel_values, labels in zip(eval_batch["pixel_values"][:count], eval_batch["labels"][:count], strict=True):
+        prediction = predict_at_label_size(model, pixel_values, labels.shape, InferenceProtocol()).cpu().numpy()
+        image = (pixel_values.cpu().numpy().transpose(1, 2, 0) * std + mean).clip(0, 1)
+        image = Image.fromarray((image * 255).round().astype(np.uint8)).resize(prediction.shape[::-1])
+        tiles += [image, colour_labels(labels.cpu().numpy(), palette), colour_labels(prediction, palette)]
+    size = tiles[0].size
+    tiles = [tile if tile.size == size else tile.resize(size, Image.Resampling.NEAREST) for tile in tiles]
+    model.train()
     return common.upscale_for_display(common.image_grid(tiles, columns=3), min_side=384)
 
 
@@ -583,6 +637,7 @@ def segmentation_card_fields(
         "lr_scheduler": f"{args.lr_scheduler} (power {args.lr_power}), {args.lr_warmup_steps} warm-up steps",
         "drop_path_rate": config.drop_path_rate,
         "augmentation": f"random scale {tuple(args.scale_range)}, crop, horizontal flip",
+        "evaluation": _evaluation_description(args, results["resolution"]),
         "max_grad_norm": args.max_grad_norm or "none",
         "mixed_precision": args.mixed_precision or "no",
         "processes": results["num_processes"],
@@ -618,6 +673,13 @@ def segmentation_card_fields(
         fields["eval_dataset"] = args.dataset_name or "imagefolder"
         fields["eval_split"] = results["eval_split"]
     return fields
+
+
+def _evaluation_description(args: argparse.Namespace, resolution: int) -> str:
+    if args.eval_protocol == "square":
+        return f"images and labels resized to {resolution}x{resolution}, scored there"
+    scale = tuple(args.eval_scale or (resolution, resolution))
+    return f"keep-ratio resize to {scale}, whole inference, scored at each label map's size (mmseg's protocol)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
