@@ -451,6 +451,102 @@ class SwinFPNSegmentationHead(nn.Module):
         return self.classifier(fused)
 
 
+class SwinFPNConvModule(nn.Module):
+    """conv (no bias) - BatchNorm - ReLU: the `ConvModule` of mmseg's UperNet and FCN heads."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0, dilation: int = 1
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size=kernel_size, padding=padding, dilation=dilation, bias=False
+        )
+        self.batch_norm = nn.BatchNorm2d(out_channels)
+        self.activation = nn.ReLU()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.batch_norm(self.conv(hidden_states)))
+
+
+class SwinFPNUperNetHead(nn.Module):
+    """UperNet (Xiao et al. 2018, "Unified Perceptual Parsing", Sec. 3 and Fig. 4), mmseg's `UPerHead`:
+
+    - a pyramid pooling module (PSPNet, Zhao et al. 2017) on the last stage: average pools to each of `pool_scales`,
+      1x1 conv-BN-ReLU, bilinear upsampling back, concatenated with the stage and fused by a 3x3 conv: the top level;
+    - FPN: 1x1 lateral convs on the other stages, a top-down path adding the bilinearly upsampled coarser level, a
+      3x3 conv on each merged level;
+    - fusion: every level upsampled bilinearly to the finest, concatenated, a 3x3 conv, then the 1x1 classifier.
+
+    All convs have `upernet_hidden_size` (512) channels. Submodule names follow transformers' `UperNetHead`.
+    """
+
+    def __init__(self, config: SwinFPNConfig) -> None:
+        super().__init__()
+        channels, stages = config.upernet_hidden_size, config.stage_channels
+        self.psp_modules = nn.ModuleList(
+            nn.Sequential(nn.AdaptiveAvgPool2d(scale), SwinFPNConvModule(stages[-1], channels, kernel_size=1))
+            for scale in config.pool_scales
+        )
+        self.bottleneck = SwinFPNConvModule(
+            stages[-1] + len(config.pool_scales) * channels, channels, kernel_size=3, padding=1
+        )
+        self.lateral_convs = nn.ModuleList(SwinFPNConvModule(c, channels, kernel_size=1) for c in stages[:-1])
+        self.fpn_convs = nn.ModuleList(
+            SwinFPNConvModule(channels, channels, kernel_size=3, padding=1) for _ in stages[:-1]
+        )
+        self.fpn_bottleneck = SwinFPNConvModule(len(stages) * channels, channels, kernel_size=3, padding=1)
+        self.classifier = nn.Conv2d(channels, config.num_labels, kernel_size=1)
+
+    def pyramid_pooling(self, top: torch.Tensor) -> torch.Tensor:
+        pooled = [
+            F.interpolate(module(top), size=top.shape[-2:], mode="bilinear", align_corners=False)
+            for module in self.psp_modules
+        ]
+        return self.bottleneck(torch.cat([top, *pooled], dim=1))
+
+    def forward(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        laterals = [conv(feature) for conv, feature in zip(self.lateral_convs, feature_maps)]
+        laterals.append(self.pyramid_pooling(feature_maps[-1]))
+        for level in range(len(laterals) - 1, 0, -1):
+            coarser = F.interpolate(
+                laterals[level], size=laterals[level - 1].shape[-2:], mode="bilinear", align_corners=False
+            )
+            laterals[level - 1] = laterals[level - 1] + coarser
+        outputs = [conv(lateral) for conv, lateral in zip(self.fpn_convs, laterals)] + [laterals[-1]]
+        finest = outputs[0].shape[-2:]
+        outputs = [outputs[0]] + [
+            F.interpolate(level, size=finest, mode="bilinear", align_corners=False) for level in outputs[1:]
+        ]
+        return self.classifier(self.fpn_bottleneck(torch.cat(outputs, dim=1)))
+
+
+class SwinFPNAuxiliaryHead(nn.Module):
+    """The auxiliary FCN head (Long et al. 2015) of mmseg's `upernet_swin` configs, on stage `auxiliary_in_index`:
+    `auxiliary_num_convs` 3x3 conv-BN-ReLU layers of `auxiliary_channels`, optionally concatenated with the input and
+    fused by one more conv, then a 1x1 classifier. Submodule names follow transformers' `UperNetFCNHead`."""
+
+    def __init__(self, config: SwinFPNConfig) -> None:
+        super().__init__()
+        self.in_index = config.auxiliary_in_index
+        in_channels, channels = config.stage_channels[self.in_index], config.auxiliary_channels
+        convs = [
+            SwinFPNConvModule(in_channels if i == 0 else channels, channels, kernel_size=3, padding=1)
+            for i in range(config.auxiliary_num_convs)
+        ]
+        self.convs = nn.Sequential(*convs) if convs else nn.Identity()
+        self.concat_input = config.auxiliary_concat_input
+        if self.concat_input:
+            self.conv_cat = SwinFPNConvModule(in_channels + channels, channels, kernel_size=3, padding=1)
+        self.classifier = nn.Conv2d(channels, config.num_labels, kernel_size=1)
+
+    def forward(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        features = feature_maps[self.in_index]
+        hidden_states = self.convs(features)
+        if self.concat_input:
+            hidden_states = self.conv_cat(torch.cat([features, hidden_states], dim=1))
+        return self.classifier(hidden_states)
+
+
 class SwinFPNPreTrainedModel(PreTrainedModel):
     config_class = SwinFPNConfig
     config: SwinFPNConfig
@@ -484,8 +580,12 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
     def __init__(self, config: SwinFPNConfig) -> None:
         super().__init__(config)
         self.backbone = SwinFPNBackbone(config)
-        self.fpn = SwinFPNFeaturePyramid(config)
-        self.decode_head = SwinFPNSegmentationHead(config)
+        if config.decode_head_type == "upernet":
+            self.decode_head = SwinFPNUperNetHead(config)
+        else:
+            self.fpn = SwinFPNFeaturePyramid(config)
+            self.decode_head = SwinFPNSegmentationHead(config)
+        self.auxiliary_head = SwinFPNAuxiliaryHead(config) if config.use_auxiliary_head else None
         self.post_init()
 
     def forward(
@@ -505,12 +605,11 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
             self._check_labels(labels, pixel_values)
 
         feature_maps, embedding, attentions = self.backbone.encode(pixel_values, output_attentions)
-        logits = self.decode_head(self.fpn(_head_memory_format(feature_maps)))
-        logits = self._upsample_to_input(logits, pixel_values.shape[-2:])
+        logits, auxiliary_logits = self._decode(feature_maps, pixel_values.shape[-2:], labels is not None)
 
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits, labels.long(), ignore_index=self.config.semantic_loss_ignore_index)
+            loss = self._segmentation_loss(logits, auxiliary_logits, labels)
 
         hidden_states = (embedding, *feature_maps) if output_hidden_states else None
         attentions = attentions if output_attentions else None
@@ -518,6 +617,38 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
             output = tuple(v for v in (logits, hidden_states, attentions) if v is not None)
             return ((loss,) + output) if loss is not None else output
         return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=hidden_states, attentions=attentions)
+
+    def _decode(
+        self, feature_maps: tuple[torch.Tensor, ...], input_size: torch.Size, with_auxiliary: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits at the input size from the decode head and, when `with_auxiliary` (a loss is computed) and the
+        model has one, from the auxiliary head. UperNet's logits are upsampled bilinearly straight to the input size,
+        as mmseg and transformers' `UperNetForSemanticSegmentation` do."""
+        feature_maps = _head_memory_format(feature_maps)
+        if self.config.decode_head_type == "upernet":
+            logits = F.interpolate(
+                self.decode_head(feature_maps), size=input_size, mode="bilinear", align_corners=False
+            )
+        else:
+            logits = self._upsample_to_input(self.decode_head(self.fpn(feature_maps)), input_size)
+        auxiliary_logits = None
+        if with_auxiliary and self.auxiliary_head is not None:
+            auxiliary_logits = F.interpolate(
+                self.auxiliary_head(feature_maps), size=input_size, mode="bilinear", align_corners=False
+            )
+        return logits, auxiliary_logits
+
+    def _segmentation_loss(
+        self, logits: torch.Tensor, auxiliary_logits: torch.Tensor | None, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """Cross-entropy ignoring `semantic_loss_ignore_index`, plus `auxiliary_loss_weight` times the auxiliary
+        head's (mmseg's `upernet_swin`: 0.4)."""
+        ignore_index = self.config.semantic_loss_ignore_index
+        loss = F.cross_entropy(logits, labels.long(), ignore_index=ignore_index)
+        if auxiliary_logits is not None:
+            auxiliary = F.cross_entropy(auxiliary_logits, labels.long(), ignore_index=ignore_index)
+            loss = loss + self.config.auxiliary_loss_weight * auxiliary
+        return loss
 
     def _upsample_to_input(self, logits: torch.Tensor, input_size: torch.Size) -> torch.Tensor:
         """Bilinear upsampling from stride `patch_size` to the padded input, then the padding is cropped away."""
@@ -724,6 +855,77 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
             raise ValueError(
                 f"inference: pixel_values must be {expected}, got {pixel_values.dtype} {tuple(pixel_values.shape)}."
             )
+
+    @classmethod
+    def from_pretrained_upernet(
+        cls, name_or_path: str, allow_pickle: bool = False, **config_kwargs
+    ) -> SwinFPNForSegmentation:
+        """Convert a transformers `UperNetForSemanticSegmentation` with a Swin backbone, e.g. the ADE20K-trained
+        `openmmlab/upernet-swin-tiny` (-small, -base, -large), into a `decode_head_type="upernet"` SwinFPN: the
+        backbone (q/k/v fused), the UperNet decode head, the auxiliary FCN head (if any) and the labels
+        (`id2label`, `loss_ignore_index`). The converted model gives the same logits and loss in eval mode.
+
+        `config_kwargs` may set what does not change the weights' shapes (dropouts, `drop_path_rate`,
+        `image_size`, `max_input_pixels`, ...). Weights are read from safetensors only unless `allow_pickle=True`.
+        """
+        from transformers import UperNetConfig, UperNetForSemanticSegmentation
+
+        upernet_config = UperNetConfig.from_pretrained(name_or_path)
+        swin_config = upernet_config.backbone_config
+        if swin_config is None or swin_config.model_type != "swin":
+            kind = None if swin_config is None else swin_config.model_type
+            raise ValueError(
+                f"from_pretrained_upernet: {name_or_path!r} has a {kind!r} backbone; expected a UperNet with a Swin "
+                "backbone such as openmmlab/upernet-swin-tiny."
+            )
+        stages = [f"stage{i + 1}" for i in range(len(swin_config.depths))]
+        if list(swin_config.out_features) != stages or swin_config.use_absolute_embeddings:
+            raise ValueError(
+                f"from_pretrained_upernet: {name_or_path!r}: expected a Swin backbone without absolute position "
+                f"embeddings that outputs every stage {stages}, got out_features={list(swin_config.out_features)}."
+            )
+        expected_in = swin_config.embed_dim * 2 ** min(2, len(stages) - 1)
+        if upernet_config.auxiliary_in_channels not in (None, expected_in):
+            raise ValueError(
+                f"from_pretrained_upernet: auxiliary_in_channels={upernet_config.auxiliary_in_channels} does not "
+                f"match the third stage's {expected_in} channels."
+            )
+        shaped = _swin_geometry(swin_config) | {
+            "decode_head_type": "upernet",
+            "upernet_hidden_size": upernet_config.hidden_size,
+            "pool_scales": list(upernet_config.pool_scales),
+            "use_auxiliary_head": upernet_config.use_auxiliary_head,
+            "auxiliary_channels": upernet_config.auxiliary_channels,
+            "auxiliary_num_convs": upernet_config.auxiliary_num_convs,
+            "auxiliary_concat_input": upernet_config.auxiliary_concat_input,
+            "auxiliary_in_index": min(2, len(stages) - 1),
+            "id2label": {int(k): v for k, v in upernet_config.id2label.items()},
+        }
+        clashes = sorted(key for key in config_kwargs if key in shaped or key in ("num_labels", "label2id"))
+        if clashes:
+            raise ValueError(
+                f"from_pretrained_upernet: {clashes} are fixed by the checkpoint; leave them out to take its values."
+            )
+        config = SwinFPNConfig(
+            **shaped,
+            label2id={v: int(k) for k, v in upernet_config.id2label.items()},
+            auxiliary_loss_weight=upernet_config.auxiliary_loss_weight,
+            semantic_loss_ignore_index=upernet_config.loss_ignore_index,
+            drop_path_rate=swin_config.drop_path_rate,
+            hidden_dropout_prob=swin_config.hidden_dropout_prob,
+            attention_probs_dropout_prob=swin_config.attention_probs_dropout_prob,
+            backbone_checkpoint=str(name_or_path),
+            **config_kwargs,
+        )
+        upernet = UperNetForSemanticSegmentation.from_pretrained(
+            name_or_path, **({} if allow_pickle else {"use_safetensors": True})
+        )
+        model = cls(config)
+        model.backbone.load_state_dict(convert_swin_backbone_state_dict(upernet.backbone.state_dict()))
+        model.decode_head.load_state_dict(upernet.decode_head.state_dict())
+        if model.auxiliary_head is not None:
+            model.auxiliary_head.load_state_dict(upernet.auxiliary_head.state_dict())
+        return model.train(upernet.training)
 
 
 def _pair(value, name: str) -> tuple[int, int]:
