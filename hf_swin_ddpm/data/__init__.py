@@ -8,6 +8,7 @@ from .transforms import (
     IMAGENET_STD,
     INDEX_COLUMN,
     DDPMTransform,
+    MMSegTrainTransform,
     SegmentationEvalTransform,
     SegmentationKeepRatioEvalTransform,
     SegmentationTrainTransform,
@@ -18,6 +19,7 @@ from .transforms import (
     collate_segmentation_lists,
     example_rng,
     keep_ratio_size,
+    photo_metric_distortion,
 )
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "INDEX_COLUMN",
     "SHAPES_ID2LABEL",
     "DDPMTransform",
+    "MMSegTrainTransform",
     "SegmentationEvalTransform",
     "SegmentationKeepRatioEvalTransform",
     "SegmentationTrainTransform",
@@ -40,6 +43,7 @@ __all__ = [
     "embedded_dataset",
     "example_rng",
     "keep_ratio_size",
+    "photo_metric_distortion",
     "load_image_dataset",
     "normalize_columns",
 ]
