@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ from tqdm.auto import tqdm
 from ..data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    MMSegTrainTransform,
     SegmentationEvalTransform,
     SegmentationKeepRatioEvalTransform,
     SegmentationTrainTransform,
@@ -64,6 +66,29 @@ MAX_WARMUP_STEPS = 1500  # the Swin paper's warm-up
 WARMUP_FRACTION = 0.05
 DEFAULT_NUM_EPOCHS = 20
 EVAL_PROTOCOLS = ("keep_ratio", "square")
+TRAIN_PIPELINES = ("default", "mmseg")
+# The Swin paper's ADE20K run (mmseg's upernet_swin 160k configs). The total batch of 16 is split over the processes.
+RECIPES: dict[str, dict[str, Any]] = {
+    "swin-ade20k": {
+        "decode_head_type": "upernet",
+        "use_auxiliary_head": True,
+        "learning_rate": 6e-5,
+        "weight_decay": 0.01,
+        "lr_scheduler": "polynomial",
+        "lr_power": 1.0,
+        "lr_warmup_steps": 1500,
+        "max_train_steps": 160_000,
+        "train_batch_size": 16,
+        "drop_path_rate": 0.3,
+        "resolution": 512,
+        "train_pipeline": "mmseg",
+        "train_scale": [2048, 512],
+        "eval_scale": [2048, 512],
+        "do_reduce_labels": True,
+        "eval_steps": 16_000,
+        "checkpointing_steps": 16_000,
+    }
+}
 NO_WEIGHT_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)
 NO_WEIGHT_DECAY_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
 
@@ -116,6 +141,38 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--lr_power", type=float, default=1.0, help="Power of the polynomial decay.")
     seg.add_argument("--eval_steps", type=int, help="Evaluate every N steps (default: at the end only).")
     seg.add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        help="Set the defaults of a published run: swin-ade20k is the Swin paper's ADE20K UperNet recipe (UperNet + "
+        "auxiliary head, AdamW 6e-5, weight decay 0.01, poly power 1, 1,500 warm-up steps, 160k iterations, total "
+        "batch 16, drop path 0.3, crop 512, mmseg's training pipeline, evaluation at scale 2048 512). Flags given "
+        "explicitly still win.",
+    )
+    seg.add_argument(
+        "--decode_head_type", choices=("semantic_fpn", "upernet"), help="Decode head (default: config's)."
+    )
+    seg.add_argument(
+        "--use_auxiliary_head",
+        action="store_true",
+        default=None,
+        help="Add the auxiliary FCN head on stage 3 (loss weight 0.4).",
+    )
+    seg.add_argument(
+        "--train_pipeline",
+        choices=TRAIN_PIPELINES,
+        default="default",
+        help="default: random scale of the short side, crop, flip; mmseg: mmseg's ADE20K pipeline (RandomResize of "
+        "--train_scale by 0.5-2.0, RandomCrop with cat_max_ratio 0.75, flip, PhotoMetricDistortion).",
+    )
+    seg.add_argument(
+        "--train_scale",
+        type=int,
+        nargs=2,
+        default=(2048, 512),
+        metavar=("LONG", "SHORT"),
+        help="mmseg pipeline scale.",
+    )
+    seg.add_argument(
         "--eval_protocol",
         choices=EVAL_PROTOCOLS,
         default="keep_ratio",
@@ -141,8 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse and check the flags."""
-    args = build_parser().parse_args(argv)
+    """Parse and check the flags; a ``--recipe`` sets defaults that explicit flags override."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.recipe:
+        recipe = dict(RECIPES[args.recipe])
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        recipe["train_batch_size"] = max(1, recipe["train_batch_size"] // processes)
+        parser.set_defaults(**recipe)
+        args = parser.parse_args(argv)
     common.check_common_arguments(args)
     args.command_line = common.command_line(PROGRAM, sys.argv[1:] if argv is None else argv, [args.hub_token])
     common.check_positive(args.num_labels, "--num_labels")
@@ -224,6 +288,10 @@ def build_model(args: argparse.Namespace, id2label: dict[int, str]) -> SwinFPNFo
     }
     if args.drop_path_rate is not None:
         labels["drop_path_rate"] = args.drop_path_rate
+    if args.decode_head_type is not None:
+        labels["decode_head_type"] = args.decode_head_type
+    if args.use_auxiliary_head is not None:
+        labels["use_auxiliary_head"] = args.use_auxiliary_head
     if args.pretrained_backbone:
         kwargs = {**labels, "image_size": args.resolution or 512}
         kwargs.setdefault("drop_path_rate", 0.3)
@@ -280,9 +348,18 @@ def build_dataloaders(
         "reduce_labels": args.do_reduce_labels,
         "ignore_index": IGNORE_INDEX,
     }
-    train_transform = SegmentationTrainTransform(
-        resolution, scale_range=tuple(args.scale_range), seed=args.seed, **transform_options
-    )
+    if args.train_pipeline == "mmseg":
+        train_transform = MMSegTrainTransform(
+            resolution,
+            scale=tuple(args.train_scale),
+            ratio_range=tuple(args.scale_range),
+            seed=args.seed,
+            **transform_options,
+        )
+    else:
+        train_transform = SegmentationTrainTransform(
+            resolution, scale_range=tuple(args.scale_range), seed=args.seed, **transform_options
+        )
     train_dataset = data.train
     streaming = isinstance(train_dataset, datasets.IterableDataset)
     if streaming:
@@ -636,7 +713,7 @@ def segmentation_card_fields(
         "learning_rate": args.learning_rate,
         "lr_scheduler": f"{args.lr_scheduler} (power {args.lr_power}), {args.lr_warmup_steps} warm-up steps",
         "drop_path_rate": config.drop_path_rate,
-        "augmentation": f"random scale {tuple(args.scale_range)}, crop, horizontal flip",
+        "augmentation": _augmentation_description(args),
         "evaluation": _evaluation_description(args, results["resolution"]),
         "max_grad_norm": args.max_grad_norm or "none",
         "mixed_precision": args.mixed_precision or "no",
@@ -657,6 +734,7 @@ def segmentation_card_fields(
             "window_size": config.window_size,
             "fpn_hidden_size": config.fpn_hidden_size,
             "head_hidden_size": config.head_hidden_size,
+            "decode_head": config.decode_head_type + (" + auxiliary FCN head" if config.use_auxiliary_head else ""),
         },
         "labels": [config.id2label[index] for index in sorted(config.id2label)],
         "started_from_checkpoint": bool(args.pretrained_backbone),
@@ -673,6 +751,15 @@ def segmentation_card_fields(
         fields["eval_dataset"] = args.dataset_name or "imagefolder"
         fields["eval_split"] = results["eval_split"]
     return fields
+
+
+def _augmentation_description(args: argparse.Namespace) -> str:
+    if args.train_pipeline == "mmseg":
+        return (
+            f"mmseg: RandomResize {tuple(args.train_scale)} x {tuple(args.scale_range)}, RandomCrop "
+            "(cat_max_ratio 0.75), flip, PhotoMetricDistortion"
+        )
+    return f"random scale {tuple(args.scale_range)}, crop, horizontal flip"
 
 
 def _evaluation_description(args: argparse.Namespace, resolution: int) -> str:
