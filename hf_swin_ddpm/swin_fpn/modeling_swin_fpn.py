@@ -841,7 +841,7 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
                 count = crop_logits.new_zeros(1, 1, height, width)
             logits_sum[..., top:bottom, left:right] += crop_logits
             count[..., top:bottom, left:right] += 1
-        return logits_sum / count
+        return logits_sum.div_(count)
 
     def _check_pixel_values_shape(self, pixel_values: torch.Tensor) -> None:
         """`inference` checks type, rank, channels and dtype; each forward (one crop in slide mode) checks the rest,
