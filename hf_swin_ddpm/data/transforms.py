@@ -283,6 +283,10 @@ class SegmentationTrainTransform(SegmentationTransform):
 class SegmentationEvalTransform(SegmentationTransform):
     """Resize to ``resolution`` x ``resolution`` (image bilinear, labels nearest) and normalise; no randomness."""
 
+    def sizes(self, width: int, height: int) -> tuple[tuple[int, int], tuple[int, int] | None]:
+        """(width, height) of the resized image and of the resized labels (None: labels keep their size)."""
+        return (self.resolution, self.resolution), (self.resolution, self.resolution)
+
     def transform_example(
         self,
         image: Image.Image,
@@ -292,8 +296,12 @@ class SegmentationEvalTransform(SegmentationTransform):
     ) -> tuple[np.ndarray, np.ndarray]:
         image, labels = _image_and_labels(image, annotation, index)
         labels = self.prepare_labels(labels, _describe(index, annotation))
-        size = (self.resolution, self.resolution)
-        return self.normalize(image.resize(size, IMAGE_RESAMPLE)), _resize_labels(labels, size)
+        image_size, label_size = self.sizes(*image.size)
+        if image_size != image.size:
+            image = image.resize(image_size, IMAGE_RESAMPLE)
+        if label_size is not None:
+            labels = _resize_labels(labels, label_size)
+        return self.normalize(image), labels
 
 
 def keep_ratio_size(height: int, width: int, scale: Sequence[int]) -> tuple[int, int]:
@@ -306,7 +314,7 @@ def keep_ratio_size(height: int, width: int, scale: Sequence[int]) -> tuple[int,
     return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
 
 
-class SegmentationKeepRatioEvalTransform(SegmentationTransform):
+class SegmentationKeepRatioEvalTransform(SegmentationEvalTransform):
     """mmseg's test pipeline: the image resized (bilinear) keeping its aspect ratio to ``scale`` (see
     :func:`keep_ratio_size`) and normalised; the label map left at its original size, to score predictions brought
     back to it. No randomness. Batch with :func:`collate_segmentation_lists` (the sizes differ)."""
@@ -316,19 +324,9 @@ class SegmentationKeepRatioEvalTransform(SegmentationTransform):
         super().__init__(min(scale), **kwargs)
         self.scale = (int(scale[0]), int(scale[1]))
 
-    def transform_example(
-        self,
-        image: Image.Image,
-        annotation: Image.Image,
-        rng: np.random.Generator | None = None,
-        index: int | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        image, labels = _image_and_labels(image, annotation, index)
-        labels = self.prepare_labels(labels, _describe(index, annotation))
-        height, width = keep_ratio_size(image.height, image.width, self.scale)
-        if (width, height) != image.size:
-            image = image.resize((width, height), IMAGE_RESAMPLE)
-        return self.normalize(image), labels
+    def sizes(self, width: int, height: int) -> tuple[tuple[int, int], None]:
+        new_height, new_width = keep_ratio_size(height, width, self.scale)
+        return (new_width, new_height), None
 
 
 # mmseg's PhotoMetricDistortion defaults (mmseg/datasets/transforms/transforms.py).
