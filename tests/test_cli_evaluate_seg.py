@@ -128,3 +128,28 @@ def test_labels_outside_the_model_classes_are_named(tmp_path, capsys):
     status = main(["evaluate-seg", str(folder), "--dataset_name", "shapes", "--output", str(tmp_path / "r.json")])
     assert status == 2
     assert "outside [0, 2)" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_train_data_dir_with_reduced_labels(model_dir, tmp_path):
+    from datasets import Dataset
+    from PIL import Image
+    from training_support import write_segmentation_folders
+
+    root = write_segmentation_folders(tmp_path / "folder", count=3, label_offset=1)  # classes 1..4, as ADE20K's
+    output = tmp_path / "r.json"
+    argv = ["evaluate-seg", str(model_dir), "--train_data_dir", str(root), "--split", "train", "--do_reduce_labels"]
+    assert main([*argv, "--output", str(output)]) == 0
+    results = json.loads(output.read_text())
+    assert results["reduce_labels"] is True and results["num_images"] == 3 and results["split"] == "train"
+    names = sorted((root / "images").iterdir())
+    dataset = Dataset.from_dict(
+        {
+            "image": [Image.open(path).convert("RGB") for path in names],
+            "annotation": [Image.open(root / "annotations" / path.name) for path in names],
+        }
+    )
+    model = SwinFPNForSegmentation.from_pretrained(model_dir).eval()
+    expected = evaluate_segmentation(
+        model, dataset, scale=(32, 32), mean=IMAGENET_MEAN, std=IMAGENET_STD, reduce_labels=True, progress=False
+    )
+    assert results["mIoU"] == pytest.approx(expected["mIoU"], abs=1e-9)
