@@ -4,6 +4,9 @@
     hf-swin-ddpm sample PIPELINE_DIR OUTPUT.png [--num-images N] [--steps S] [--seed K]
     hf-swin-ddpm train-ddpm --dataset_name digits --output_dir DIR [...]   (the flags of train_ddpm --help)
     hf-swin-ddpm train-seg --dataset_name shapes --output_dir DIR [...]    (the flags of train_segmentation --help)
+    hf-swin-ddpm evaluate-seg MODEL --dataset_name NAME | --train_data_dir DIR [--split S] [--scale 2048 512]
+        [--mode whole|slide --crop_size 512 --stride 341] [--tta | --scales R ... --flip] [--do_reduce_labels]
+        [--output eval_results.json] [--update_card]
     hf-swin-ddpm push FOLDER REPO_ID [--private] [--commit-message MESSAGE] [--card-fields FILE.json]
         [--example-image IMAGE] [--sample-steps S]
     hf-swin-ddpm evaluate-ddpm MODEL --reference DATASET[:SPLIT] | FOLDER | STATS.npz --num_samples N
@@ -91,6 +94,119 @@ def sample(args: argparse.Namespace) -> None:
     images = pipeline(batch_size=args.num_images, generator=generator, num_inference_steps=args.steps).images
     _save_grid(images, Path(args.output))
     print(f"Saved {len(images)} samples ({args.steps} steps) to {args.output}")
+
+
+EVAL_SPLITS = ("validation", "test")
+
+
+def evaluate_seg(args: argparse.Namespace) -> None:
+    """Evaluate a SwinFPN segmenter with mmsegmentation's protocol: keep-ratio resize, whole/slide inference,
+    optional multi-scale + flip TTA, metrics at each label map's own size (aAcc, mIoU, mAcc, mDice, mFscore)."""
+    from .data import IMAGENET_MEAN, IMAGENET_STD
+    from .segmentation_eval import MMSEG_TTA_SCALES, InferenceProtocol, evaluate_segmentation, format_results_table
+
+    if (args.dataset_name is None) == (args.train_data_dir is None):
+        raise CLIError("give exactly one of --dataset_name and --train_data_dir.")
+    scales = tuple(args.scales) if args.scales else (MMSEG_TTA_SCALES if args.tta else (1.0,))
+    if any(not scale > 0 for scale in scales):
+        raise CLIError(f"--scales: expected positive ratios such as 0.5 0.75 1.0, got {list(scales)}.")
+    for name in ("crop_size", "stride", "max_eval_samples"):
+        value = getattr(args, name)
+        if value is not None and any(v < 1 for v in (value if isinstance(value, list) else [value])):
+            raise CLIError(f"--{name}: expected positive integers, got {value}.")
+    if args.scale is not None and min(args.scale) < 1:
+        raise CLIError(f"--scale: expected two positive sizes such as 2048 512, got {args.scale}.")
+    if (args.crop_size or args.stride) and args.mode != "slide":
+        raise CLIError("--crop_size and --stride apply to --mode slide; add --mode slide or leave them out.")
+    if args.update_card and not Path(args.model).is_dir():
+        raise CLIError(f"--update_card: {args.model} is not a local model folder; the card is updated in place.")
+    output = Path(args.output)
+    if output.is_dir():
+        raise CLIError(f"--output: {output} is a folder; give a file name such as eval_results.json.")
+    model, processor = _load_segmenter(args.model, args.allow_pickle)
+    dataset, split = _load_eval_split(args)
+    if args.max_eval_samples is not None:
+        dataset = dataset.select(range(min(args.max_eval_samples, len(dataset))))
+    size = processor.size if processor is not None else None
+    scale = args.scale or ([size["height"], size["width"]] if size else [model.config.image_size] * 2)
+    protocol = InferenceProtocol(
+        mode=args.mode,
+        crop_size=_int_or_pair(args.crop_size) or (model.config.image_size if args.mode == "slide" else None),
+        stride=_int_or_pair(args.stride),
+        scales=scales,
+        flip=args.flip or args.tta,
+    )
+    mean = processor.image_mean if processor is not None else IMAGENET_MEAN
+    std = processor.image_std if processor is not None else IMAGENET_STD
+    reduce_labels = args.do_reduce_labels or bool(processor is not None and processor.do_reduce_labels)
+    results = evaluate_segmentation(
+        model,
+        dataset,
+        scale=scale,
+        protocol=protocol,
+        mean=mean,
+        std=std,
+        reduce_labels=reduce_labels,
+        ignore_index=model.config.semantic_loss_ignore_index,
+    )
+    source = args.dataset_name or str(args.train_data_dir)
+    results.update(model=str(args.model), dataset=source, split=split, reduce_labels=reduce_labels)
+    print(format_results_table(results))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"Wrote {output}")
+    if args.update_card:
+        from .hub import update_segmentation_card_results
+
+        card = update_segmentation_card_results(args.model, results, source, split, args.dataset_config_name)
+        print(f"Updated the model-index of {card}")
+
+
+def _int_or_pair(value: list[int] | None) -> int | tuple[int, int] | None:
+    if value is None:
+        return None
+    if len(value) not in (1, 2):
+        raise CLIError(f"expected one size or HEIGHT WIDTH, got {value}.")
+    return value[0] if len(value) == 1 else (value[0], value[1])
+
+
+def _load_segmenter(name: str, allow_pickle: bool):
+    """The SwinFPN model (eval mode) and its image processor (None when the folder has none)."""
+    from . import SwinFPNForSegmentation, SwinFPNImageProcessor
+
+    _check_model_source(name, "MODEL")
+    if Path(name).is_dir():
+        check_model_folder(name, allow_pickle=allow_pickle)
+    with named_loading_errors(name, "SwinFPN model"):
+        model = SwinFPNForSegmentation.from_pretrained(name, **safetensors_only(allow_pickle)).eval()
+    processor = None
+    if not Path(name).is_dir() or (Path(name) / "preprocessor_config.json").is_file():
+        with named_loading_errors(name, "SwinFPN image processor"):
+            processor = SwinFPNImageProcessor.from_pretrained(name)
+    return model, processor
+
+
+def _load_eval_split(args: argparse.Namespace):
+    """The `--split` (default: the first of validation and test that exists) as a segmentation dataset."""
+    from .data import load_image_dataset
+
+    candidates = (args.split,) if args.split else EVAL_SPLITS
+    errors = []
+    for split in candidates:
+        try:
+            dataset = load_image_dataset(
+                dataset_name=args.dataset_name,
+                dataset_config_name=args.dataset_config_name,
+                train_data_dir=args.train_data_dir,
+                split=split,
+                task="segmentation",
+            )
+            return dataset, split
+        except ValueError as error:
+            errors.append(error)
+    if args.split:
+        raise errors[0]
+    raise CLIError(f"no validation or test split found ({_one_line(errors[-1])}); name one with --split.")
 
 
 def _check_model_source(name: str, what: str) -> None:
@@ -362,6 +478,32 @@ def build_parser() -> argparse.ArgumentParser:
     sampler.add_argument("--seed", type=int, default=0)
     sampler.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     sampler.set_defaults(handler=sample)
+
+    evaluator = commands.add_parser("evaluate-seg", help=evaluate_seg.__doc__)
+    evaluator.add_argument("model", help="a SwinFPN model: folder or Hub id")
+    evaluator.add_argument("--dataset_name", help="embedded (shapes), Hub dataset id or local dataset file/folder")
+    evaluator.add_argument("--dataset_config_name", help="the configuration of the Hub dataset")
+    evaluator.add_argument("--train_data_dir", help="a folder of images/ and annotations/ (optionally per split)")
+    evaluator.add_argument("--split", help="the split to evaluate (default: validation, else test)")
+    evaluator.add_argument(
+        "--scale",
+        type=int,
+        nargs=2,
+        metavar=("LONG", "SHORT"),
+        help="keep-ratio resize scale, e.g. 2048 512 for ADE20K (default: the image processor's size)",
+    )
+    evaluator.add_argument("--mode", choices=("whole", "slide"), default="whole")
+    evaluator.add_argument("--crop_size", type=int, nargs="+", help="slide window: SIZE or HEIGHT WIDTH")
+    evaluator.add_argument("--stride", type=int, nargs="+", help="slide stride: SIZE or HEIGHT WIDTH (2/3 crop)")
+    evaluator.add_argument("--tta", action="store_true", help="mmseg's TTA: scales 0.5-1.75 and flip")
+    evaluator.add_argument("--scales", type=float, nargs="+", help="TTA resize ratios (default 1.0; --tta: mmseg's)")
+    evaluator.add_argument("--flip", action="store_true", help="add horizontally flipped views")
+    evaluator.add_argument("--do_reduce_labels", action="store_true", help="label 0 -> ignore, c -> c - 1 (ADE20K)")
+    evaluator.add_argument("--max_eval_samples", type=int, help="evaluate only the first N images")
+    evaluator.add_argument("--output", default="eval_results.json", help="the results JSON file")
+    evaluator.add_argument("--update_card", action="store_true", help="write the results into MODEL/README.md")
+    evaluator.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    evaluator.set_defaults(handler=evaluate_seg)
 
     pusher = commands.add_parser("push", help=push.__doc__)
     pusher.add_argument("folder", help="a folder saved by save_pretrained / save_for_hub")

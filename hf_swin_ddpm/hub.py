@@ -802,3 +802,110 @@ def update_card_results(
     _check_card_parses(card)
     card.save(path)
     return path
+
+
+# ------------------------------------------------------------------------- segmentation evaluation results
+
+# mmseg's summary metrics as `model-index` metric types (mean_iou as the training card writes it).
+SEGMENTATION_EVAL_METRICS: dict[str, tuple[str, str]] = {
+    "mIoU": ("mean_iou", "mIoU"),
+    "aAcc": ("pixel_accuracy", "aAcc"),
+    "mAcc": ("mean_accuracy", "mAcc"),
+    "mDice": ("mean_dice", "mDice"),
+    "mFscore": ("mean_fscore", "mFscore"),
+}
+SEGMENTATION_EVAL_SECTION = ("<!-- segmentation-eval:start -->", "<!-- segmentation-eval:end -->")
+
+
+def _protocol_summary(results: Mapping[str, Any]) -> str:
+    """One line naming the protocol of `segmentation_eval.evaluate_segmentation` results."""
+    protocol = results.get("protocol", {})
+    parts = [f"keep-ratio resize to {tuple(results.get('scale', ()))}", f"{protocol.get('mode', 'whole')} inference"]
+    if protocol.get("mode") == "slide":
+        parts.append(
+            f"crop {protocol.get('crop_size') or 'image_size'}, stride {protocol.get('stride') or '2/3 crop'}"
+        )
+    scales = protocol.get("scales") or [1.0]
+    if list(scales) != [1.0] or protocol.get("flip"):
+        parts.append(f"TTA scales {list(scales)}" + (" + flip" if protocol.get("flip") else ""))
+    parts.append("scored at the label maps' size")
+    return ", ".join(parts)
+
+
+def update_segmentation_card_results(
+    folder: str | Path, results: Mapping[str, Any], dataset: str, split: str, dataset_config: str | None = None
+) -> Path:
+    """Write `hf-swin-ddpm evaluate-seg` results into `folder/README.md`: the summary metrics (mIoU, aAcc, mAcc,
+    mDice, mFscore, as fractions) in the card's `model-index`, replacing earlier results for the same dataset, split
+    and metric, and a marked "Evaluation" section with the protocol and the per-class IoU. A folder without a card
+    gets a minimal one. Returns the card's path; the card is checked to parse back."""
+    path = Path(folder) / CARD_FILE
+    card = (
+        ModelCard.load(path)
+        if path.is_file()
+        else ModelCard.from_template(
+            ModelCardData(library_name="transformers", pipeline_tag="image-segmentation", tags=[PROJECT_TAG])
+        )
+    )
+    config_line = _protocol_summary(results)
+    new = [
+        EvalResult(
+            task_type="image-segmentation",
+            task_name="Semantic Segmentation",
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split=split,
+            dataset_config=dataset_config,
+            metric_type=metric_type,
+            metric_name=metric_name,
+            metric_value=round(float(results[key]), 6),
+            metric_config=config_line,
+        )
+        for key, (metric_type, metric_name) in SEGMENTATION_EVAL_METRICS.items()
+        if results.get(key) is not None
+    ]
+    replaced = {(r.dataset_type, r.dataset_split, r.metric_type) for r in new}
+    kept = [
+        r for r in (card.data.eval_results or []) if (r.dataset_type, r.dataset_split, r.metric_type) not in replaced
+    ]
+    card.data.eval_results = kept + new
+    card.data.model_name = card.data.model_name or Path(folder).resolve().name
+    card.text = _with_eval_section(card.text, results, dataset, split, config_line)
+    _check_card_parses(card)
+    card.save(path)
+    return path
+
+
+def _with_eval_section(text: str, results: Mapping[str, Any], dataset: str, split: str, config_line: str) -> str:
+    """The card body with its marked evaluation section written (replacing an earlier one)."""
+    start, end = SEGMENTATION_EVAL_SECTION
+    summary = " | ".join(_percent_or_na(results.get(key)) for key in SEGMENTATION_EVAL_METRICS)
+    rows = [
+        f"| {name} | {_percent_or_na(values.get('IoU'))} | {_percent_or_na(values.get('Acc'))} |"
+        for name, values in list(results.get("per_class", {}).items())[:_LABELS_SHOWN]
+    ]
+    section = "\n".join(
+        [
+            start,
+            f"## Evaluation on {dataset} ({split})",
+            "",
+            f"Protocol: {config_line}; {results.get('num_images', '?')} images.",
+            "",
+            "| " + " | ".join(SEGMENTATION_EVAL_METRICS) + " |",
+            "|" + "---|" * len(SEGMENTATION_EVAL_METRICS),
+            f"| {summary} |",
+            "",
+            "| Class | IoU | Acc |",
+            "|---|---|---|",
+            *rows,
+            end,
+        ]
+    )
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        return before + section + rest.split(end, 1)[1]
+    return text.rstrip("\n") + "\n\n" + section + "\n"
+
+
+def _percent_or_na(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"

@@ -98,6 +98,20 @@ BAD_SWIN_FPN_FIELDS = [
     ("num_labels", -3, "an integer >= 1"),
     ("num_labels", "3", "an integer >= 1"),
     ("id2label", {}, "at least one class"),
+    ("decode_head_type", "segformer", "'semantic_fpn' or 'upernet'"),
+    ("decode_head_type", 1, "expected str"),
+    ("upernet_hidden_size", 0, "an integer >= 1"),
+    ("pool_scales", [], "one or more pooled sizes >= 1"),
+    ("pool_scales", [1, 0, 3], "one or more pooled sizes >= 1"),
+    ("pool_scales", "1236", "expected list[int] | tuple[int, ...]"),
+    ("use_auxiliary_head", "yes", "expected bool"),
+    ("auxiliary_loss_weight", -0.4, "a finite weight >= 0"),
+    ("auxiliary_loss_weight", math.inf, "a finite weight >= 0"),
+    ("auxiliary_channels", 0, "an integer >= 1"),
+    ("auxiliary_num_convs", -1, "an integer >= 0"),
+    ("auxiliary_concat_input", 1, "expected bool"),
+    ("auxiliary_in_index", 4, "a stage index in [0, 3]"),
+    ("auxiliary_in_index", -1, "a stage index in [0, 3]"),
 ]
 
 # Where the message reports the offending part rather than the whole value.

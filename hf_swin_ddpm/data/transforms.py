@@ -283,6 +283,10 @@ class SegmentationTrainTransform(SegmentationTransform):
 class SegmentationEvalTransform(SegmentationTransform):
     """Resize to ``resolution`` x ``resolution`` (image bilinear, labels nearest) and normalise; no randomness."""
 
+    def sizes(self, width: int, height: int) -> tuple[tuple[int, int], tuple[int, int] | None]:
+        """(width, height) of the resized image and of the resized labels (None: labels keep their size)."""
+        return (self.resolution, self.resolution), (self.resolution, self.resolution)
+
     def transform_example(
         self,
         image: Image.Image,
@@ -292,8 +296,167 @@ class SegmentationEvalTransform(SegmentationTransform):
     ) -> tuple[np.ndarray, np.ndarray]:
         image, labels = _image_and_labels(image, annotation, index)
         labels = self.prepare_labels(labels, _describe(index, annotation))
-        size = (self.resolution, self.resolution)
-        return self.normalize(image.resize(size, IMAGE_RESAMPLE)), _resize_labels(labels, size)
+        image_size, label_size = self.sizes(*image.size)
+        if image_size != image.size:
+            image = image.resize(image_size, IMAGE_RESAMPLE)
+        if label_size is not None:
+            labels = _resize_labels(labels, label_size)
+        return self.normalize(image), labels
+
+
+def keep_ratio_size(height: int, width: int, scale: Sequence[int]) -> tuple[int, int]:
+    """The (height, width) mmseg's ``Resize(scale, keep_ratio=True)`` gives (mmcv's ``rescale_size``): the largest
+    aspect-preserving size whose long side is at most ``max(scale)`` and short side at most ``min(scale)``, each side
+    rounded to the nearest pixel. ``(2048, 512)`` brings a 683x512 ADE20K image to 683x512 and 256x256 to 512x512."""
+    if len(scale) != 2 or min(scale) < 1:
+        raise ValueError(f"scale must be two positive sizes such as (2048, 512), got {tuple(scale)}")
+    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
+
+
+class SegmentationKeepRatioEvalTransform(SegmentationEvalTransform):
+    """mmseg's test pipeline: the image resized (bilinear) keeping its aspect ratio to ``scale`` (see
+    :func:`keep_ratio_size`) and normalised; the label map left at its original size, to score predictions brought
+    back to it. No randomness. Batch with :func:`collate_segmentation_lists` (the sizes differ)."""
+
+    def __init__(self, scale: Sequence[int], **kwargs: Any) -> None:
+        keep_ratio_size(1, 1, scale)  # checks the scale
+        super().__init__(min(scale), **kwargs)
+        self.scale = (int(scale[0]), int(scale[1]))
+
+    def sizes(self, width: int, height: int) -> tuple[tuple[int, int], None]:
+        new_height, new_width = keep_ratio_size(height, width, self.scale)
+        return (new_width, new_height), None
+
+
+# mmseg's PhotoMetricDistortion defaults (mmseg/datasets/transforms/transforms.py).
+BRIGHTNESS_DELTA = 32
+CONTRAST_RANGE = (0.5, 1.5)
+SATURATION_RANGE = (0.5, 1.5)
+HUE_DELTA = 18  # in OpenCV's hue units (degrees / 2, 180 per turn)
+CV2_HUE_UNITS, PIL_HUE_UNITS = 180, 256
+
+
+def _convert(values: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+    """mmseg's ``convert``: ``clip(x * alpha + beta, 0, 255)`` truncated to uint8."""
+    return np.clip(values.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+
+def _hsv_apply(image: np.ndarray, channel: int, change: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Apply ``change`` to one channel of the image in HSV (PIL's, every channel 0-255) and convert back."""
+    hsv = np.array(Image.fromarray(image).convert("HSV"))
+    hsv[..., channel] = change(hsv[..., channel])
+    return np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"))
+
+
+def photo_metric_distortion(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """mmseg's ``PhotoMetricDistortion`` on a uint8 RGB (H, W, 3) array, each step with probability 1/2, in its order:
+    brightness (add U(-32, 32)), contrast (multiply by U(0.5, 1.5)) either here or last (a coin flip), saturation
+    (multiply S by U(0.5, 1.5)), hue (shift H by an integer in [-18, 18) OpenCV units, i.e. 2 degrees each), contrast
+    if not done earlier. HSV conversions use PIL (its hue scale of 256 per turn stands in for OpenCV's 180). Only the
+    image changes: label maps are never passed here."""
+
+    def brightness(values: np.ndarray) -> np.ndarray:
+        return _convert(values, beta=rng.uniform(-BRIGHTNESS_DELTA, BRIGHTNESS_DELTA)) if rng.integers(2) else values
+
+    def contrast(values: np.ndarray) -> np.ndarray:
+        return _convert(values, alpha=rng.uniform(*CONTRAST_RANGE)) if rng.integers(2) else values
+
+    image = brightness(image)
+    contrast_first = rng.integers(2) == 1
+    if contrast_first:
+        image = contrast(image)
+    if rng.integers(2):
+        alpha = rng.uniform(*SATURATION_RANGE)
+        image = _hsv_apply(image, 1, lambda saturation: _convert(saturation, alpha=alpha))
+    if rng.integers(2):
+        shift = int(rng.integers(-HUE_DELTA, HUE_DELTA)) * PIL_HUE_UNITS / CV2_HUE_UNITS
+        image = _hsv_apply(image, 0, lambda hue: np.round(hue.astype(np.float64) + shift).astype(np.int64) % 256)
+    if not contrast_first:
+        image = contrast(image)
+    return image
+
+
+def cat_max_ratio_crop(
+    labels: np.ndarray,
+    crop_size: tuple[int, int],
+    rng: np.random.Generator,
+    cat_max_ratio: float = 0.75,
+    ignore_index: int = DEFAULT_IGNORE_INDEX,
+    max_attempts: int = 10,
+) -> tuple[int, int]:
+    """mmseg's ``RandomCrop`` offsets (top, left): a uniformly placed ``crop_size`` window, re-drawn up to
+    ``max_attempts`` times while it holds fewer than two classes or one class covers ``cat_max_ratio`` or more of
+    its non-ignored pixels (after the last attempt mmseg keeps one more unchecked draw, and so does this)."""
+    margins = (max(labels.shape[0] - crop_size[0], 0), max(labels.shape[1] - crop_size[1], 0))
+
+    def draw() -> tuple[int, int]:
+        return int(rng.integers(0, margins[0] + 1)), int(rng.integers(0, margins[1] + 1))
+
+    top, left = draw()
+    if cat_max_ratio >= 1.0:
+        return top, left
+    for _ in range(max_attempts):
+        window = labels[top : top + crop_size[0], left : left + crop_size[1]]
+        classes, counts = np.unique(window, return_counts=True)
+        counts = counts[classes != ignore_index]
+        if len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio:
+            break
+        top, left = draw()
+    return top, left
+
+
+class MMSegTrainTransform(SegmentationTrainTransform):
+    """mmseg's ADE20K training pipeline (``configs/_base_/datasets/ade20k.py``), used by the Swin paper:
+
+    ``RandomResize(scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True)``: a ratio r ~ U(0.5, 2.0) and a
+    keep-ratio resize to the scale times r (:func:`keep_ratio_size`; image bilinear, labels nearest);
+    ``RandomCrop(crop_size, cat_max_ratio=0.75)`` (:func:`cat_max_ratio_crop`); ``RandomFlip(0.5)``;
+    ``PhotoMetricDistortion`` (:func:`photo_metric_distortion`, image only); normalisation, then padding right and
+    bottom to the crop with 0 on the image and ``ignore_index`` on the labels (mmseg's ``SegDataPreProcessor``).
+    Random draws per example, in that order, from ``example_rng(seed, epoch, index)``: a resumed run sees the same
+    crops.
+    """
+
+    needs_indices = True
+
+    def __init__(
+        self,
+        crop_size: int = 512,
+        scale: Sequence[int] = (2048, 512),
+        ratio_range: tuple[float, float] = (0.5, 2.0),
+        cat_max_ratio: float = 0.75,
+        flip_probability: float = 0.5,
+        photometric: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        keep_ratio_size(1, 1, scale)
+        super().__init__(crop_size, flip_probability=flip_probability, **kwargs)
+        self.scale, self.ratio_range = tuple(scale), tuple(ratio_range)
+        self.cat_max_ratio, self.photometric = cat_max_ratio, photometric
+
+    def transform_example(
+        self, image: Image.Image, annotation: Image.Image, rng: np.random.Generator | None, index: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if rng is None:
+            raise ValueError("MMSegTrainTransform needs a random generator for each example")
+        image, labels = _image_and_labels(image, annotation, index)
+        labels = self.prepare_labels(labels, _describe(index, annotation))
+        ratio = rng.uniform(*self.ratio_range)
+        scale = (max(1, int(self.scale[0] * ratio)), max(1, int(self.scale[1] * ratio)))
+        height, width = keep_ratio_size(image.height, image.width, scale)
+        pixels = np.asarray(image.resize((width, height), IMAGE_RESAMPLE))
+        labels = _resize_labels(labels, (width, height))
+        crop = (self.resolution, self.resolution)
+        top, left = cat_max_ratio_crop(labels, crop, rng, self.cat_max_ratio, self.ignore_index)
+        window = (slice(top, top + crop[0]), slice(left, left + crop[1]))
+        pixels, labels = pixels[window], labels[window]
+        if rng.random() < self.flip_probability:
+            pixels, labels = pixels[:, ::-1], labels[:, ::-1]
+        if self.photometric:
+            pixels = photo_metric_distortion(np.ascontiguousarray(pixels), rng)
+        image_array = (pixels.astype(np.float32) / 255.0 - self.mean) / self.std
+        return self._pad(image_array, labels)
 
 
 def attach_transform(
@@ -322,4 +485,12 @@ def collate_segmentation(examples: Sequence[dict[str, torch.Tensor]]) -> dict[st
     return {
         "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
         "labels": torch.stack([example["labels"] for example in examples]),
+    }
+
+
+def collate_segmentation_lists(examples: Sequence[dict[str, torch.Tensor]]) -> dict[str, list[torch.Tensor]]:
+    """Keep examples of different sizes as lists: ``pixel_values`` [(3, h, w)] and ``labels`` [(H, W)]."""
+    return {
+        "pixel_values": [example["pixel_values"] for example in examples],
+        "labels": [example["labels"] for example in examples],
     }

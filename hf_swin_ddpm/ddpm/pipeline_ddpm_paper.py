@@ -436,7 +436,6 @@ class DDPMPaperPipeline(DiffusionPipeline):
         accepts_generator = "generator" in inspect.signature(self.scheduler.step).parameters
         return {"generator": generator} if accepts_generator else {}
 
-
     # --- the paper's sample figures: interpolation (Fig. 8) and shared latents (Fig. 7) -------------------------
 
     def preprocess(self, images: Any) -> torch.Tensor:

@@ -29,8 +29,11 @@ MAX_GEOMETRY = {
     "num_channels": 1024,
     "fpn_hidden_size": 8192,
     "head_hidden_size": 8192,
+    "upernet_hidden_size": 8192,
+    "auxiliary_channels": 8192,
     "image_size": 16384,
 }
+DECODE_HEAD_TYPES = ("semantic_fpn", "upernet")
 SWIN_FPN_PRESETS: dict[str, dict] = {
     "swin-tiny": {"embed_dim": 96, "depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24)},
     "swin-small": {"embed_dim": 96, "depths": (2, 2, 18, 2), "num_heads": (3, 6, 12, 24)},
@@ -123,6 +126,18 @@ class SwinFPNConfig(PreTrainedConfig):
         backbone_checkpoint (`str`, *optional*): the Swin checkpoint the backbone started from, if any.
         max_input_pixels (`int`, *optional*): the largest batch * height * width that `forward` accepts (default
             2**26); larger inputs raise a `ValueError` instead of exhausting memory. `None` removes the bound.
+        decode_head_type (`str`): `"semantic_fpn"` (default: the FPN and Semantic FPN head above) or `"upernet"`,
+            UperNet (Xiao et al. 2018), the head of the Swin paper's ADE20K results (Table 3): a pyramid pooling
+            module on the last stage, FPN laterals and outputs, and the fusion of all levels, each conv followed by
+            BatchNorm and ReLU, as mmsegmentation's `UPerHead` and transformers' `UperNetHead`.
+        upernet_hidden_size (`int`): channels of the UperNet head (512).
+        pool_scales (`tuple[int]`): output sizes of the pyramid pooling module's average pools (1, 2, 3, 6).
+        use_auxiliary_head (`bool`): add the auxiliary FCN head of mmseg's `upernet_swin` configs on stage
+            `auxiliary_in_index + 1`; its cross-entropy, weighted by `auxiliary_loss_weight` (0.4), joins the loss.
+        auxiliary_channels (`int`): channels of the auxiliary head's convs (256).
+        auxiliary_num_convs (`int`): 3x3 conv-BN-ReLU layers of the auxiliary head (1).
+        auxiliary_concat_input (`bool`): concatenate the auxiliary head's input with its conv output (False).
+        auxiliary_in_index (`int`): the stage (0-based) the auxiliary head reads (2, the third stage).
 
     Every field is checked when the config is built (also from a `config.json`): a value of the wrong type or out of
     range raises a `ValueError` naming the field, what was expected and what was given.
@@ -153,11 +168,22 @@ class SwinFPNConfig(PreTrainedConfig):
     semantic_loss_ignore_index: int = 255
     backbone_checkpoint: str | None = None
     max_input_pixels: int | None = DEFAULT_MAX_INPUT_PIXELS
+    decode_head_type: str = "semantic_fpn"
+    upernet_hidden_size: int = 512
+    pool_scales: list[int] | tuple[int, ...] = (1, 2, 3, 6)
+    use_auxiliary_head: bool = False
+    auxiliary_loss_weight: float | int = 0.4
+    auxiliary_channels: int = 256
+    auxiliary_num_convs: int = 1
+    auxiliary_concat_input: bool = False
+    auxiliary_in_index: int = 2
 
     def __post_init__(self, **kwargs):
         self.depths = list(self.depths)
         self.num_heads = list(self.num_heads)
+        self.pool_scales = list(self.pool_scales)
         self._check_geometry()
+        self._check_heads()
         _check_num_labels_argument(kwargs)
         self.num_layers = len(self.depths)
         self.hidden_size = self.stage_channels[-1]
@@ -174,7 +200,16 @@ class SwinFPNConfig(PreTrainedConfig):
     def _check_size_caps(self) -> None:
         """Raise `ValueError` naming the field when the geometry exceeds `MAX_GEOMETRY`."""
         caps = MAX_GEOMETRY
-        for name in ("window_size", "patch_size", "embed_dim", "num_channels", "fpn_hidden_size", "head_hidden_size"):
+        for name in (
+            "window_size",
+            "patch_size",
+            "embed_dim",
+            "num_channels",
+            "fpn_hidden_size",
+            "head_hidden_size",
+            "upernet_hidden_size",
+            "auxiliary_channels",
+        ):
             _require(getattr(self, name) <= caps[name], name, f"at most {caps[name]}", getattr(self, name))
         _require(self.image_size <= caps["image_size"], "image_size", f"at most {caps['image_size']}", self.image_size)
         _require(self.mlp_ratio <= caps["mlp_ratio"], "mlp_ratio", f"at most {caps['mlp_ratio']}", self.mlp_ratio)
@@ -186,6 +221,36 @@ class SwinFPNConfig(PreTrainedConfig):
             "embed_dim",
             f"a last-stage width embed_dim * 2**(len(depths) - 1) of at most {caps['stage_width']}",
             self.embed_dim,
+        )
+
+    def _check_heads(self) -> None:
+        """Raise `ValueError` naming the field when the decode or auxiliary head cannot be built."""
+        _require(
+            self.decode_head_type in DECODE_HEAD_TYPES,
+            "decode_head_type",
+            " or ".join(repr(kind) for kind in DECODE_HEAD_TYPES),
+            self.decode_head_type,
+        )
+        for name in ("upernet_hidden_size", "auxiliary_channels"):
+            _require(getattr(self, name) >= 1, name, "an integer >= 1", getattr(self, name))
+        _require(
+            len(self.pool_scales) >= 1 and all(scale >= 1 for scale in self.pool_scales),
+            "pool_scales",
+            "one or more pooled sizes >= 1",
+            self.pool_scales,
+        )
+        _require(self.auxiliary_num_convs >= 0, "auxiliary_num_convs", "an integer >= 0", self.auxiliary_num_convs)
+        _require(
+            0 <= self.auxiliary_loss_weight < math.inf,
+            "auxiliary_loss_weight",
+            "a finite weight >= 0",
+            self.auxiliary_loss_weight,
+        )
+        _require(
+            0 <= self.auxiliary_in_index < len(self.depths),
+            "auxiliary_in_index",
+            f"a stage index in [0, {len(self.depths) - 1}]",
+            self.auxiliary_in_index,
         )
 
     def _check_geometry(self) -> None:
@@ -246,4 +311,4 @@ class SwinFPNConfig(PreTrainedConfig):
             _require(self.max_input_pixels >= 1, "max_input_pixels", "None or an integer >= 1", self.max_input_pixels)
 
 
-__all__ = ["SwinFPNConfig", "SWIN_FPN_PRESETS"]
+__all__ = ["SwinFPNConfig", "SWIN_FPN_PRESETS", "DECODE_HEAD_TYPES"]

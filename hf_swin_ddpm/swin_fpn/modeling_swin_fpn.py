@@ -460,6 +460,102 @@ class SwinFPNSegmentationHead(nn.Module):
         return self.classifier(fused)
 
 
+class SwinFPNConvModule(nn.Module):
+    """conv (no bias) - BatchNorm - ReLU: the `ConvModule` of mmseg's UperNet and FCN heads."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0, dilation: int = 1
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size=kernel_size, padding=padding, dilation=dilation, bias=False
+        )
+        self.batch_norm = nn.BatchNorm2d(out_channels)
+        self.activation = nn.ReLU()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.batch_norm(self.conv(hidden_states)))
+
+
+class SwinFPNUperNetHead(nn.Module):
+    """UperNet (Xiao et al. 2018, "Unified Perceptual Parsing", Sec. 3 and Fig. 4), mmseg's `UPerHead`:
+
+    - a pyramid pooling module (PSPNet, Zhao et al. 2017) on the last stage: average pools to each of `pool_scales`,
+      1x1 conv-BN-ReLU, bilinear upsampling back, concatenated with the stage and fused by a 3x3 conv: the top level;
+    - FPN: 1x1 lateral convs on the other stages, a top-down path adding the bilinearly upsampled coarser level, a
+      3x3 conv on each merged level;
+    - fusion: every level upsampled bilinearly to the finest, concatenated, a 3x3 conv, then the 1x1 classifier.
+
+    All convs have `upernet_hidden_size` (512) channels. Submodule names follow transformers' `UperNetHead`.
+    """
+
+    def __init__(self, config: SwinFPNConfig) -> None:
+        super().__init__()
+        channels, stages = config.upernet_hidden_size, config.stage_channels
+        self.psp_modules = nn.ModuleList(
+            nn.Sequential(nn.AdaptiveAvgPool2d(scale), SwinFPNConvModule(stages[-1], channels, kernel_size=1))
+            for scale in config.pool_scales
+        )
+        self.bottleneck = SwinFPNConvModule(
+            stages[-1] + len(config.pool_scales) * channels, channels, kernel_size=3, padding=1
+        )
+        self.lateral_convs = nn.ModuleList(SwinFPNConvModule(c, channels, kernel_size=1) for c in stages[:-1])
+        self.fpn_convs = nn.ModuleList(
+            SwinFPNConvModule(channels, channels, kernel_size=3, padding=1) for _ in stages[:-1]
+        )
+        self.fpn_bottleneck = SwinFPNConvModule(len(stages) * channels, channels, kernel_size=3, padding=1)
+        self.classifier = nn.Conv2d(channels, config.num_labels, kernel_size=1)
+
+    def pyramid_pooling(self, top: torch.Tensor) -> torch.Tensor:
+        pooled = [
+            F.interpolate(module(top), size=top.shape[-2:], mode="bilinear", align_corners=False)
+            for module in self.psp_modules
+        ]
+        return self.bottleneck(torch.cat([top, *pooled], dim=1))
+
+    def forward(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        laterals = [conv(feature) for conv, feature in zip(self.lateral_convs, feature_maps)]
+        laterals.append(self.pyramid_pooling(feature_maps[-1]))
+        for level in range(len(laterals) - 1, 0, -1):
+            coarser = F.interpolate(
+                laterals[level], size=laterals[level - 1].shape[-2:], mode="bilinear", align_corners=False
+            )
+            laterals[level - 1] = laterals[level - 1] + coarser
+        outputs = [conv(lateral) for conv, lateral in zip(self.fpn_convs, laterals)] + [laterals[-1]]
+        finest = outputs[0].shape[-2:]
+        outputs = [outputs[0]] + [
+            F.interpolate(level, size=finest, mode="bilinear", align_corners=False) for level in outputs[1:]
+        ]
+        return self.classifier(self.fpn_bottleneck(torch.cat(outputs, dim=1)))
+
+
+class SwinFPNAuxiliaryHead(nn.Module):
+    """The auxiliary FCN head (Long et al. 2015) of mmseg's `upernet_swin` configs, on stage `auxiliary_in_index`:
+    `auxiliary_num_convs` 3x3 conv-BN-ReLU layers of `auxiliary_channels`, optionally concatenated with the input and
+    fused by one more conv, then a 1x1 classifier. Submodule names follow transformers' `UperNetFCNHead`."""
+
+    def __init__(self, config: SwinFPNConfig) -> None:
+        super().__init__()
+        self.in_index = config.auxiliary_in_index
+        in_channels, channels = config.stage_channels[self.in_index], config.auxiliary_channels
+        convs = [
+            SwinFPNConvModule(in_channels if i == 0 else channels, channels, kernel_size=3, padding=1)
+            for i in range(config.auxiliary_num_convs)
+        ]
+        self.convs = nn.Sequential(*convs) if convs else nn.Identity()
+        self.concat_input = config.auxiliary_concat_input
+        if self.concat_input:
+            self.conv_cat = SwinFPNConvModule(in_channels + channels, channels, kernel_size=3, padding=1)
+        self.classifier = nn.Conv2d(channels, config.num_labels, kernel_size=1)
+
+    def forward(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        features = feature_maps[self.in_index]
+        hidden_states = self.convs(features)
+        if self.concat_input:
+            hidden_states = self.conv_cat(torch.cat([features, hidden_states], dim=1))
+        return self.classifier(hidden_states)
+
+
 class SwinFPNPreTrainedModel(PreTrainedModel):
     config_class = SwinFPNConfig
     config: SwinFPNConfig
@@ -521,8 +617,12 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
     def __init__(self, config: SwinFPNConfig) -> None:
         super().__init__(config)
         self.backbone = SwinFPNBackbone(config)
-        self.fpn = SwinFPNFeaturePyramid(config)
-        self.decode_head = SwinFPNSegmentationHead(config)
+        if config.decode_head_type == "upernet":
+            self.decode_head = SwinFPNUperNetHead(config)
+        else:
+            self.fpn = SwinFPNFeaturePyramid(config)
+            self.decode_head = SwinFPNSegmentationHead(config)
+        self.auxiliary_head = SwinFPNAuxiliaryHead(config) if config.use_auxiliary_head else None
         self.post_init()
 
     def forward(
@@ -542,12 +642,11 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
             self._check_labels(labels, pixel_values)
 
         feature_maps, hidden_states, attentions = self.backbone.encode(pixel_values, output_attentions)
-        logits = self.decode_head(self.fpn(_head_memory_format(feature_maps)))
-        logits = self._upsample_to_input(logits, pixel_values.shape[-2:])
+        logits, auxiliary_logits = self._decode(feature_maps, pixel_values.shape[-2:], labels is not None)
 
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits, labels.long(), ignore_index=self.config.semantic_loss_ignore_index)
+            loss = self._segmentation_loss(logits, auxiliary_logits, labels)
 
         hidden_states = hidden_states if output_hidden_states else None
         attentions = attentions if output_attentions else None
@@ -555,6 +654,38 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
             output = tuple(v for v in (logits, hidden_states, attentions) if v is not None)
             return ((loss,) + output) if loss is not None else output
         return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=hidden_states, attentions=attentions)
+
+    def _decode(
+        self, feature_maps: tuple[torch.Tensor, ...], input_size: torch.Size, with_auxiliary: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits at the input size from the decode head and, when `with_auxiliary` (a loss is computed) and the
+        model has one, from the auxiliary head. UperNet's logits are upsampled bilinearly straight to the input size,
+        as mmseg and transformers' `UperNetForSemanticSegmentation` do."""
+        feature_maps = _head_memory_format(feature_maps)
+        if self.config.decode_head_type == "upernet":
+            logits = F.interpolate(
+                self.decode_head(feature_maps), size=input_size, mode="bilinear", align_corners=False
+            )
+        else:
+            logits = self._upsample_to_input(self.decode_head(self.fpn(feature_maps)), input_size)
+        auxiliary_logits = None
+        if with_auxiliary and self.auxiliary_head is not None:
+            auxiliary_logits = F.interpolate(
+                self.auxiliary_head(feature_maps), size=input_size, mode="bilinear", align_corners=False
+            )
+        return logits, auxiliary_logits
+
+    def _segmentation_loss(
+        self, logits: torch.Tensor, auxiliary_logits: torch.Tensor | None, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """Cross-entropy ignoring `semantic_loss_ignore_index`, plus `auxiliary_loss_weight` times the auxiliary
+        head's (mmseg's `upernet_swin`: 0.4)."""
+        ignore_index = self.config.semantic_loss_ignore_index
+        loss = F.cross_entropy(logits, labels.long(), ignore_index=ignore_index)
+        if auxiliary_logits is not None:
+            auxiliary = F.cross_entropy(auxiliary_logits, labels.long(), ignore_index=ignore_index)
+            loss = loss + self.config.auxiliary_loss_weight * auxiliary
+        return loss
 
     def _upsample_to_input(self, logits: torch.Tensor, input_size: torch.Size) -> torch.Tensor:
         """Bilinear upsampling from stride `patch_size` to the padded input, then the padding is cropped away."""
@@ -664,6 +795,198 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
             converted = {k: v for k, v in converted.items() if not k.startswith("stage_norms.")}
         model.backbone.load_state_dict(converted, strict=not missing_norms)
         return model
+
+    # --- inference at any image size (mmsegmentation's `whole` / `slide` test modes and its TTA) -------------------
+
+    @torch.no_grad()
+    def inference(
+        self,
+        pixel_values: torch.Tensor,
+        mode: str = "whole",
+        crop_size: int | tuple[int, int] | None = None,
+        stride: int | tuple[int, int] | None = None,
+        scales: tuple[float, ...] | list[float] = (1.0,),
+        flip: bool = False,
+        output_size: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
+        """Logits (batch, num_labels, *output_size) for normalised `pixel_values` of any size, the way
+        mmsegmentation tests segmenters.
+
+        `mode="whole"` runs the model on the full image. `mode="slide"` runs it on `crop_size` windows placed every
+        `stride` pixels (the last window of a row or column is moved back to end at the image border) and averages
+        the logits of overlapping windows with a count map: memory is bounded by the crop, whatever the image size.
+        `crop_size` defaults to `config.image_size` and `stride` to two thirds of the crop (512 -> 341, mmseg's
+        ADE20K setting); both take an int or (height, width).
+
+        Test-time augmentation: each of `scales` resizes the input (bilinear) by that ratio, `flip=True` adds the
+        horizontal mirror of every scale. Every view's logits are resized (bilinear) to `output_size` (default: the
+        input's size), flipped views are mirrored back, and the views' **softmax probabilities** are averaged, as
+        mmseg's `SegTTAModel` (and the Swin repo's `aug_test`) do; the result is returned as log-probabilities, so
+        its softmax is that average and its argmax the TTA prediction. With one view (the default) the model's raw
+        logits are returned, resized to `output_size`.
+        """
+        if mode not in ("whole", "slide"):
+            raise ValueError(f"inference: mode must be 'whole' or 'slide', got {mode!r}.")
+        self._check_pixel_values_shape(pixel_values)
+        scales = tuple(float(scale) for scale in scales)
+        if not scales or any(not (0.0 < scale < math.inf) for scale in scales):
+            raise ValueError(f"inference: scales must be positive finite ratios, got {scales!r}.")
+        height, width = pixel_values.shape[-2:]
+        output_size = (int(height), int(width)) if output_size is None else tuple(int(s) for s in output_size)
+        if len(output_size) != 2 or min(output_size) < 1:
+            raise ValueError(f"inference: output_size must be (height, width) >= 1, got {output_size!r}.")
+        crop = _pair(crop_size if crop_size is not None else self.config.image_size, "crop_size")
+        window_stride = _pair(stride if stride is not None else tuple(max(1, 2 * c // 3) for c in crop), "stride")
+        if any(s > c for s, c in zip(window_stride, crop)):
+            raise ValueError(
+                f"inference: stride {window_stride} exceeds crop_size {crop}, which would leave pixels between the "
+                "windows unpredicted; use a stride <= the crop size."
+            )
+        views = [(scale, flipped) for scale in scales for flipped in ((False, True) if flip else (False,))]
+        total = None
+        for scale, flipped in views:
+            view = pixel_values.flip(-1) if flipped else pixel_values
+            if scale != 1.0:
+                size = (max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5)))
+                view = F.interpolate(view, size=size, mode="bilinear", align_corners=False)
+            if mode == "slide":
+                logits = self.slide_logits(view, crop, window_stride)
+            else:
+                logits = self(pixel_values=view, return_dict=True).logits
+            if tuple(logits.shape[-2:]) != output_size:
+                logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
+            if flipped:
+                logits = logits.flip(-1)
+            if len(views) == 1:
+                return logits
+            probabilities = logits.float().softmax(dim=1)
+            total = probabilities if total is None else total + probabilities
+        return (total / len(views)).log()
+
+    def slide_logits(
+        self, pixel_values: torch.Tensor, crop_size: tuple[int, int], stride: tuple[int, int]
+    ) -> torch.Tensor:
+        """mmseg's `slide_inference`: logits of `crop_size` windows every `stride` pixels, summed into place and
+        divided by the count map (how many windows cover each pixel). (batch, num_labels, height, width)."""
+        batch, _, height, width = pixel_values.shape
+        logits_sum = count = None
+        for top, left in _window_origins((height, width), crop_size, stride):
+            bottom, right = min(top + crop_size[0], height), min(left + crop_size[1], width)
+            crop_logits = self(pixel_values=pixel_values[..., top:bottom, left:right], return_dict=True).logits
+            if logits_sum is None:
+                logits_sum = crop_logits.new_zeros(batch, crop_logits.shape[1], height, width)
+                count = crop_logits.new_zeros(1, 1, height, width)
+            logits_sum[..., top:bottom, left:right] += crop_logits
+            count[..., top:bottom, left:right] += 1
+        return logits_sum.div_(count)
+
+    def _check_pixel_values_shape(self, pixel_values: torch.Tensor) -> None:
+        """`inference` checks type, rank, channels and dtype; each forward (one crop in slide mode) checks the rest,
+        so `config.max_input_pixels` bounds a crop, not the image."""
+        expected = f"a floating-point torch.Tensor (batch, {self.config.num_channels}, height, width)"
+        is_tensor = isinstance(pixel_values, torch.Tensor)
+        if not is_tensor or pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
+            shape = tuple(pixel_values.shape) if is_tensor else type(pixel_values).__name__
+            raise ValueError(f"inference: pixel_values must be {expected}, got {shape}.")
+        if not pixel_values.is_floating_point() or pixel_values.numel() == 0:
+            raise ValueError(
+                f"inference: pixel_values must be {expected}, got {pixel_values.dtype} {tuple(pixel_values.shape)}."
+            )
+
+    @classmethod
+    def from_pretrained_upernet(
+        cls, name_or_path: str, allow_pickle: bool = False, **config_kwargs
+    ) -> SwinFPNForSegmentation:
+        """Convert a transformers `UperNetForSemanticSegmentation` with a Swin backbone, e.g. the ADE20K-trained
+        `openmmlab/upernet-swin-tiny` (-small, -base, -large), into a `decode_head_type="upernet"` SwinFPN: the
+        backbone (q/k/v fused), the UperNet decode head, the auxiliary FCN head (if any) and the labels
+        (`id2label`, `loss_ignore_index`). The converted model gives the same logits and loss in eval mode.
+
+        `config_kwargs` may set what does not change the weights' shapes (dropouts, `drop_path_rate`,
+        `image_size`, `max_input_pixels`, ...). Weights are read from safetensors only unless `allow_pickle=True`.
+        """
+        from transformers import UperNetConfig, UperNetForSemanticSegmentation
+
+        upernet_config = UperNetConfig.from_pretrained(name_or_path)
+        swin_config = upernet_config.backbone_config
+        if swin_config is None or swin_config.model_type != "swin":
+            kind = None if swin_config is None else swin_config.model_type
+            raise ValueError(
+                f"from_pretrained_upernet: {name_or_path!r} has a {kind!r} backbone; expected a UperNet with a Swin "
+                "backbone such as openmmlab/upernet-swin-tiny."
+            )
+        stages = [f"stage{i + 1}" for i in range(len(swin_config.depths))]
+        if list(swin_config.out_features) != stages or swin_config.use_absolute_embeddings:
+            raise ValueError(
+                f"from_pretrained_upernet: {name_or_path!r}: expected a Swin backbone without absolute position "
+                f"embeddings that outputs every stage {stages}, got out_features={list(swin_config.out_features)}."
+            )
+        expected_in = swin_config.embed_dim * 2 ** min(2, len(stages) - 1)
+        if upernet_config.auxiliary_in_channels not in (None, expected_in):
+            raise ValueError(
+                f"from_pretrained_upernet: auxiliary_in_channels={upernet_config.auxiliary_in_channels} does not "
+                f"match the third stage's {expected_in} channels."
+            )
+        shaped = _swin_geometry(swin_config) | {
+            "decode_head_type": "upernet",
+            "upernet_hidden_size": upernet_config.hidden_size,
+            "pool_scales": list(upernet_config.pool_scales),
+            "use_auxiliary_head": upernet_config.use_auxiliary_head,
+            "auxiliary_channels": upernet_config.auxiliary_channels,
+            "auxiliary_num_convs": upernet_config.auxiliary_num_convs,
+            "auxiliary_concat_input": upernet_config.auxiliary_concat_input,
+            "auxiliary_in_index": min(2, len(stages) - 1),
+            "id2label": {int(k): v for k, v in upernet_config.id2label.items()},
+        }
+        clashes = sorted(key for key in config_kwargs if key in shaped or key in ("num_labels", "label2id"))
+        if clashes:
+            raise ValueError(
+                f"from_pretrained_upernet: {clashes} are fixed by the checkpoint; leave them out to take its values."
+            )
+        config = SwinFPNConfig(
+            **shaped,
+            label2id={v: int(k) for k, v in upernet_config.id2label.items()},
+            auxiliary_loss_weight=upernet_config.auxiliary_loss_weight,
+            semantic_loss_ignore_index=upernet_config.loss_ignore_index,
+            drop_path_rate=swin_config.drop_path_rate,
+            hidden_dropout_prob=swin_config.hidden_dropout_prob,
+            attention_probs_dropout_prob=swin_config.attention_probs_dropout_prob,
+            backbone_checkpoint=str(name_or_path),
+            **config_kwargs,
+        )
+        upernet = UperNetForSemanticSegmentation.from_pretrained(
+            name_or_path, **({} if allow_pickle else {"use_safetensors": True})
+        )
+        model = cls(config)
+        model.backbone.load_state_dict(convert_swin_backbone_state_dict(upernet.backbone.state_dict()))
+        model.decode_head.load_state_dict(upernet.decode_head.state_dict())
+        if model.auxiliary_head is not None:
+            model.auxiliary_head.load_state_dict(upernet.auxiliary_head.state_dict())
+        return model.train(upernet.training)
+
+
+def _pair(value, name: str) -> tuple[int, int]:
+    """An int or (height, width) of positive ints as (height, width)."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
+        raise ValueError(
+            f"inference: {name} must be a positive int or (height, width) of positive ints, got {value!r}."
+        )
+    return int(pair[0]), int(pair[1])
+
+
+def _window_origins(
+    size: tuple[int, int], crop_size: tuple[int, int], stride: tuple[int, int]
+) -> list[tuple[int, int]]:
+    """Top-left corners of mmseg's sliding windows: ceil((size - crop) / stride) + 1 per axis, the last one moved back
+    to end at the border; a crop larger than the image gives one window, the whole image."""
+    origins = []
+    for axis in range(2):
+        grids = max(size[axis] - crop_size[axis] + stride[axis] - 1, 0) // stride[axis] + 1
+        origins.append(
+            [max(min(i * stride[axis] + crop_size[axis], size[axis]) - crop_size[axis], 0) for i in range(grids)]
+        )
+    return [(top, left) for top in origins[0] for left in origins[1]]
 
 
 def _as_list(value):

@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,12 +39,16 @@ from tqdm.auto import tqdm
 from ..data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    MMSegTrainTransform,
     SegmentationEvalTransform,
+    SegmentationKeepRatioEvalTransform,
     SegmentationTrainTransform,
     collate_segmentation,
+    collate_segmentation_lists,
     dataset_id2label,
 )
 from ..safe_loading import ModelFileError, check_model_folder, named_loading_errors
+from ..segmentation_eval import InferenceProtocol, class_counts, predict_at_label_size, scores_from_counts
 from ..swin_fpn import SwinFPNConfig, SwinFPNForSegmentation, SwinFPNImageProcessor
 from ..swin_fpn.configuration_swin_fpn import SWIN_FPN_PRESETS
 from . import arguments, checkpoints, loop, publishing, reporting, runtime
@@ -66,6 +71,30 @@ SCRATCH_LEARNING_RATE = 2e-3  # from scratch: best of 1e-3, 2e-3, 4e-3 for the t
 MAX_WARMUP_STEPS = 1500  # the Swin paper's warm-up
 WARMUP_FRACTION = 0.05
 DEFAULT_NUM_EPOCHS = 20
+EVAL_PROTOCOLS = ("keep_ratio", "square")
+TRAIN_PIPELINES = ("default", "mmseg")
+# The Swin paper's ADE20K run (mmseg's upernet_swin 160k configs). The total batch of 16 is split over the processes.
+RECIPES: dict[str, dict[str, Any]] = {
+    "swin-ade20k": {
+        "decode_head_type": "upernet",
+        "use_auxiliary_head": True,
+        "learning_rate": 6e-5,
+        "weight_decay": 0.01,
+        "lr_scheduler": "polynomial",
+        "lr_power": 1.0,
+        "lr_warmup_steps": 1500,
+        "max_train_steps": 160_000,
+        "train_batch_size": 16,
+        "drop_path_rate": 0.3,
+        "resolution": 512,
+        "train_pipeline": "mmseg",
+        "train_scale": [2048, 512],
+        "eval_scale": [2048, 512],
+        "do_reduce_labels": True,
+        "eval_steps": 16_000,
+        "checkpointing_steps": 16_000,
+    }
+}
 NO_WEIGHT_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)
 NO_WEIGHT_DECAY_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
 
@@ -117,6 +146,52 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--scale_range", type=float, nargs=2, default=(0.5, 2.0), help="Random scale range.")
     seg.add_argument("--lr_power", type=float, default=1.0, help="Power of the polynomial decay.")
     seg.add_argument("--eval_steps", type=int, help="Evaluate every N steps (default: at the end only).")
+    seg.add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        help="Set the defaults of a published run: swin-ade20k is the Swin paper's ADE20K UperNet recipe (UperNet + "
+        "auxiliary head, AdamW 6e-5, weight decay 0.01, poly power 1, 1,500 warm-up steps, 160k iterations, total "
+        "batch 16, drop path 0.3, crop 512, mmseg's training pipeline, evaluation at scale 2048 512). Flags given "
+        "explicitly still win.",
+    )
+    seg.add_argument(
+        "--decode_head_type", choices=("semantic_fpn", "upernet"), help="Decode head (default: config's)."
+    )
+    seg.add_argument(
+        "--use_auxiliary_head",
+        action="store_true",
+        default=None,
+        help="Add the auxiliary FCN head on stage 3 (loss weight 0.4).",
+    )
+    seg.add_argument(
+        "--train_pipeline",
+        choices=TRAIN_PIPELINES,
+        default="default",
+        help="default: random scale of the short side, crop, flip; mmseg: mmseg's ADE20K pipeline (RandomResize of "
+        "--train_scale by 0.5-2.0, RandomCrop with cat_max_ratio 0.75, flip, PhotoMetricDistortion).",
+    )
+    seg.add_argument(
+        "--train_scale",
+        type=int,
+        nargs=2,
+        default=(2048, 512),
+        metavar=("LONG", "SHORT"),
+        help="mmseg pipeline scale.",
+    )
+    seg.add_argument(
+        "--eval_protocol",
+        choices=EVAL_PROTOCOLS,
+        default="keep_ratio",
+        help="keep_ratio: mmseg's protocol (keep-ratio resize to --eval_scale, whole inference, scored at each label "
+        "map's own size); square: images and labels resized to resolution x resolution and scored there (older runs).",
+    )
+    seg.add_argument(
+        "--eval_scale",
+        type=int,
+        nargs=2,
+        metavar=("LONG", "SHORT"),
+        help="Keep-ratio resize scale of the evaluation, e.g. 2048 512 for ADE20K (default: resolution resolution).",
+    )
     parser.set_defaults(
         model_config="swin-tiny",
         train_batch_size=16,
@@ -129,8 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse and check the flags."""
-    args = build_parser().parse_args(argv)
+    """Parse and check the flags; a ``--recipe`` sets defaults that explicit flags override."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.recipe:
+        recipe = dict(RECIPES[args.recipe])
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        recipe["train_batch_size"] = max(1, recipe["train_batch_size"] // processes)
+        parser.set_defaults(**recipe)
+        args = parser.parse_args(argv)
     arguments.check_common_arguments(args)
     args.command_line = arguments.command_line(PROGRAM, sys.argv[1:] if argv is None else argv, [args.hub_token])
     arguments.check_positive(args.num_labels, "--num_labels")
@@ -140,6 +222,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         raise TrainingError(f"--drop_path_rate must lie in [0, 1), got {args.drop_path_rate}")
     if not 0.0 < args.scale_range[0] <= args.scale_range[1]:
         raise TrainingError(f"--scale_range must be two increasing positive numbers, got {list(args.scale_range)}")
+    if args.eval_scale is not None and min(args.eval_scale) < 1:
+        raise TrainingError(f"--eval_scale must be two positive sizes such as 2048 512, got {args.eval_scale}")
     if args.id2label is not None and not Path(args.id2label).is_file():
         raise TrainingError(f"--id2label: file {args.id2label} does not exist")
     if args.learning_rate is None:
@@ -210,6 +294,10 @@ def build_model(args: argparse.Namespace, id2label: dict[int, str]) -> SwinFPNFo
     }
     if args.drop_path_rate is not None:
         labels["drop_path_rate"] = args.drop_path_rate
+    if args.decode_head_type is not None:
+        labels["decode_head_type"] = args.decode_head_type
+    if args.use_auxiliary_head is not None:
+        labels["use_auxiliary_head"] = args.use_auxiliary_head
     if args.pretrained_backbone:
         kwargs = {**labels, "image_size": args.resolution or 512}
         kwargs.setdefault("drop_path_rate", 0.3)
@@ -264,14 +352,28 @@ def build_dataloaders(
         "reduce_labels": args.do_reduce_labels,
         "ignore_index": IGNORE_INDEX,
     }
-    train_transform = SegmentationTrainTransform(
-        resolution, scale_range=tuple(args.scale_range), seed=args.seed, **transform_options
-    )
+    if args.train_pipeline == "mmseg":
+        train_transform = MMSegTrainTransform(
+            resolution,
+            scale=tuple(args.train_scale),
+            ratio_range=tuple(args.scale_range),
+            seed=args.seed,
+            **transform_options,
+        )
+    else:
+        train_transform = SegmentationTrainTransform(
+            resolution, scale_range=tuple(args.scale_range), seed=args.seed, **transform_options
+        )
     train_dataloader = training_dataloader(args, data.train, train_transform, collate_segmentation)
     eval_dataloader = None
     if data.eval is not None:
-        eval_transform = SegmentationEvalTransform(resolution, **transform_options)
-        eval_dataloader = evaluation_dataloader(args, data.eval, eval_transform, collate_segmentation)
+        if args.eval_protocol == "square":
+            eval_transform, collate = SegmentationEvalTransform(resolution, **transform_options), collate_segmentation
+        else:
+            scale = args.eval_scale or (resolution, resolution)
+            eval_transform = SegmentationKeepRatioEvalTransform(scale, **transform_options)
+            collate = collate_segmentation_lists
+        eval_dataloader = evaluation_dataloader(args, data.eval, eval_transform, collate)
     return train_dataloader, eval_dataloader, train_transform
 
 
@@ -285,58 +387,84 @@ def default_warmup_steps(max_train_steps: int) -> int:
 
 @dataclasses.dataclass
 class SegmentationMetrics:
-    """Mean IoU (over the classes that occur in the labels or the predictions), per-class IoU (NaN for a class that
-    occurs in neither), pixel accuracy, and the number of evaluated images."""
+    """mmseg's IoUMetric (see ``hf_swin_ddpm.segmentation_eval``): mean IoU (over the classes that occur in the labels
+    or the predictions), per-class IoU (NaN for a class that occurs in neither), pixel accuracy (aAcc), mean class
+    accuracy, mean Dice and F-score, and the number of evaluated images."""
 
     mean_iou: float
     per_class_iou: list[float]
     pixel_accuracy: float
     mean_accuracy: float
     num_images: int
+    mean_dice: float = float("nan")
+    mean_fscore: float = float("nan")
+    per_class_accuracy: list[float] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def from_counts(cls, counts: torch.Tensor, num_images: int) -> SegmentationMetrics:
+        """From summed per-class (intersection, predicted, labelled) counts."""
+        scores = scores_from_counts(counts)
+        per_class = list(scores["per_class"].values())
+        return cls(
+            mean_iou=scores["mIoU"],
+            per_class_iou=[row["IoU"] for row in per_class],
+            pixel_accuracy=scores["aAcc"],
+            mean_accuracy=scores["mAcc"],
+            num_images=num_images,
+            mean_dice=scores["mDice"],
+            mean_fscore=scores["mFscore"],
+            per_class_accuracy=[row["Acc"] for row in per_class],
+        )
 
     def as_results(self, id2label: dict[int, str], prefix: str = "eval_") -> dict[str, Any]:
         results = {
             f"{prefix}mean_iou": self.mean_iou,
             f"{prefix}pixel_accuracy": self.pixel_accuracy,
             f"{prefix}mean_accuracy": self.mean_accuracy,
+            f"{prefix}mean_dice": self.mean_dice,
+            f"{prefix}mean_fscore": self.mean_fscore,
             f"{prefix}samples": self.num_images,
         }
-        results[f"{prefix}per_class_iou"] = {
-            id2label.get(index, str(index)): None if math.isnan(value) else value
-            for index, value in enumerate(self.per_class_iou)
-        }
+        for name, values in (("iou", self.per_class_iou), ("accuracy", self.per_class_accuracy)):
+            results[f"{prefix}per_class_{name}"] = {
+                id2label.get(index, str(index)): None if math.isnan(value) else value
+                for index, value in enumerate(values)
+            }
         return results
 
 
 @torch.no_grad()
 def evaluate(accelerator, model, eval_dataloader, num_labels: int) -> SegmentationMetrics:
-    """Predict every held-out image on its process, gather predictions and labels over all processes
-    (``gather_for_metrics`` drops the padding of the last batch) and compute the metrics with torchmetrics."""
-    from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+    """Predict every held-out image on its process and count, per image, each class's intersection, predicted and
+    labelled pixels (torchmetrics' stat scores); the counts are gathered over all processes with
+    ``gather_for_metrics`` (which drops the padding of the last batch) and summed into mmseg's metrics.
 
-    common_options = {"num_classes": num_labels, "ignore_index": IGNORE_INDEX, "validate_args": False}
-    jaccard = MulticlassJaccardIndex(average=None, zero_division=float("nan"), **common_options)
-    pixel_accuracy = MulticlassAccuracy(average="micro", **common_options)
-    mean_accuracy = MulticlassAccuracy(average="macro", **common_options)
+    Batches of lists (the keep-ratio protocol) are predicted one image at a time, whole, at each label map's size;
+    stacked batches (``--eval_protocol square``) in one forward at the batch's size."""
+    unwrapped = accelerator.unwrap_model(model)
     was_training = model.training
     model.eval()
+    total = torch.zeros(num_labels, 3, dtype=torch.long)
     num_images = 0
     for batch in tqdm(eval_dataloader, desc="eval", disable=not accelerator.is_local_main_process, leave=False):
-        logits = model(pixel_values=batch["pixel_values"]).logits
-        predictions, labels = accelerator.gather_for_metrics((logits.argmax(dim=1), batch["labels"]))
-        predictions, labels = predictions.cpu(), labels.cpu()
-        for metric in (jaccard, pixel_accuracy, mean_accuracy):
-            metric.update(predictions, labels)
-        num_images += labels.shape[0]
+        if isinstance(batch["pixel_values"], torch.Tensor):
+            predictions = list(model(pixel_values=batch["pixel_values"]).logits.argmax(dim=1))
+        else:
+            predictions = [
+                predict_at_label_size(unwrapped, pixels, labels.shape, InferenceProtocol())
+                for pixels, labels in zip(batch["pixel_values"], batch["labels"], strict=True)
+            ]
+        counts = torch.stack(
+            [
+                class_counts(prediction, labels, num_labels, IGNORE_INDEX)
+                for prediction, labels in zip(predictions, batch["labels"], strict=True)
+            ]
+        )
+        counts = accelerator.gather_for_metrics(counts.to(accelerator.device)).cpu()
+        total += counts.sum(dim=0)
+        num_images += counts.shape[0]
     model.train(was_training)
-    per_class = jaccard.compute()
-    return SegmentationMetrics(
-        mean_iou=float(torch.nanmean(per_class)) if not torch.isnan(per_class).all() else float("nan"),
-        per_class_iou=[float(value) for value in per_class],
-        pixel_accuracy=float(pixel_accuracy.compute()),
-        mean_accuracy=float(mean_accuracy.compute()),
-        num_images=num_images,
-    )
+    return SegmentationMetrics.from_counts(total, num_images)
 
 
 def label_palette(num_labels: int) -> np.ndarray:
@@ -355,19 +483,21 @@ def colour_labels(labels: np.ndarray, palette: np.ndarray) -> Image.Image:
 
 
 @torch.no_grad()
-def example_prediction(model, eval_batch: dict[str, torch.Tensor], num_labels: int, count: int = 4) -> Image.Image:
-    """Rows of (image, ground truth, prediction) for the first ``count`` images of a held-out batch."""
+def example_prediction(model, eval_batch: dict[str, Any], num_labels: int, count: int = 4) -> Image.Image:
+    """Rows of (image, ground truth, prediction) for the first ``count`` images of a held-out batch, each at its
+    label map's size (tiles brought to the first one's size for the grid)."""
     model.eval()
-    pixel_values = eval_batch["pixel_values"][:count].to(model.device)
-    predictions = model(pixel_values=pixel_values).logits.argmax(dim=1).cpu().numpy()
-    model.train()
     mean, std = np.asarray(IMAGENET_MEAN), np.asarray(IMAGENET_STD)
-    images = (pixel_values.cpu().numpy().transpose(0, 2, 3, 1) * std + mean).clip(0, 1)
     palette = label_palette(num_labels)
     tiles = []
-    for image, labels, prediction in zip(images, eval_batch["labels"][:count].numpy(), predictions, strict=True):
-        tiles += [Image.fromarray((image * 255).round().astype(np.uint8)), colour_labels(labels, palette)]
-        tiles.append(colour_labels(prediction, palette))
+    for pixel_values, labels in zip(eval_batch["pixel_values"][:count], eval_batch["labels"][:count], strict=True):
+        prediction = predict_at_label_size(model, pixel_values, labels.shape, InferenceProtocol()).cpu().numpy()
+        image = (pixel_values.cpu().numpy().transpose(1, 2, 0) * std + mean).clip(0, 1)
+        image = Image.fromarray((image * 255).round().astype(np.uint8)).resize(prediction.shape[::-1])
+        tiles += [image, colour_labels(labels.cpu().numpy(), palette), colour_labels(prediction, palette)]
+    size = tiles[0].size
+    tiles = [tile if tile.size == size else tile.resize(size, Image.Resampling.NEAREST) for tile in tiles]
+    model.train()
     return reporting.upscale_for_display(reporting.image_grid(tiles, columns=3), min_side=384)
 
 
@@ -537,7 +667,8 @@ def segmentation_card_fields(
         "learning_rate": args.learning_rate,
         "lr_scheduler": f"{args.lr_scheduler} (power {args.lr_power}), {args.lr_warmup_steps} warm-up steps",
         "drop_path_rate": config.drop_path_rate,
-        "augmentation": f"random scale {tuple(args.scale_range)}, crop, horizontal flip",
+        "augmentation": _augmentation_description(args),
+        "evaluation": _evaluation_description(args, results["resolution"]),
         "max_grad_norm": args.max_grad_norm or "none",
     }
     model_fields: dict[str, Any] = {
@@ -550,6 +681,7 @@ def segmentation_card_fields(
             "window_size": config.window_size,
             "fpn_hidden_size": config.fpn_hidden_size,
             "head_hidden_size": config.head_hidden_size,
+            "decode_head": config.decode_head_type + (" + auxiliary FCN head" if config.use_auxiliary_head else ""),
         },
         "labels": [config.id2label[index] for index in sorted(config.id2label)],
         "started_from_checkpoint": bool(args.pretrained_backbone),
@@ -568,6 +700,22 @@ def segmentation_card_fields(
         metric=("mean_iou", results.get("eval_mean_iou")),
         **model_fields,
     )
+
+
+def _augmentation_description(args: argparse.Namespace) -> str:
+    if args.train_pipeline == "mmseg":
+        return (
+            f"mmseg: RandomResize {tuple(args.train_scale)} x {tuple(args.scale_range)}, RandomCrop "
+            "(cat_max_ratio 0.75), flip, PhotoMetricDistortion"
+        )
+    return f"random scale {tuple(args.scale_range)}, crop, horizontal flip"
+
+
+def _evaluation_description(args: argparse.Namespace, resolution: int) -> str:
+    if args.eval_protocol == "square":
+        return f"images and labels resized to {resolution}x{resolution}, scored there"
+    scale = tuple(args.eval_scale or (resolution, resolution))
+    return f"keep-ratio resize to {scale}, whole inference, scored at each label map's size (mmseg's protocol)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
