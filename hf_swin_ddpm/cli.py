@@ -32,6 +32,9 @@ from .safe_loading import check_model_folder, named_loading_errors, safetensors_
 
 ALLOW_PICKLE_HELP = "also read pickled .bin weights (with torch.load(weights_only=True)); default: safetensors only"
 
+# mmseg's keep-ratio resize scale (long side, short side), as `evaluate-seg --scale` and `train-seg --eval_scale` take it
+KEEP_RATIO_SCALE = {"type": int, "nargs": 2, "metavar": ("LONG", "SHORT")}
+
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
@@ -487,9 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluator.add_argument("--split", help="the split to evaluate (default: validation, else test)")
     evaluator.add_argument(
         "--scale",
-        type=int,
-        nargs=2,
-        metavar=("LONG", "SHORT"),
+        **KEEP_RATIO_SCALE,
         help="keep-ratio resize scale, e.g. 2048 512 for ADE20K (default: the image processor's size)",
     )
     evaluator.add_argument("--mode", choices=("whole", "slide"), default="whole")

@@ -1,10 +1,12 @@
 """The hf-swin-ddpm Space: Swin + FPN semantic segmentation and a DDPM (Ho et al. 2020), side by side.
 
-Three tabs, each also an API route:
+Four tabs, each also an API route:
 
 - ``/segment`` (image): overlay of the predicted classes, the class-id mask as a lossless PNG, a legend;
 - ``/generate`` (seed, number of images, inference steps, variance): samples, and the denoising trajectory;
-- ``/forward_diffusion`` (image, t, noise seed): a draw of q(x_t | x_0), the alpha-bar / SNR curve, the numbers.
+- ``/forward_diffusion`` (image, t, noise seed): a draw of q(x_t | x_0), the alpha-bar / SNR curve, the numbers;
+- ``/interpolate`` (two images, t, number of points, seed, inference steps, shared noise): the two images mixed in
+  the latent space at step t and decoded (the paper's Fig. 8).
 
 Models come from ``SWIN_FPN_MODEL`` and ``DDPM_MODEL`` (a local folder or a Hub repo id), by default
 ``demo_models/swin-fpn-shapes`` and ``demo_models/ddpm-digits`` at the repository root (``make demo-models``).
@@ -44,6 +46,7 @@ from tab_generate import (  # noqa: E402
     generate,
     generate_how_it_works,
 )
+from tab_interpolate import DEFAULT_POINTS, MAX_POINTS, interpolate, interpolate_how_it_works  # noqa: E402
 from tab_segment import LEGEND_HEADERS, Segmenter, class_colours, segment, segment_how_it_works  # noqa: E402
 
 APP_DIR = Path(__file__).resolve().parent
@@ -192,6 +195,44 @@ def image_output(label: str, **kwargs: Any) -> gr.Image:
     return gr.Image(label=label, format="png", interactive=False, elem_classes=["pixelated", "fill-box"], **kwargs)
 
 
+def sample_gallery(label: str, **kwargs: Any) -> gr.Gallery:
+    """Generated images, losslessly, scaled up crisply, four a row."""
+    return gr.Gallery(
+        label=label, columns=4, format="png", object_fit="contain", height=340, elem_classes=["pixelated"], **kwargs
+    )
+
+
+def strip_image(**kwargs: Any) -> gr.Image:
+    """A row of images without a label (trajectories, interpolations)."""
+    return gr.Image(format="png", interactive=False, show_label=False, elem_classes=["pixelated"], **kwargs)
+
+
+def whole_number_slider(label: str, minimum: int, maximum: int, value: int, **kwargs: Any) -> gr.Slider:
+    """An integer slider whose value is checked server-side with a message naming it."""
+    return check_whole_number_range(
+        gr.Slider(label=label, minimum=minimum, maximum=maximum, value=value, step=1, **kwargs)
+    )
+
+
+def timestep_slider(num_train_timesteps: int, value: int, **kwargs: Any) -> gr.Slider:
+    """t in [0, T - 1] (0-based, the paper's t - 1)."""
+    return whole_number_slider("t", 0, num_train_timesteps - 1, value, **kwargs)
+
+
+def seed_input(label: str, **kwargs: Any) -> gr.Number:
+    """A seed in [0, MAX_SEED], checked server-side."""
+    return check_whole_number_range(
+        gr.Number(label=label, value=0, precision=0, minimum=0, maximum=MAX_SEED, **kwargs)
+    )
+
+
+def on_click(button: gr.Button, run: Any, api_name: str, **settings: Any) -> None:
+    """`run` behind `button` and the API route `/api_name`, sharing the inference concurrency of all tabs."""
+    button.click(
+        run, **settings, api_name=api_name, concurrency_id="inference", concurrency_limit=INFERENCE_CONCURRENCY
+    )
+
+
 def build_segment_tab(segmenter: Segmenter) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
@@ -219,14 +260,7 @@ def build_segment_tab(segmenter: Segmenter) -> None:
     def run(image: PIL.Image.Image | None):
         return segment(segmenter, image)
 
-    button.click(
-        run,
-        inputs=image,
-        outputs=[overlay, mask, legend],
-        api_name="segment",
-        concurrency_id="inference",
-        concurrency_limit=INFERENCE_CONCURRENCY,
-    )
+    on_click(button, run, "segment", inputs=image, outputs=[overlay, mask, legend])
 
 
 def build_generate_tab(pipeline: DDPMPaperPipeline) -> None:
@@ -234,63 +268,34 @@ def build_generate_tab(pipeline: DDPMPaperPipeline) -> None:
     max_steps = min(MAX_INFERENCE_STEPS, num_train_timesteps)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
-            seed = check_whole_number_range(
-                gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED, elem_id="generate-seed")
+            seed = seed_input("Seed", elem_id="generate-seed")
+            num_images = whole_number_slider(
+                "Number of images",
+                1,
+                MAX_NUM_IMAGES,
+                DEFAULT_NUM_IMAGES,
+                elem_id="generate-num-images",
             )
-            num_images = check_whole_number_range(
-                gr.Slider(
-                    label="Number of images",
-                    minimum=1,
-                    maximum=MAX_NUM_IMAGES,
-                    value=DEFAULT_NUM_IMAGES,
-                    step=1,
-                    elem_id="generate-num-images",
-                )
-            )
-            steps = check_whole_number_range(
-                gr.Slider(
-                    label="Inference steps",
-                    minimum=1,
-                    maximum=max_steps,
-                    value=min(DEFAULT_INFERENCE_STEPS, max_steps),
-                    step=1,
-                    info=f"{num_train_timesteps} is the paper's full chain; fewer steps respace it",
-                    elem_id="generate-steps",
-                )
+            steps = whole_number_slider(
+                "Inference steps",
+                1,
+                max_steps,
+                min(DEFAULT_INFERENCE_STEPS, max_steps),
+                info=f"{num_train_timesteps} is the paper's full chain; fewer steps respace it",
+                elem_id="generate-steps",
             )
             variance = gr.Radio(choices=VARIANCE_CHOICES, value=SIGMA_BETA, label="Reverse-process variance σₜ²")
             button = gr.Button("Generate", variant="primary", elem_id="generate-button")
         with gr.Column(scale=2):
-            gallery = gr.Gallery(
-                label="Samples",
-                columns=4,
-                format="png",
-                object_fit="contain",
-                height=340,
-                elem_classes=["pixelated"],
-                elem_id="generate-gallery",
-            )
+            gallery = sample_gallery("Samples", elem_id="generate-gallery")
             gr.Markdown("**Denoising trajectory of sample #1** (Ho et al. 2020, Fig. 6): noise → sample")
-            strip = gr.Image(
-                format="png",
-                interactive=False,
-                show_label=False,
-                elem_classes=["pixelated"],
-                elem_id="generate-trajectory",
-            )
+            strip = strip_image(elem_id="generate-trajectory")
     gr.Markdown(generate_how_it_works(pipeline.scheduler), elem_classes=["how-it-works"])
 
     def run(seed: int, num_images: int, inference_steps: int, variance: str, progress=gr.Progress()):  # noqa: B008
         return generate(pipeline, seed, num_images, inference_steps, variance, progress)
 
-    button.click(
-        run,
-        inputs=[seed, num_images, steps, variance],
-        outputs=[gallery, strip],
-        api_name="generate",
-        concurrency_id="inference",
-        concurrency_limit=INFERENCE_CONCURRENCY,
-    )
+    on_click(button, run, "generate", inputs=[seed, num_images, steps, variance], outputs=[gallery, strip])
 
 
 def build_forward_tab(scheduler: DDPMPaperScheduler) -> None:
@@ -298,19 +303,8 @@ def build_forward_tab(scheduler: DDPMPaperScheduler) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             image = image_input("Image x₀", elem_id="forward-image")
-            timestep = check_whole_number_range(
-                gr.Slider(
-                    label="t",
-                    minimum=0,
-                    maximum=num_train_timesteps - 1,
-                    value=num_train_timesteps // 4,
-                    step=1,
-                    elem_id="forward-t",
-                )
-            )
-            noise_seed = check_whole_number_range(
-                gr.Number(label="Noise seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
-            )
+            timestep = timestep_slider(num_train_timesteps, num_train_timesteps // 4, elem_id="forward-t")
+            noise_seed = seed_input("Noise seed")
             button = gr.Button("Add noise", variant="primary", elem_id="forward-button")
             examples = example_images()
             if examples:
@@ -334,15 +328,55 @@ def build_forward_tab(scheduler: DDPMPaperScheduler) -> None:
         return forward_diffusion(scheduler, image, t, noise_seed)
 
     settings = {"inputs": [image, timestep, noise_seed], "outputs": [noisy, curve, summary]}
-    button.click(
-        run,
-        **settings,
-        api_name="forward_diffusion",
-        concurrency_id="inference",
-        concurrency_limit=INFERENCE_CONCURRENCY,
-    )
+    on_click(button, run, "forward_diffusion", **settings)
     timestep.release(
         run, **settings, api_visibility="private", concurrency_id="inference", concurrency_limit=INFERENCE_CONCURRENCY
+    )
+
+
+def build_interpolate_tab(pipeline: DDPMPaperPipeline) -> None:
+    num_train_timesteps = pipeline.scheduler.config.num_train_timesteps
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            with gr.Row():
+                image_a = image_input("Image A", elem_id="interpolate-image-a")
+                image_b = image_input("Image B", elem_id="interpolate-image-b")
+            timestep = timestep_slider(num_train_timesteps, num_train_timesteps // 2, elem_id="interpolate-t")
+            num_points = whole_number_slider(
+                "Number of points",
+                2,
+                MAX_POINTS,
+                DEFAULT_POINTS,
+                elem_id="interpolate-points",
+            )
+            seed = seed_input("Seed", elem_id="interpolate-seed")
+            steps = whole_number_slider(
+                "Inference steps",
+                1,
+                min(MAX_INFERENCE_STEPS, num_train_timesteps),
+                min(DEFAULT_INFERENCE_STEPS, num_train_timesteps),
+                info=f"{num_train_timesteps} respaced to this many steps; the chain runs those up to t",
+                elem_id="interpolate-steps",
+            )
+            shared_noise = gr.Checkbox(value=True, label="Same noise for both images", elem_id="interpolate-shared")
+            button = gr.Button("Interpolate", variant="primary", elem_id="interpolate-button")
+            examples = example_images()
+            if len(examples) >= 2:
+                gr.Examples(examples=[examples[:2]], inputs=[image_a, image_b], label="Examples")
+        with gr.Column(scale=2):
+            gallery = sample_gallery("Decoded mixes", elem_id="interpolate-gallery")
+            strip = strip_image(elem_id="interpolate-strip")
+    gr.Markdown(interpolate_how_it_works(pipeline), elem_classes=["how-it-works"])
+
+    def run(a: PIL.Image.Image | None, b: PIL.Image.Image | None, t: int, points: int, seed: int, steps: int, shared):
+        return interpolate(pipeline, a, b, t, points, seed, steps, shared)
+
+    on_click(
+        button,
+        run,
+        "interpolate",
+        inputs=[image_a, image_b, timestep, num_points, seed, steps, shared_noise],
+        outputs=[gallery, strip],
     )
 
 
@@ -394,6 +428,8 @@ def build_demo(
                 build_generate_tab(pipeline)
             with gr.Tab("Forward process", id="forward"):
                 build_forward_tab(pipeline.scheduler)
+            with gr.Tab("Interpolate", id="interpolate"):
+                build_interpolate_tab(pipeline)
         gr.Markdown(f"Models: segmentation `{model_name(segmenter.source)}` · diffusion `{model_name(ddpm_source)}`")
     demo.queue(default_concurrency_limit=INFERENCE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     return demo

@@ -65,13 +65,38 @@ def hsv_to_rgb(hue: float, saturation: float, value: float) -> tuple[int, int, i
     return pil_colour.convert("RGB").getpixel((0, 0))
 
 
+def training_size(processor) -> tuple[int, int] | None:
+    """(height, width) the image processor resizes to, or None when it does not resize to a fixed size."""
+    size = getattr(processor, "size", None) or {}
+    if not getattr(processor, "do_resize", True) or "height" not in size or "width" not in size:
+        return None
+    return int(size["height"]), int(size["width"])
+
+
+def uses_slide_inference(model, processor, image: PIL.Image.Image) -> bool:
+    """Whether `image` is larger than the training size on either side and the model can slide."""
+    size = training_size(processor)
+    return hasattr(model, "inference") and size is not None and (image.height > size[0] or image.width > size[1])
+
+
 @torch.inference_mode()
-def predict_classes(segmenter: Segmenter, image: PIL.Image.Image) -> np.ndarray:
-    """The class id of every pixel of an RGB image, (H, W) int64."""
-    inputs = segmenter.processor(images=image, return_tensors="pt")
-    outputs = segmenter.model(pixel_values=inputs["pixel_values"])
-    target_size = [(image.height, image.width)]
-    return segmenter.processor.post_process_semantic_segmentation(outputs, target_sizes=target_size)[0].numpy()
+def predict_classes(model, processor, image: PIL.Image.Image) -> np.ndarray:
+    """The class id of every pixel of an RGB image, (H, W) int64.
+
+    An image no larger than the model's training size (the image processor's `size`) is resized to it, predicted in
+    one forward and the logits resized back; a larger one (uploads stay bounded by `MAX_IMAGE_SIDE`) keeps its
+    resolution and is predicted with `SwinFPNForSegmentation.inference(mode="slide")`: windows of the training size
+    every two thirds of it, their logits averaged with a count map, so memory stays that of one training-size forward
+    and small objects are not lost to a downscale. Models without `inference` always take the resize path.
+    """
+    if not uses_slide_inference(model, processor, image):
+        inputs = processor(images=image, return_tensors="pt")
+        outputs = model(pixel_values=inputs["pixel_values"])
+        target_size = [(image.height, image.width)]
+        return processor.post_process_semantic_segmentation(outputs, target_sizes=target_size)[0].numpy()
+    pixel_values = processor(images=image, do_resize=False, return_tensors="pt")["pixel_values"]
+    logits = model.inference(pixel_values.to(model.dtype), mode="slide", crop_size=training_size(processor))
+    return logits[0].argmax(dim=0).numpy()
 
 
 def mask_image(classes: np.ndarray, colours: np.ndarray) -> PIL.Image.Image:
@@ -126,7 +151,7 @@ def segment(
 ) -> tuple[PIL.Image.Image, PIL.Image.Image, list[list[Any]]]:
     """The `/segment` route: overlay, class-id mask (palette PNG) and legend for one image."""
     rgb = prepare_image(image)
-    classes = predict_classes(segmenter, rgb)
+    classes = predict_classes(segmenter.model, segmenter.processor, rgb)
     return (
         overlay_image(rgb, classes, segmenter),
         mask_image(classes, segmenter.colours),
@@ -155,5 +180,6 @@ A **feature pyramid (FPN)** merges them top-down, and the **Semantic FPN head** 
 level to 1/4 scale, sums them and predicts one class per pixel, upsampled bilinearly to the image.
 
 Classes: {classes}. The mask is a PNG whose pixel values are the class ids (shown in the legend colours).
-Images of any size and mode are accepted; the longer side is reduced to {MAX_IMAGE_SIDE} pixels first.
+Images of any size and mode are accepted; the longer side is reduced to {MAX_IMAGE_SIDE} pixels first, and images
+larger than the model's training size are predicted with sliding windows of that size (logits averaged).
 """

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -129,15 +127,10 @@ def test_interpolate_bad_arguments_raise(pipe, kwargs, match):
 
 
 def test_space_interpolate_route_shows_the_pipeline_interpolation(pipe):
-    import importlib.util
-
     import gradio as gr
+    from space_app_support import load_space_module
 
-    path = Path(__file__).resolve().parents[1] / "spaces_app" / "interpolate.py"
-    spec = importlib.util.spec_from_file_location("space_interpolate", path)  # spaces_app holds scripts, no package
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    interpolate = module.interpolate
+    interpolate = load_space_module("tab_interpolate").interpolate
 
     a, b = digit_images()
     pil_a = Image.fromarray((a[0].numpy() * 255).round().astype(np.uint8))

@@ -26,7 +26,7 @@ from space_app_support import (
     served_app,
 )
 
-from hf_swin_ddpm import SwinFPNForSegmentation, SwinFPNImageProcessor
+from hf_swin_ddpm import DDPMPaperPipeline, SwinFPNForSegmentation, SwinFPNImageProcessor
 from hf_swin_ddpm.data import SHAPES_ID2LABEL
 
 LAST_T = TINY_NUM_TRAIN_TIMESTEPS - 1
@@ -403,3 +403,32 @@ def test_model_locations_come_from_the_argument_then_the_environment_then_the_de
     assert app.model_location(None, "DDPM_MODEL", app.DEFAULT_DDPM_MODEL) == "someone/ddpm-digits"
     assert app.model_location("/models/mine", "DDPM_MODEL", app.DEFAULT_DDPM_MODEL) == "/models/mine"
     assert app.looks_like_hub_repo_id("someone/ddpm-digits") and not app.looks_like_hub_repo_id("/no/such/folder")
+
+
+def test_interpolate_route_serves_the_pipelines_interpolation(space):
+    endpoints = space.client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert [p["parameter_name"] for p in endpoints["/interpolate"]["parameters"]][:4] == ["a", "b", "t", "points"]
+    first, second = example_path(space.app, 0), example_path(space.app, 1)
+    gallery, strip = space.client.predict(
+        handle_file(first), handle_file(second), 500, 3, 2, 4, True, api_name="/interpolate"
+    )
+    served = [np.asarray(Image.open(item["image"])) for item in gallery]
+    assert [item["caption"] for item in gallery] == ["lambda = 0.00", "lambda = 0.50", "lambda = 1.00"]
+
+    pipeline = DDPMPaperPipeline.from_pretrained(space.swin_fpn_folder.parent / "ddpm")
+    expected = pipeline.interpolate(
+        Image.open(first).convert("RGB"),
+        Image.open(second).convert("RGB"),
+        t=500,
+        num_points=3,
+        generator=torch.Generator().manual_seed(2),
+        num_inference_steps=4,
+        output_type="np",
+    ).images
+    for shown, image in zip(served, expected, strict=True):
+        factor = shown.shape[0] // image.shape[0]  # 16x16 samples shown upscaled (nearest) to 96x96
+        assert factor == 6 and shown.shape == (96, 96, 3)
+        np.testing.assert_array_equal(shown[::factor, ::factor, 0], (image[..., 0] * 255).round().astype(np.uint8))
+    assert Image.open(strip).size == (3 * 96, 96)
+    with pytest.raises(Exception, match="t must be a whole number from 0 to 999"):
+        space.client.predict(handle_file(first), handle_file(second), 1000, 3, 2, 4, True, api_name="/interpolate")

@@ -1,27 +1,20 @@
-"""spaces_app/segment.py: the Space's slide inference for images larger than the model's training size."""
+"""spaces_app/tab_segment.py: the Space's slide inference for images larger than the model's training size."""
 
 from __future__ import annotations
-
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
 from factories import TINY_SWIN_FPN
+from space_app_support import load_space_module
 
 from hf_swin_ddpm import SwinFPNConfig, SwinFPNForSegmentation, SwinFPNImageProcessor
-
-SEGMENT_PATH = Path(__file__).resolve().parents[1] / "spaces_app" / "segment.py"
 
 
 @pytest.fixture(scope="module")
 def segment_module():
-    spec = importlib.util.spec_from_file_location("space_segment", SEGMENT_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_space_module("tab_segment")
 
 
 @pytest.fixture(scope="module")

@@ -188,6 +188,15 @@ class SegmentationTransform(IndexedTransform):
         self.image_column = image_column
         self.annotation_column = annotation_column
 
+    def checked_example(
+        self, image: Image.Image, annotation: Image.Image, rng: np.random.Generator | None, index: int | None
+    ) -> tuple[Image.Image, np.ndarray]:
+        """The RGB image and its checked label array, for a random transform (which needs ``rng``)."""
+        if rng is None:
+            raise ValueError(f"{type(self).__name__} needs a random generator for each example")
+        image, labels = _image_and_labels(image, annotation, index)
+        return image, self.prepare_labels(labels, _describe(index, annotation))
+
     def prepare_labels(self, labels: np.ndarray, where: str) -> np.ndarray:
         """Apply ``reduce_labels`` (0 → ignore, others minus 1, as for ADE20K) and check the values."""
         if self.reduce_labels:
@@ -263,10 +272,7 @@ class SegmentationTrainTransform(SegmentationTransform):
     def transform_example(
         self, image: Image.Image, annotation: Image.Image, rng: np.random.Generator | None, index: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        if rng is None:
-            raise ValueError("SegmentationTrainTransform needs a random generator for each example")
-        image, labels = _image_and_labels(image, annotation, index)
-        labels = self.prepare_labels(labels, _describe(index, annotation))
+        image, labels = self.checked_example(image, annotation, rng, index)
         factor = self.resolution / min(image.size) * rng.uniform(*self.scale_range)
         size = (max(1, round(image.size[0] * factor)), max(1, round(image.size[1] * factor)))
         image_array = self.normalize(image.resize(size, IMAGE_RESAMPLE))
@@ -438,10 +444,7 @@ class MMSegTrainTransform(SegmentationTrainTransform):
     def transform_example(
         self, image: Image.Image, annotation: Image.Image, rng: np.random.Generator | None, index: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        if rng is None:
-            raise ValueError("MMSegTrainTransform needs a random generator for each example")
-        image, labels = _image_and_labels(image, annotation, index)
-        labels = self.prepare_labels(labels, _describe(index, annotation))
+        image, labels = self.checked_example(image, annotation, rng, index)
         ratio = rng.uniform(*self.ratio_range)
         scale = (max(1, int(self.scale[0] * ratio)), max(1, int(self.scale[1] * ratio)))
         height, width = keep_ratio_size(image.height, image.width, scale)

@@ -301,19 +301,18 @@ class OptimizerSteps:
                     self.accelerator, self.progress_bar, step, lr, self.progress.epoch, **self.log_extra()
                 )
             if step % self.args.checkpointing_steps == 0:
-                path = save_checkpoint(
-                    self.accelerator,
-                    self.args.output_dir,
-                    step,
-                    self.args.checkpoints_total_limit,
-                    self.progress,
-                    self.ema,
-                )
-                logger.info(f"Saved {path}", main_process_only=True)
+                logger.info(f"Saved {self._save(step)}", main_process_only=True)
             if self.stop_signals.requested(self.accelerator):
                 self._stop_with_checkpoint(step)
             if step >= self.max_train_steps:
                 break
+
+    def _save(self, step: int) -> Path:
+        """The checkpoint of ``step`` (every process), the oldest beyond ``--checkpoints_total_limit`` removed."""
+        args = self.args
+        return save_checkpoint(
+            self.accelerator, args.output_dir, step, args.checkpoints_total_limit, self.progress, self.ema
+        )
 
     def _stop_with_checkpoint(self, step: int) -> None:
         """Write the checkpoint of ``step`` (unless it was just written) and stop the run (``TrainingStopped``)."""
@@ -321,14 +320,7 @@ class OptimizerSteps:
         if step % self.args.checkpointing_steps == 0:  # written a moment ago
             path = Path(self.args.output_dir) / f"{CHECKPOINT_PREFIX}{step}"
         else:
-            path = save_checkpoint(
-                self.accelerator,
-                self.args.output_dir,
-                step,
-                self.args.checkpoints_total_limit,
-                self.progress,
-                self.ema,
-            )
+            path = self._save(step)
         name = signal.Signals(self.stop_signals.received or signal.SIGTERM).name
         raise TrainingStopped(
             f"stopped by {name} after optimizer step {step}; saved {path}. Resume with the same command and "

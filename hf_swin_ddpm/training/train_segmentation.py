@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..cli import KEEP_RATIO_SCALE
 from ..data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -187,9 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument(
         "--eval_scale",
-        type=int,
-        nargs=2,
-        metavar=("LONG", "SHORT"),
+        **KEEP_RATIO_SCALE,
         help="Keep-ratio resize scale of the evaluation, e.g. 2048 512 for ADE20K (default: resolution resolution).",
     )
     parser.set_defaults(
