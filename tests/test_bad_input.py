@@ -114,6 +114,8 @@ BAD_SWIN_FPN_FIELDS = [
     ("auxiliary_in_index", -1, "a stage index in [0, 3]"),
 ]
 
+# Fields checked only together with another one (the auxiliary head's stage only when there is an auxiliary head).
+CONTEXT = {"auxiliary_in_index": {"use_auxiliary_head": True}}
 # Where the message reports the offending part rather than the whole value.
 GIVEN_IN_MESSAGE = {("num_heads", "[5, 6, 12, 24]"): "5", ("id2label", "{}"): "0"}
 
@@ -122,7 +124,7 @@ GIVEN_IN_MESSAGE = {("num_heads", "[5, 6, 12, 24]"): "5", ("id2label", "{}"): "0
 def test_swin_fpn_config_errors_name_the_field_the_expectation_and_the_value(field, value, expected):
     reported_field = "num_labels" if field == "id2label" else field  # an empty id2label means no classes
     with pytest.raises(ValueError, match=rf"SwinFPNConfig\.{reported_field}: expected") as error:
-        SwinFPNConfig(**{field: value})
+        SwinFPNConfig(**CONTEXT.get(field, {}), **{field: value})
     assert expected in str(error.value)
     given = GIVEN_IN_MESSAGE.get((field, repr(value)), repr(value))
     assert f"got {given}" in str(error.value)
@@ -539,3 +541,10 @@ def run_cli_script(script, argv: list[str], capsys) -> tuple[int | str, str]:
     except SystemExit as exit_:
         status = exit_.code
     return status, capsys.readouterr().err
+
+
+def test_the_auxiliary_stage_is_checked_only_with_an_auxiliary_head():
+    two_stages = {"depths": (2, 2), "num_heads": (2, 4)}
+    assert SwinFPNConfig(**two_stages).auxiliary_in_index == 2  # the default, unused without the head
+    with pytest.raises(ValueError, match=r"auxiliary_in_index: expected a stage index in \[0, 1\], got 2"):
+        SwinFPNConfig(**two_stages, use_auxiliary_head=True)

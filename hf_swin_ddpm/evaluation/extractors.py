@@ -184,7 +184,8 @@ def load_classifier(dataset: str, seed: int = 0, cache_dir: str | Path | None = 
     weights, record_file = folder / "model.safetensors", folder / "config.json"
     if weights.is_file() and record_file.is_file():
         record = json.loads(record_file.read_text())
-        model = DigitClassifier(record["first_stride"], record["channels"])
+        with torch.random.fork_rng(devices=[]):  # the initial weights, replaced next, must not move the global RNG
+            model = DigitClassifier(record["first_stride"], record["channels"])
         model.load_state_dict(load_file(weights))
         return model.eval(), record
     model, record = train_classifier(dataset, seed)

@@ -247,7 +247,7 @@ class SwinFPNConfig(PreTrainedConfig):
             self.auxiliary_loss_weight,
         )
         _require(
-            0 <= self.auxiliary_in_index < len(self.depths),
+            not self.use_auxiliary_head or 0 <= self.auxiliary_in_index < len(self.depths),
             "auxiliary_in_index",
             f"a stage index in [0, {len(self.depths) - 1}]",
             self.auxiliary_in_index,

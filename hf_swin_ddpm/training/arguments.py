@@ -29,7 +29,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument(
         "--dataset_name",
-        help="An embedded dataset (digits, shapes), a Hub dataset id, or a local dataset file/folder "
+        help="An embedded dataset (digits, mnist, shapes), a Hub dataset id, or a local dataset file/folder "
         "(parquet, arrow, save_to_disk).",
     )
     data.add_argument("--dataset_config_name", help="The configuration of the Hub dataset.")
