@@ -173,8 +173,8 @@ def interrupt(run: Run, processes: int, number: signal.Signals, step: int, only_
     assert name == number.name and stopped_at in (step, step + 1), output[-3000:]
     if processes == 1:
         assert status == STATUS[number], output[-3000:]
-    else:  # torchrun reports each worker's status and exits with 1
-        assert status != 0 and output.count(f"exitcode  : {STATUS[number]}") == processes, output[-3000:]
+    else:  # torchrun reports the first worker to end with its status (it then stops the other ones) and exits with 1
+        assert status != 0 and f"exitcode  : {STATUS[number]}" in output, output[-3000:]
     assert checkpoint.name == f"{CHECKPOINT_PREFIX}{stopped_at}"
     verify_checkpoint(checkpoint)
     assert len(list(checkpoint.glob("random_states_*.pkl"))) == processes

@@ -123,7 +123,7 @@ def test_auxiliary_loss_weight_on_the_semantic_fpn_head():
     [
         ({"decode_head_type": "segformer"}, "decode_head_type"),
         ({"pool_scales": []}, "pool_scales"),
-        ({"auxiliary_in_index": 4}, "auxiliary_in_index"),
+        ({"auxiliary_in_index": 4, "use_auxiliary_head": True}, "auxiliary_in_index"),
         ({"auxiliary_loss_weight": -1.0}, "auxiliary_loss_weight"),
     ],
 )

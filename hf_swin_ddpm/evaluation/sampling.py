@@ -70,14 +70,13 @@ def evaluate_pipeline(
     num_samples: int,
     num_inference_steps: int,
     *,
-    batch_size: int = 64,
-    seed: int = 0,
-    progress: bool = True,
     max_reference_images: int | None = None,
     cache_dir=None,
+    **sampling: Any,
 ) -> dict[str, Any]:
     """FID, KID and IS of `num_samples` samples of `pipeline` against `reference` (`DATASET[:SPLIT]`, a folder or a
-    statistics `.npz`, its statistics cached); the generated images are forgotten afterwards (`metrics.reset()`)."""
+    statistics `.npz`, its statistics cached); the generated images are forgotten afterwards (`metrics.reset()`).
+    `sampling` are `add_pipeline_samples`' `batch_size`, `seed` and `progress`."""
     from .reference import reference_statistics
 
     check_sample_count(num_samples, num_inference_steps, pipeline.scheduler.config.num_train_timesteps)
@@ -94,9 +93,7 @@ def evaluate_pipeline(
     reference_seconds = time.perf_counter() - start
     metrics.set_reference(statistics)
     metrics.reset()
-    timing = add_pipeline_samples(
-        metrics, pipeline, num_samples, num_inference_steps, batch_size=batch_size, seed=seed, progress=progress
-    )
+    timing = add_pipeline_samples(metrics, pipeline, num_samples, num_inference_steps, **sampling)
     start = time.perf_counter()
     results = metrics.compute()
     metrics.reset()
@@ -105,7 +102,7 @@ def evaluate_pipeline(
         {
             "reference_dataset": statistics.dataset,
             "num_inference_steps": num_inference_steps,
-            "seed": seed,
+            "seed": sampling.get("seed", 0),
             "reference_seconds": round(reference_seconds, 3),
             "metrics_seconds": round(time.perf_counter() - start, 3),
         }
