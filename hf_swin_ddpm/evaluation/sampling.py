@@ -54,7 +54,7 @@ def add_pipeline_samples(
             ).images
             metrics.update(images, real=False)
             bar.update(count)
-    return {"sampling_seconds": round(time.perf_counter() - start, 2)}
+    return {"sampling_seconds": round(time.perf_counter() - start, 2), "seed": seed}
 
 
 def pipeline_resolution(pipeline) -> tuple[int, int]:
@@ -102,7 +102,6 @@ def evaluate_pipeline(
         {
             "reference_dataset": statistics.dataset,
             "num_inference_steps": num_inference_steps,
-            "seed": sampling.get("seed", 0),
             "reference_seconds": round(reference_seconds, 3),
             "metrics_seconds": round(time.perf_counter() - start, 3),
         }

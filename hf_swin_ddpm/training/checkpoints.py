@@ -214,15 +214,22 @@ def _checkpoint_write_failed(error: BaseException, partial: Path, final: Path) -
 def check_finite_weights(accelerator, global_step: int, output_dir: Path) -> None:
     """Refuse to checkpoint NaN or infinite weights (an update that overflowed): ``TrainingError`` naming the step,
     with the last checkpoint left as it was. The weights are the same on every process, so all of them agree."""
-    for model in accelerator._models:
-        for name, parameter in model.named_parameters():
-            if not torch.isfinite(parameter.detach()).all():
-                saved = complete_checkpoints(output_dir)
-                kept = f"the last checkpoint, {saved[-1].name}, is unchanged" if saved else "no checkpoint was written"
-                raise TrainingError(
-                    f"the weights are not finite after optimizer step {global_step} ({name}); nothing was saved and "
-                    f"{kept}. Lower --learning_rate (or clip with --max_grad_norm) and resume from that checkpoint"
-                )
+    named = [(name, parameter) for model in accelerator._models for name, parameter in model.named_parameters()]
+    finite = torch.stack([torch.isfinite(parameter.detach()).all() for _, parameter in named])
+    if bool(finite.all()):  # one device synchronisation for all the weights
+        return
+    name = named[int((~finite).nonzero()[0])][0]
+    raise TrainingError(
+        f"the weights are not finite after optimizer step {global_step} ({name}); nothing was saved and "
+        f"{last_checkpoint_unchanged(output_dir)}. Lower --learning_rate (or clip with --max_grad_norm) and resume "
+        "from that checkpoint"
+    )
+
+
+def last_checkpoint_unchanged(output_dir: str | Path) -> str:
+    """What a run stopped before writing anything leaves, in words: its newest complete checkpoint, if any."""
+    saved = complete_checkpoints(output_dir)
+    return f"the last checkpoint, {saved[-1].name}, is unchanged" if saved else "no checkpoint was written"
 
 
 def _pause_for_tests(global_step: int) -> None:

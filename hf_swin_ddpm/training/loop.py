@@ -21,7 +21,7 @@ import torch
 from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
-from .checkpoints import CHECKPOINT_PREFIX, TrainingProgress, complete_checkpoints, save_checkpoint
+from .checkpoints import CHECKPOINT_PREFIX, TrainingProgress, last_checkpoint_unchanged, save_checkpoint
 from .errors import TrainingError, TrainingStopped
 
 logger = get_logger(__name__)
@@ -208,27 +208,34 @@ class NonFiniteGuard:
     progress: TrainingProgress
     output_dir: str
     max_skipped: int = 0
-    _bad_loss: float | None = None
     skipped_last: bool = False
+    _losses: list[torch.Tensor] = dataclasses.field(default_factory=list)  # the micro-batches' since the last step
 
     def see_loss(self, loss: torch.Tensor) -> None:
-        if self._bad_loss is None and not torch.isfinite(loss.detach()).all():
-            self._bad_loss = float(loss.detach().float().sum())
+        """Keep a micro-batch loss for the check at the optimizer step (no device synchronisation here)."""
+        self._losses.append(loss.detach().float().reshape(()))
 
     def skip_update(self, accelerator, parameters: Iterable[torch.nn.Parameter]) -> bool:
-        """Whether this optimizer step must be skipped (raises ``TrainingError`` when the budget is spent)."""
+        """Whether this optimizer step must be skipped (raises ``TrainingError`` when the budget is spent). One
+        collective and one device synchronisation per optimizer step, whatever the gradient accumulation."""
+        losses, self._losses = torch.stack(self._losses), []
+        finite = torch.isfinite(losses).all()
         norm = None
         if accelerator.scaler is None:
             gradients = [parameter.grad for parameter in parameters if parameter.grad is not None]
-            norm = torch.nn.utils.get_total_norm(gradients) if gradients else torch.zeros(())
-        local_bad = self._bad_loss is not None or (norm is not None and not torch.isfinite(norm))
-        flag = torch.tensor([1 if local_bad else 0], device=accelerator.device)
-        bad = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
-        loss, self._bad_loss = self._bad_loss, None
-        self.skipped_last = bad
+            norm = torch.nn.utils.get_total_norm(gradients) if gradients else torch.zeros((), device=losses.device)
+            finite = finite & torch.isfinite(norm).to(finite.device)
+        flag = (~finite).to(torch.int64).reshape(1).to(accelerator.device)
+        self.skipped_last = bad = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
         if not bad:
             return False
-        what = f"loss {loss}" if loss is not None else f"gradient norm {float(norm) if norm is not None else 'nan'}"
+        bad_losses = losses[~torch.isfinite(losses)]
+        if bad_losses.numel():
+            what = f"loss {float(bad_losses[0])}"
+        elif norm is not None and not torch.isfinite(norm):
+            what = f"gradient norm {float(norm)}"
+        else:
+            what = "loss or gradient norm (on another process)"
         where = (
             f"optimizer step {self.progress.global_step + 1} (epoch {self.progress.epoch}, "
             f"batch {self.progress.batches_in_epoch} of the epoch)"
@@ -241,11 +248,10 @@ class NonFiniteGuard:
                 main_process_only=True,
             )
             return True
-        saved = complete_checkpoints(self.output_dir)
-        kept = f"the last checkpoint, {saved[-1].name}, is unchanged" if saved else "no checkpoint was written"
         raise TrainingError(
-            f"non-finite {what} at {where}; no weight was updated with it and {kept}. Lower --learning_rate or "
-            "check the data, or pass --max_skipped_nonfinite_steps N to skip up to N such batches"
+            f"non-finite {what} at {where}; no weight was updated with it and "
+            f"{last_checkpoint_unchanged(self.output_dir)}. Lower --learning_rate or check the data, or pass "
+            "--max_skipped_nonfinite_steps N to skip up to N such batches"
         )
 
 
