@@ -5,32 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from training_support import flags, with_flags
+from test_training_segmentation import TINY as SEGMENTATION_TINY
+from test_training_segmentation import one_thread  # noqa: F401  (the autouse fixture)
+from training_support import with_flags
 
 from hf_swin_ddpm.data import IMAGENET_MEAN, IMAGENET_STD, embedded_dataset
 from hf_swin_ddpm.segmentation_eval import evaluate_segmentation
 from hf_swin_ddpm.training import train_segmentation
 
-TINY = flags(
-    dataset_name="shapes",
-    model_config="tiny",
-    resolution=32,
-    train_batch_size=4,
-    max_train_samples=8,
-    max_eval_samples=4,
-    eval_batch_size=3,
-    max_train_steps=2,
-    report_to="none",
-)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# the training tests' tiny run, smaller: 8 training images, 4 held out in batches of 3, 2 steps
+TINY = with_flags(SEGMENTATION_TINY, max_train_samples=8, max_eval_samples=4, eval_batch_size=3, max_train_steps=2)
 
 
 def test_default_evaluation_is_the_keep_ratio_protocol_at_label_size(tmp_path):
