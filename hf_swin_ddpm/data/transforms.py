@@ -14,6 +14,8 @@ The transforms are batch callables for ``Dataset.with_transform``. They read eac
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,6 +23,8 @@ import datasets
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -65,6 +69,7 @@ class IndexedTransform:
     """Base of the batch transforms: holds the seed and epoch and finds each example's index."""
 
     needs_indices = False
+    output_columns: tuple[str, ...] = ()
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -100,6 +105,8 @@ class DDPMTransform(IndexedTransform):
     bilinear resampling and centre-crops a square (``ImageOps.fit``), optionally flips horizontally with
     probability 1/2, and maps uint8 ``x`` to ``x / 127.5 - 1``.
     """
+
+    output_columns = ("input",)
 
     def __init__(
         self,
@@ -164,6 +171,8 @@ def _image_and_labels(
 
 class SegmentationTransform(IndexedTransform):
     """Shared part of the segmentation transforms: label preparation, normalisation, batching."""
+
+    output_columns = ("pixel_values", "labels")
 
     def __init__(
         self,
@@ -462,15 +471,121 @@ class MMSegTrainTransform(SegmentationTrainTransform):
         return self._pad(image_array, labels)
 
 
+class UnreadableImageError(ValueError):
+    """An image (or label map) that cannot be decoded: the message names the data, the example and the file."""
+
+
+# What PIL and datasets raise for a corrupt, truncated or missing image file.
+DECODE_ERRORS: tuple[type[BaseException], ...] = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def _decode_failure(error: BaseException) -> str:
+    """What went wrong, in one line (PIL names the in-memory file object, which says nothing to the user)."""
+    text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(error).strip())
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _stored_file(value: object) -> str:
+    """The file name an undecoded ``datasets.Image`` value carries (``{"bytes", "path"}``), or ``""``."""
+    return (value.get("path") or "") if isinstance(value, dict) else ""
+
+
+class DecodingTransform:
+    """Decode a batch's image columns, then apply ``transform``: an unreadable example raises
+    :class:`UnreadableImageError` naming ``source``, the example's index and its file, or, with
+    ``skip_bad_examples``, is logged and becomes ``None`` in every output column (the collate functions drop it).
+
+    The columns are stored undecoded (``datasets.Image(decode=False)``, see :func:`attach_transform`) and decoded here
+    with their own ``datasets.Image`` features, so a readable image comes out exactly as ``datasets`` would give it.
+    Which examples are skipped depends only on the data, so a resumed run skips the same ones.
+    """
+
+    def __init__(
+        self,
+        transform: Callable[..., dict[str, list[Any]]],
+        image_features: dict[str, datasets.Image],
+        source: str = "the dataset",
+        skip_bad_examples: bool = False,
+    ) -> None:
+        self.transform = transform
+        self.image_features = image_features
+        self.source = source
+        self.skip_bad_examples = skip_bad_examples
+
+    def _decode_row(self, batch: Batch, row: int, index: int | None) -> dict[str, Any] | None:
+        """The decoded image columns of one row; None when one cannot be read and bad examples are skipped."""
+        decoded = {}
+        for column, feature in self.image_features.items():
+            value = batch[column][row]
+            try:
+                decoded[column] = feature.decode_example(value)
+            except DECODE_ERRORS as error:
+                where = f"example {'?' if index is None else index}" + (
+                    f" ({_stored_file(value)})" if _stored_file(value) else ""
+                )
+                reason = _decode_failure(error).replace(f" {_stored_file(value)!r}", "")
+                message = f"{self.source}, {where}: the {column!r} column cannot be read as an image ({reason})"
+                if not self.skip_bad_examples:
+                    raise UnreadableImageError(
+                        f"{message}; replace or remove the file, or skip unreadable examples "
+                        "(--skip_bad_examples in the training scripts)"
+                    ) from error
+                logger.warning("skipping %s", message)
+                return None
+        return decoded
+
+    def __call__(self, batch: Batch, indices: Sequence[int] | None = None) -> dict[str, list[Any]]:
+        size = len(next(iter(batch.values())))
+        if indices is None and INDEX_COLUMN in batch:
+            indices = batch[INDEX_COLUMN]
+        row_indices = [None] * size if indices is None else [int(index) for index in indices]
+        decoded = [self._decode_row(batch, row, row_indices[row]) for row in range(size)]
+        readable = [row for row in range(size) if decoded[row] is not None]
+        subset = {column: [values[row] for row in readable] for column, values in batch.items()}
+        for column in self.image_features:
+            subset[column] = [decoded[row][column] for row in readable]
+        kept_indices = None if indices is None else [row_indices[row] for row in readable]
+        if not readable:  # the columns the transform would have returned, all None
+            columns = getattr(self.transform, "output_columns", tuple(batch))
+            return {column: [None] * size for column in columns}
+        output = self.transform(subset, kept_indices)
+        if len(readable) == size:
+            return output
+        expanded: dict[str, list[Any]] = {column: [None] * size for column in output}
+        for position, row in enumerate(readable):
+            for column, values in output.items():
+                expanded[column][row] = values[position]
+        return expanded
+
+
+def _decoded_image_features(features: datasets.Features | None) -> dict[str, datasets.Image]:
+    """The columns that ``datasets`` decodes to PIL images, with their features."""
+    if not features:
+        return {}
+    return {
+        name: feature for name, feature in features.items() if isinstance(feature, datasets.Image) and feature.decode
+    }
+
+
 def attach_transform(
-    dataset: datasets.Dataset | datasets.IterableDataset, transform: Callable[..., dict[str, list[Any]]]
+    dataset: datasets.Dataset | datasets.IterableDataset,
+    transform: Callable[..., dict[str, list[Any]]],
+    *,
+    source: str = "the dataset",
+    skip_bad_examples: bool = False,
 ) -> datasets.Dataset | datasets.IterableDataset:
-    """Apply a batch transform lazily, giving it each example's index.
+    """Apply a batch transform lazily, giving it each example's index and decoding the images in a way that names
+    an unreadable one (see :class:`DecodingTransform`; ``source`` is how errors name the data).
 
     A ``Dataset`` gets an ``INDEX_COLUMN`` with its row numbers and ``with_transform(transform)``; an
     ``IterableDataset`` gets ``map(transform, batched=True, with_indices=True)``, where the index is the position
     in the stream this process reads.
     """
+    image_features = _decoded_image_features(dataset.features)
+    for column in image_features:
+        dataset = dataset.cast_column(column, datasets.Image(decode=False))
+    if image_features:
+        transform = DecodingTransform(transform, image_features, source, skip_bad_examples)
     if isinstance(dataset, datasets.IterableDataset):
         return dataset.map(transform, batched=True, with_indices=True, remove_columns=dataset.column_names)
     if INDEX_COLUMN not in dataset.column_names:
@@ -478,13 +593,25 @@ def attach_transform(
     return dataset.with_transform(transform)
 
 
+def readable_examples(examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The examples of a batch that were read (skipped ones hold ``None``); an error when none was."""
+    readable = [example for example in examples if all(value is not None for value in example.values())]
+    if not readable:
+        raise UnreadableImageError(
+            f"all {len(examples)} examples of a batch are unreadable and were skipped; check the dataset's files"
+        )
+    return readable
+
+
 def collate_ddpm(examples: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack ``{"input": (C, H, W)}`` examples into ``{"input": (B, C, H, W)}``."""
+    """Stack ``{"input": (C, H, W)}`` examples into ``{"input": (B, C, H, W)}`` (skipped examples left out)."""
+    examples = readable_examples(examples)
     return {"input": torch.stack([example["input"] for example in examples])}
 
 
 def collate_segmentation(examples: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack examples into ``pixel_values`` (B, 3, H, W) float and ``labels`` (B, H, W) int64."""
+    """Stack examples into ``pixel_values`` (B, 3, H, W) float and ``labels`` (B, H, W) int64 (skipped ones left out)."""
+    examples = readable_examples(examples)
     return {
         "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
         "labels": torch.stack([example["labels"] for example in examples]),
@@ -492,7 +619,9 @@ def collate_segmentation(examples: Sequence[dict[str, torch.Tensor]]) -> dict[st
 
 
 def collate_segmentation_lists(examples: Sequence[dict[str, torch.Tensor]]) -> dict[str, list[torch.Tensor]]:
-    """Keep examples of different sizes as lists: ``pixel_values`` [(3, h, w)] and ``labels`` [(H, W)]."""
+    """Keep examples of different sizes as lists: ``pixel_values`` [(3, h, w)] and ``labels`` [(H, W)] (skipped ones
+    left out)."""
+    examples = readable_examples(examples)
     return {
         "pixel_values": [example["pixel_values"] for example in examples],
         "labels": [example["labels"] for example in examples],

@@ -53,6 +53,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--max_eval_samples", type=int, help="Keep only the first N evaluation examples.")
     data.add_argument("--resolution", type=int, help="Training resolution; sets the model's input/sample size.")
     data.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes.")
+    data.add_argument(
+        "--skip_bad_examples",
+        action="store_true",
+        help="Log and skip examples whose image or label map cannot be read (corrupt or truncated files) instead of "
+        "stopping with an error that names them; the same examples are skipped after a resume.",
+    )
 
     model = parser.add_argument_group("model")
     model.add_argument("--model_config", help="A preset name or a JSON config file.")

@@ -111,6 +111,14 @@ def hub_dataset_ids(args: argparse.Namespace) -> list[str]:
     return [args.dataset_name]
 
 
+def transformed(args: argparse.Namespace, dataset: AnyDataset, transform: Callable, split: str) -> AnyDataset:
+    """``dataset`` with ``transform`` attached: an unreadable image stops the run with an error naming the dataset,
+    ``split`` (how the held-out part is described), the example and its file, or is skipped with
+    ``--skip_bad_examples``."""
+    source = f"{dataset_label(args)} ({split})"
+    return attach_transform(dataset, transform, source=source, skip_bad_examples=args.skip_bad_examples)
+
+
 def training_dataloader(
     args: argparse.Namespace, dataset: AnyDataset, transform: Callable, collate_fn: Callable
 ) -> DataLoader:
@@ -121,7 +129,7 @@ def training_dataloader(
     if streaming:
         dataset = dataset.shuffle(seed=args.seed, buffer_size=1000)
     dataloader = DataLoader(
-        attach_transform(dataset, transform),
+        transformed(args, dataset, transform, "the 'train' split"),
         batch_size=args.train_batch_size,
         shuffle=not streaming,
         collate_fn=collate_fn,
@@ -133,11 +141,16 @@ def training_dataloader(
 
 
 def evaluation_dataloader(
-    args: argparse.Namespace, dataset: AnyDataset, transform: Callable, collate_fn: Callable
+    args: argparse.Namespace,
+    dataset: AnyDataset,
+    transform: Callable,
+    collate_fn: Callable,
+    source: str = "the held-out data",
 ) -> DataLoader:
-    """The held-out DataLoader (before ``accelerator.prepare``), in dataset order."""
+    """The held-out DataLoader (before ``accelerator.prepare``), in dataset order; ``source`` says in words where the
+    held-out examples come from (:attr:`TrainingData.eval_source`)."""
     return DataLoader(
-        attach_transform(dataset, transform),
+        transformed(args, dataset, transform, source),
         batch_size=args.eval_batch_size,
         collate_fn=collate_fn,
         num_workers=args.dataloader_num_workers,

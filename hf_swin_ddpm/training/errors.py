@@ -7,6 +7,7 @@ A problem with the user's input or files (flags, data, checkpoints) ends a run w
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -30,9 +31,18 @@ class TrainingError(Exception):
     """A problem with the user's input or files: reported as one line, exit status 2, no traceback."""
 
 
+# torch's DataLoader re-raises a worker's error as "Caught X in DataLoader worker process N.\nOriginal Traceback ...":
+# the worker's own message is the traceback's last line, after the exception's qualified name.
+WORKER_ERROR = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\s*\nOriginal Traceback", re.MULTILINE)
+QUALIFIED_NAME = re.compile(r"^[\w.]+: ")
+
+
 def first_line(error: BaseException) -> str:
-    """The first line of an error's message (its type name when empty)."""
+    """The first line of an error's message (its type name when empty); for an error re-raised from a DataLoader
+    worker, the worker's own message."""
     text = str(error).strip()
+    if WORKER_ERROR.match(text):
+        text = QUALIFIED_NAME.sub("", text.splitlines()[-1].strip(), count=1)
     if isinstance(error, KeyError) and text.startswith(("'", '"')):
         text = f"missing key {text}"
     return text.splitlines()[0] if text else type(error).__name__

@@ -225,7 +225,7 @@ def build_dataloaders(
     eval_dataloader = None
     if eval_dataset is not None and args.eval_bpd_timesteps > 0:
         eval_transform = DDPMTransform(resolution, channels, random_flip=False)
-        eval_dataloader = evaluation_dataloader(args, eval_dataset, eval_transform, collate_ddpm)
+        eval_dataloader = evaluation_dataloader(args, eval_dataset, eval_transform, collate_ddpm, data.eval_source)
     return train_dataloader, eval_dataloader, train_transform, data
 
 

@@ -372,7 +372,7 @@ def build_dataloaders(
             scale = args.eval_scale or (resolution, resolution)
             eval_transform = SegmentationKeepRatioEvalTransform(scale, **transform_options)
             collate = collate_segmentation_lists
-        eval_dataloader = evaluation_dataloader(args, data.eval, eval_transform, collate)
+        eval_dataloader = evaluation_dataloader(args, data.eval, eval_transform, collate, data.eval_source)
     return train_dataloader, eval_dataloader, train_transform
 
 
