@@ -9,7 +9,6 @@ import json
 import math
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from training_support import (
     run_cli,
     run_cli_concurrently,
     same_weights,
+    small_disk,
     tree_digest,
 )
 
@@ -131,17 +131,6 @@ def test_a_nan_batch_stops_the_run_or_is_skipped_deterministically(tmp_path):
     )
     assert same_weights(resumed.model.state_dict(), uninterrupted.model.state_dict())
     assert resumed.results["skipped_nonfinite_steps"] == uninterrupted.results["skipped_nonfinite_steps"]
-
-
-@contextmanager
-def small_disk(path: Path, megabytes: float) -> Iterator[Path]:
-    """A real tmpfs of `megabytes` mounted at `path` (the tests run as root, here and in CI)."""
-    path.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(megabytes * 2**20)}", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
 
 
 def grow(disk: Path, megabytes: float) -> None:

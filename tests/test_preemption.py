@@ -21,7 +21,7 @@ import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_support import CONSOLE_SCRIPT, flags
+from training_support import CONSOLE_SCRIPT, flags, small_disk
 
 from hf_swin_ddpm.training.checkpoints import CHECKPOINT_PREFIX, complete_checkpoints, verify_checkpoint
 
@@ -92,10 +92,16 @@ class Run:
 
 
 def launch(
-    script: str, output_dir: Path, *extra: str, processes: int = 1, machine: tuple[int, int] | None = None
+    script: str,
+    output_dir: Path,
+    *extra: str,
+    processes: int = 1,
+    machine: tuple[int, int] | None = None,
+    log_dir: Path | None = None,
 ) -> Run:
     """One training run in new processes: the console script, or `accelerate launch` for several processes
-    (`machine` = (rank, port) for one of two machines)."""
+    (`machine` = (rank, port) for one of two machines); its output goes to a log in `log_dir` (by default the output
+    folder's parent)."""
     command, module, script_flags = SCRIPTS[script]
     arguments = [*script_flags, *COMMON, "--output_dir", str(output_dir), *extra]
     if processes == 1 and machine is None:
@@ -108,7 +114,7 @@ def launch(
         argv += ["--main_process_ip", "127.0.0.1", "--main_process_port", str(port)]
         argv += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", module, *arguments]
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    log = output_dir.parent / f"{output_dir.name}-{time.monotonic_ns()}.log"
+    log = (log_dir or output_dir.parent) / f"{output_dir.name}-{time.monotonic_ns()}.log"
     with log.open("w") as stream:
         process = subprocess.Popen(argv, env=environment(), stdout=stream, stderr=subprocess.STDOUT)
     return Run(process, log)
@@ -181,11 +187,15 @@ def interrupt(run: Run, processes: int, number: signal.Signals, step: int, only_
     return stopped_at
 
 
-CASES = {
+CASES = {  # every script x processes x data combination; in two-process runs one rank or both get the signal
     "ddpm-1-process-in-memory": ("ddpm", 1, [], [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1], None),
-    "segmentation-2-processes-one-signalled": ("segmentation", 2, [], [signal.SIGTERM], 1),
+    "ddpm-1-process-streamed": ("ddpm", 1, ["--streaming"], [signal.SIGINT], None),
+    "ddpm-2-processes-in-memory-one-signalled": ("ddpm", 2, [], [signal.SIGTERM], 0),
     "ddpm-2-processes-streamed": ("ddpm", 2, ["--streaming"], [signal.SIGUSR1], None),
+    "segmentation-1-process-in-memory": ("segmentation", 1, [], [signal.SIGUSR1], None),
     "segmentation-1-process-streamed": ("segmentation", 1, ["--streaming"], [signal.SIGTERM], None),
+    "segmentation-2-processes-one-signalled": ("segmentation", 2, [], [signal.SIGTERM], 1),
+    "segmentation-2-processes-streamed": ("segmentation", 2, ["--streaming"], [signal.SIGINT], None),
 }
 
 
@@ -217,3 +227,31 @@ def test_two_machines_train_as_one_two_process_run(tmp_path):
         assert run.wait() == 0, run.output()[-3000:]
     assert [path.name for path in complete_checkpoints(tmp_path / "two-machines")] == ["checkpoint-4", "checkpoint-8"]
     assert_same_tensors(final_tensors(tmp_path / "one-machine"), final_tensors(tmp_path / "two-machines"))
+
+
+RANDOM_STATES_KIB = 24  # a tmpfs this size holds one process's random_states_1.pkl (about 14 KiB), not two
+
+
+def test_a_full_disk_on_one_process_stops_every_process_together_and_keeps_the_checkpoints(tmp_path):
+    """Machine 1 writes its part of each checkpoint (its random states) to a disk of its own that fills up at the
+    second checkpoint: both processes stop there (none is left waiting in a collective), the main process says so in
+    one line naming the process, and its disk keeps checkpoint-4 complete, without the unfinished folder."""
+    port = free_port()
+    main_dir = tmp_path / "run"
+    with small_disk(tmp_path / "disk", RANDOM_STATES_KIB / 1024) as disk:
+        machines = [
+            launch("ddpm", main_dir, machine=(0, port)),
+            launch("ddpm", disk / "run", machine=(1, port), log_dir=tmp_path),
+        ]
+        statuses = [run.wait() for run in machines]
+        assert sorted(path.name for path in (disk / "run").iterdir()) == ["checkpoint-4.tmp"]  # its own part, kept
+    first, second = (run.output() for run in machines)
+    assert statuses[0] != 0 and statuses[1] != 0 and "exitcode  : 2" in first and "exitcode  : 2" in second
+    errors = [line for line in first.splitlines() if "train_ddpm: error:" in line]
+    assert len(errors) == 1, first[-3000:]
+    assert f"could not write the checkpoint {main_dir / 'checkpoint-8'}: process 1 of 2: No space left" in errors[0]
+    assert "checkpoint-4 is complete and resumable" in errors[0]
+    assert "error:" not in second, second[-3000:]  # said once, by the main process
+    assert [path.name for path in sorted(main_dir.glob("checkpoint-*"))] == ["checkpoint-4"]
+    verify_checkpoint(main_dir / "checkpoint-4")
+    assert not (main_dir / "unet").exists()

@@ -6,7 +6,8 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,14 @@ def flags(**values: object) -> list[str]:
 def with_flags(base: Sequence[str], **values: object) -> list[str]:
     """``base`` plus ``flags(**values)``."""
     return [*base, *flags(**values)]
+
+
+@contextmanager
+def small_disk(path: Path, megabytes: float) -> Iterator[Path]:
+    """A real tmpfs of `megabytes` mounted at `path` (the tests run as root, here and in CI)."""
+    path.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(megabytes * 2**20)}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)

@@ -14,11 +14,12 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
 
 from .errors import TrainingError, first_line
 
@@ -119,17 +120,11 @@ def save_checkpoint(
         shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted save
         partial.mkdir(parents=True)  # before any process writes its random states into it
     accelerator.wait_for_everyone()
-    try:
-        accelerator.save_state(str(partial))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            _pause_for_tests(global_step)
-            write_training_state(partial, progress, ema)
-            write_manifest(partial)
-    except Exception as error:
-        if accelerator.is_main_process and is_write_failure(error, root):
-            raise _checkpoint_write_failed(error, partial, final) from None
-        raise
+    failure = _attempt(lambda: accelerator.save_state(str(partial)))
+    _stop_if_any_write_failed(accelerator, failure, partial, final)
+    if accelerator.is_main_process:
+        failure = _attempt(lambda: _write_main_process_part(partial, global_step, progress, ema))
+    _stop_if_any_write_failed(accelerator, failure, partial, final)
     if accelerator.is_main_process:
         if final.exists():
             shutil.rmtree(final)
@@ -139,6 +134,68 @@ def save_checkpoint(
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def _attempt(write: Callable[[], Any]) -> BaseException | None:
+    """Run ``write``; the error it raised, or None."""
+    try:
+        write()
+    except Exception as error:
+        return error
+    return None
+
+
+def _write_main_process_part(partial: Path, global_step: int, progress: TrainingProgress, ema: Any) -> None:
+    """What only the main process writes, after accelerate's part: the training state, then the manifest."""
+    _pause_for_tests(global_step)
+    write_training_state(partial, progress, ema)
+    write_manifest(partial)
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteFailureReport:
+    """What one process tells the others about its part of a checkpoint (None in place of a report: it succeeded)."""
+
+    process_index: int
+    is_write_failure: bool
+    reason: str
+    free_mib: float
+
+
+def _stop_if_any_write_failed(accelerator, failure: BaseException | None, partial: Path, final: Path) -> None:
+    """Stop every process together when any of them failed to write its part of the checkpoint: one collective
+    (every process calls this), so that no process is left waiting for another in the next one.
+
+    A refused write (full disk, quota, read-only) on any process: the main process removes the unfinished folder and
+    raises the one-line error naming the process, the others raise it silently (and remove their own unfinished
+    folder, where the disk is not shared). Any other error is re-raised by its process; the others stop silently.
+    """
+    root = final.parent
+    report = None
+    if failure is not None:
+        write_failed = is_write_failure(failure, root)
+        reason = write_failure_reason(failure, root) if write_failed else first_line(failure)
+        free = free_mib(root) if root.exists() else 0.0
+        report = WriteFailureReport(accelerator.process_index, write_failed, reason, free)
+    reports = [report] if accelerator.num_processes == 1 else gather_object([report])
+    failed = [found for found in reports if found is not None]
+    if not failed:
+        return
+    first = failed[0]
+    error = None
+    if accelerator.is_main_process and first.is_write_failure:
+        writer = (
+            "" if accelerator.num_processes == 1 else f"process {first.process_index} of {accelerator.num_processes}: "
+        )
+        error = _checkpoint_write_failed(writer + first.reason, first.free_mib, partial, final)
+    accelerator.wait_for_everyone()  # the main process has cleaned up (on a shared disk, for everyone)
+    if not accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+    if failure is not None and not (report.is_write_failure or first.is_write_failure):
+        raise failure
+    if error is not None:
+        raise error from None
+    raise TrainingError(f"process {first.process_index} could not write its part of {final}", show=False)
 
 
 # What the libraries raise when a write fails: OSError (ENOSPC, EDQUOT, EROFS, EACCES) from Python and numpy, a
@@ -195,16 +252,16 @@ def latest_checkpoint_size(output_dir: str | Path) -> int:
     return size_on_disk(checkpoints[-1]) if checkpoints else 0
 
 
-def _checkpoint_write_failed(error: BaseException, partial: Path, final: Path) -> TrainingError:
-    """Remove the unfinished checkpoint and say what failed, how much space it takes and what is kept."""
-    reason = write_failure_reason(error, final.parent)  # before the cleanup frees the space
+def _checkpoint_write_failed(reason: str, free: float, partial: Path, final: Path) -> TrainingError:
+    """Remove the unfinished checkpoint and say what failed, the free space where it failed, how much space a
+    checkpoint takes and what is kept."""
     written = size_on_disk(partial) if partial.exists() else 0
     shutil.rmtree(partial, ignore_errors=True)
     needed = max(written, latest_checkpoint_size(final.parent))
     kept = complete_checkpoints(final.parent)
     state = f"{kept[-1].name} is complete and resumable" if kept else "no earlier checkpoint exists"
     return TrainingError(
-        f"could not write the checkpoint {final}: {reason} ({free_mib(final.parent):.1f} MiB "
+        f"could not write the checkpoint {final}: {reason} ({free:.1f} MiB "
         f"free there; a checkpoint of this run takes about {needed / 2**20:.1f} MiB). The unfinished "
         f"{partial.name} was removed and {state}: free some space (or lower --checkpoints_total_limit), then run "
         "the same command with --resume_from_checkpoint auto"

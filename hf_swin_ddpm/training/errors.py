@@ -28,7 +28,12 @@ class TrainingStopped(Exception):
 
 
 class TrainingError(Exception):
-    """A problem with the user's input or files: reported as one line, exit status 2, no traceback."""
+    """A problem with the user's input or files: reported as one line, exit status 2, no traceback. ``show=False``:
+    another process reports it (this one only exits with status 2)."""
+
+    def __init__(self, message: str, show: bool = True) -> None:
+        super().__init__(message)
+        self.show = show
 
 
 # torch's DataLoader re-raises a worker's error as "Caught X in DataLoader worker process N.\nOriginal Traceback ...":
@@ -66,7 +71,8 @@ def run_with_clear_errors(program: str, train: Callable[[], Any]) -> int:
     except USER_ERRORS as error:
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
-        print(f"{program}: error: {first_line(error)}", file=sys.stderr, flush=True)
+        if getattr(error, "show", True):
+            print(f"{program}: error: {first_line(error)}", file=sys.stderr, flush=True)
         return 2
     except TrainingStopped as stopped:
         if stopped.show:
