@@ -116,17 +116,19 @@ def test_no_weight_decay_on_norms_biases_and_position_tables():
     assert exempt == tables | biases | norm_weights
 
 
-def _train_on_two_processes(output_dir: str) -> None:
-    result = train(*with_flags(TINY, output_dir=output_dir, max_train_steps=3))
+def _train_on_two_processes(output_dir: str, *extra: str) -> None:
+    result = train(*with_flags(TINY, output_dir=output_dir, max_train_steps=3), *extra)
     torch.save(
         {"weights": result.model.state_dict(), "results": result.results},
         Path(output_dir) / f"process-{result.process_index}.pt",
     )
 
 
-def test_two_processes_keep_identical_weights_and_gather_all_eval_images(tmp_path):
+@pytest.mark.parametrize("streaming", [False, True], ids=["in-memory", "streamed"])
+def test_two_processes_keep_identical_weights_and_gather_all_eval_images(tmp_path, streaming):
+    # a stream's keep-ratio batches (lists) are sharded by process, not dispatched: still every image exactly once
     output_dir = tmp_path / "two"
-    run_two_processes(lambda: _train_on_two_processes(str(output_dir)))
+    run_two_processes(lambda: _train_on_two_processes(str(output_dir), *(["--streaming"] if streaming else [])))
     first, second = (torch.load(output_dir / f"process-{i}.pt", weights_only=False) for i in range(2))
     assert same_weights(first["weights"], second["weights"])
     assert first["results"]["eval_mean_iou"] == second["results"]["eval_mean_iou"]

@@ -433,10 +433,31 @@ class SegmentationMetrics:
 
 
 @torch.no_grad()
+def prepare_evaluation_dataloader(accelerator, eval_dataloader: DataLoader) -> DataLoader:
+    """``accelerator.prepare``, except for a stream of list batches (the keep-ratio protocol) on several processes:
+    accelerate dispatches a stream's batches from the main process by slicing stacked tensors, which lists of images
+    of different sizes are not; each process then reads its own shard of the stream
+    (``datasets.distributed.split_dataset_by_node``), and :func:`evaluate` sums the counts over processes."""
+    dataset = eval_dataloader.dataset
+    lists = eval_dataloader.collate_fn is collate_segmentation_lists
+    if not (lists and isinstance(dataset, datasets.IterableDataset) and accelerator.num_processes > 1):
+        return accelerator.prepare(eval_dataloader)
+    from datasets.distributed import split_dataset_by_node
+
+    shard = split_dataset_by_node(dataset, rank=accelerator.process_index, world_size=accelerator.num_processes)
+    return DataLoader(
+        shard,
+        batch_size=eval_dataloader.batch_size,
+        collate_fn=eval_dataloader.collate_fn,
+        num_workers=eval_dataloader.num_workers,
+    )
+
+
 def evaluate(accelerator, model, eval_dataloader, num_labels: int) -> SegmentationMetrics:
     """Predict every held-out image on its process and count, per image, each class's intersection, predicted and
     labelled pixels (torchmetrics' stat scores); the counts are gathered over all processes with
-    ``gather_for_metrics`` (which drops the padding of the last batch) and summed into mmseg's metrics.
+    ``gather_for_metrics`` (which drops the padding of the last batch) and summed into mmseg's metrics, or, for a
+    stream sharded by :func:`prepare_evaluation_dataloader`, summed on each process and then over the processes.
 
     Batches of lists (the keep-ratio protocol) are predicted one image at a time, whole, at each label map's size;
     stacked batches (``--eval_protocol square``) in one forward at the batch's size."""
@@ -445,6 +466,7 @@ def evaluate(accelerator, model, eval_dataloader, num_labels: int) -> Segmentati
     model.eval()
     total = torch.zeros(num_labels, 3, dtype=torch.long)
     num_images = 0
+    sharded = type(eval_dataloader) is DataLoader  # not prepared: see prepare_evaluation_dataloader
     for batch in tqdm(eval_dataloader, desc="eval", disable=not accelerator.is_local_main_process, leave=False):
         if isinstance(batch["pixel_values"], torch.Tensor):
             predictions = list(model(pixel_values=batch["pixel_values"]).logits.argmax(dim=1))
@@ -459,10 +481,14 @@ def evaluate(accelerator, model, eval_dataloader, num_labels: int) -> Segmentati
                 for prediction, labels in zip(predictions, batch["labels"], strict=True)
             ]
         )
-        counts = accelerator.gather_for_metrics(counts.to(accelerator.device)).cpu()
+        if not sharded:
+            counts = accelerator.gather_for_metrics(counts.to(accelerator.device)).cpu()
         total += counts.sum(dim=0)
         num_images += counts.shape[0]
     model.train(was_training)
+    if sharded:
+        summed = accelerator.reduce(torch.cat([total.flatten(), torch.tensor([num_images])]).to(accelerator.device))
+        total, num_images = summed[:-1].cpu().view_as(total), int(summed[-1])
     return SegmentationMetrics.from_counts(total, num_images)
 
 
@@ -562,7 +588,7 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
     )
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     if eval_dataloader is not None:
-        eval_dataloader = accelerator.prepare(eval_dataloader)
+        eval_dataloader = prepare_evaluation_dataloader(accelerator, eval_dataloader)
     progress = loop.TrainingProgress()  # saved in every checkpoint (checkpoints.save_checkpoint)
     set_seed(args.seed, device_specific=True)  # different drop-path draws on every process
 
