@@ -244,6 +244,7 @@ def push(args: argparse.Namespace) -> None:
     if args.sample_steps:
         card_fields["sample_steps"] = args.sample_steps
     obj, save_fields = load_saved(folder, allow_pickle=args.allow_pickle)
+    save_fields["results_from"] = folder  # the results evaluate-ddpm / evaluate-seg --update_card wrote there
     url = push_to_hub(
         obj,
         args.repo_id,

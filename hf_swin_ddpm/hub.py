@@ -106,7 +106,7 @@ CARD_FIELDS = (
     "image_caption",
 )
 # Fields only `save_for_hub` / `push_to_hub` take: how to make the example image, and the processor.
-SAVE_FIELDS = ("image_processor", "example_image", "example_input", "sample_steps")
+SAVE_FIELDS = ("image_processor", "example_image", "example_input", "sample_steps", "results_from")
 
 
 class HubPublishError(ValueError):
@@ -307,6 +307,9 @@ def save_for_hub(obj: Any, folder: str | Path, **card_fields: Any) -> Path:
                 8 samples (seed 0) and a segmentation card shows the prediction for `example_input`, if given.
             example_input (PIL image or path): an input image for the segmentation example.
             sample_steps (`int`): steps of the DDPM sample grid; defaults to the scheduler's full chain.
+            results_from (`str` or `Path`): a model folder whose card's results the new card keeps (see
+                `carry_card_results`): what `update_card_results` or `update_segmentation_card_results` wrote
+                there (FID, KID, IS; mmseg's metrics and the evaluation section) after its card was rendered.
 
     Returns:
         `Path`: the folder.
@@ -334,6 +337,8 @@ def save_for_hub(obj: Any, folder: str | Path, **card_fields: Any) -> Path:
     _check_weights(folder)
     card = render_model_card(kind, **{**facts, **card_fields})
     card.save(folder / CARD_FILE)
+    if save_fields.get("results_from"):
+        carry_card_results(folder / CARD_FILE, save_fields["results_from"])
     return folder
 
 
@@ -909,3 +914,25 @@ def _with_eval_section(text: str, results: Mapping[str, Any], dataset: str, spli
 
 def _percent_or_na(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def carry_card_results(card_file: str | Path, source_folder: str | Path) -> Path:
+    """Add to the card `card_file` the `model-index` results of `source_folder`'s card that it does not have (the
+    same task, dataset, split and metric count as had), and its marked segmentation evaluation section: so that a
+    card rendered again from its fields, as a push does, keeps what the evaluation commands wrote into the local card.
+    A source folder without a card changes nothing. Returns `card_file`; the card is checked to parse back."""
+    card_file, source = Path(card_file), Path(source_folder) / CARD_FILE
+    if not source.is_file():
+        return card_file
+    local, card = ModelCard.load(source), ModelCard.load(card_file)
+    present = card.data.eval_results or []
+    missing = [old for old in (local.data.eval_results or []) if not any(_same_metric(old, new) for new in present)]
+    if missing:
+        card.data.eval_results = [*present, *missing]
+    start, end = SEGMENTATION_EVAL_SECTION
+    if start in local.text and end in local.text and start not in card.text:
+        section = start + local.text.split(start, 1)[1].split(end, 1)[0] + end
+        card.text = card.text.rstrip("\n") + "\n\n" + section + "\n"
+    _check_card_parses(card)
+    card.save(card_file)
+    return card_file

@@ -16,7 +16,7 @@ from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler
 from hf_swin_ddpm.cli import main
 from hf_swin_ddpm.ddpm import paper_unet
 from hf_swin_ddpm.evaluation.extractors import load_classifier
-from hf_swin_ddpm.hub import update_card_results
+from hf_swin_ddpm.hub import save_for_hub, update_card_results
 
 T = 40
 
@@ -58,6 +58,21 @@ def test_evaluate_ddpm_writes_results_prints_the_table_and_updates_the_card(save
     assert recorded["bits_per_dim"].metric_value == pytest.approx(results["bits_per_dim"], rel=1e-6)
     assert (recorded["fid"].dataset_name, recorded["fid"].dataset_split) == ("digits", "test")
     assert "N=12, 4 steps" in recorded["fid"].metric_config
+
+    # a push renders the card again from its fields: it keeps these results, the fields' own bits/dim replacing
+    pipeline = DDPMPaperPipeline.from_pretrained(root / "model")
+    pushed = save_for_hub(
+        pipeline, root / "pushed", results_from=root / "model", datasets=["digits"], bits_per_dim=9.5, sample_steps=2
+    )
+    carried = {
+        entry.metric_type: entry.metric_value for entry in ModelCard.load(pushed / "README.md").data.eval_results
+    }
+    assert carried == {
+        "bits_per_dim": 9.5,
+        "fid": recorded["fid"].metric_value,
+        "kid": recorded["kid"].metric_value,
+        "inception_score": recorded["inception_score"].metric_value,
+    }
 
 
 def test_update_card_results_replaces_the_same_metric_and_keeps_the_rest(tmp_path):

@@ -391,7 +391,7 @@ def published(tmp_path_factory, hub, tiny_segmentation, tiny_pipeline) -> Simple
         COMPARE_OUTPUTS
         + f"""
 from hf_swin_ddpm.cli import main
-from hf_swin_ddpm.hub import load_saved, push_to_hub
+from hf_swin_ddpm.hub import load_saved, push_to_hub, update_segmentation_card_results
 from huggingface_hub import snapshot_download
 
 pipeline, _ = load_saved("ddpm_source")
@@ -401,6 +401,8 @@ ddpm_url = push_to_hub(pipeline, "{DDPM_REPO}", commit_message="Tiny DDPM", samp
 ddpm_url_again = push_to_hub(pipeline, "{DDPM_REPO}", commit_message="Unchanged", sample_steps={GRID_STEPS},
                              datasets=["cifar10"], bits_per_dim=7.5)
 bare_url = push_to_hub(pipeline, "tiny-bare", example_image=False)
+update_segmentation_card_results("seg_source", {{"mIoU": 0.3, "aAcc": 0.8, "per_class": {{"a": {{"IoU": 0.3}}}},
+    "num_images": 2, "scale": [64, 64], "protocol": {{"mode": "whole"}}}}, "scene_parse_150", "test")
 cli_status = main(["push", "seg_source", "{SEG_REPO}", "--private", "--card-fields", "seg_card.json",
                    "--commit-message", "Tiny SwinFPN"])
 """
@@ -446,6 +448,10 @@ def test_push_uploads_the_save_for_hub_folder(published, hub, tmp_path, tiny_pip
 
     seg_card = ModelCard(seg_repo.head.files["README.md"].decode())
     assert seg_card.data.eval_results[0].metric_value == 0.25 and seg_card.data.datasets == ["scene_parse_150"]
+    # what `evaluate-seg --update_card` wrote into the local card after training is pushed with it
+    results = {(entry.metric_type, entry.dataset_split): entry.metric_value for entry in seg_card.data.eval_results}
+    assert results == {("mean_iou", "validation"): 0.25, ("mean_iou", "test"): 0.3, ("pixel_accuracy", "test"): 0.8}
+    assert "## Evaluation on scene_parse_150 (test)" in seg_card.text
     assert f'from_pretrained("{SEG_REPO}", trust_remote_code=True)' in seg_card.text
     for repo in (ddpm_repo, seg_repo):
         assert not any(path.endswith(".bin") for path in repo.head.files)

@@ -55,6 +55,7 @@ def push_trained_model(obj: Any, args: argparse.Namespace, card_fields: Mapping[
             private=args.hub_private_repo,
             token=args.hub_token,
             commit_message=f"End of training ({args.command_line.split()[0]})",
+            results_from=args.output_dir,  # the card's results written after rendering it (the final FID)
             **fields,
             **save_fields,
         )
