@@ -6,13 +6,15 @@ against), the IS of the real held-out digits, the cost of the metrics per 1,000 
 compute) and of a statistics cache hit. With `--model`: FID / KID / IS of N samples at each `--steps` against the
 training and the held-out split. Writes `benchmarks/results/sample_metrics.json`.
 
-    python benchmarks/bench_sample_metrics.py [--datasets digits mnist] [--model FOLDER --steps 250 20]
+    python benchmarks/bench_sample_metrics.py [--datasets digits mnist] [--model FOLDER --steps 250 20 --seeds 0 1 2
+        --variance_types fixed_large fixed_small]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -67,7 +69,20 @@ def metric_cost(metrics: SampleMetrics, side: int) -> dict:
     return {"update_seconds_per_1000": round(update, 3), "compute_seconds_1000": round(compute, 3)}
 
 
-def model_samples(metrics: SampleMetrics, folder: Path, dataset: str, steps: list[int], count: int, cache: Path):
+def model_samples(
+    metrics: SampleMetrics,
+    folder: Path,
+    dataset: str,
+    steps: list[int],
+    count: int,
+    cache: Path,
+    seeds: list[int],
+    variance_types: list[str],
+    floor: float | None,
+) -> dict:
+    """FID / KID / IS of `count` samples per seed, for each step count and variance type (sigma_t^2 = beta_t is
+    "fixed_large", the posterior variance "fixed_small"), against the training and the held-out split; with the real
+    data's floor, the quality bar's ratio (mean FID against train / floor)."""
     pipeline = DDPMPaperPipeline.from_pretrained(folder)
     side = pipeline.unet.config.sample_size
     rows = {}
@@ -77,24 +92,52 @@ def model_samples(metrics: SampleMetrics, folder: Path, dataset: str, steps: lis
         )
         for split in ("train", "test")
     }
-    for num_steps in steps:
-        metrics.set_reference(references["train"])
-        metrics.reset()
-        timing = add_pipeline_samples(metrics, pipeline, count, num_steps, batch_size=count, progress=False)
-        against_train = metrics.compute()
-        metrics.set_reference(references["test"])  # the generated features stay
-        against_test = metrics.compute()
-        metrics.reset()
-        rows[num_steps] = {
-            "fid_vs_train": against_train["fid"],
-            "fid_vs_test": against_test["fid"],
-            "kid_vs_train": against_train["kid_mean"],
-            "inception_score": against_train["inception_score_mean"],
-            "sampling_seconds": timing["sampling_seconds"],
-        }
+    default_variance = pipeline.scheduler.config.variance_type
+    for variance_type in variance_types:
+        pipeline.scheduler.register_to_config(variance_type=variance_type)
+        for num_steps in steps:
+            runs = []
+            for seed in seeds:
+                metrics.set_reference(references["train"])
+                metrics.reset()
+                timing = add_pipeline_samples(
+                    metrics, pipeline, count, num_steps, batch_size=count, seed=seed, progress=False
+                )
+                against_train = metrics.compute()
+                metrics.set_reference(references["test"])  # the generated features stay
+                against_test = metrics.compute()
+                metrics.reset()
+                runs.append(
+                    {
+                        "seed": seed,
+                        "fid_vs_train": against_train["fid"],
+                        "fid_vs_test": against_test["fid"],
+                        "kid_vs_train": against_train["kid_mean"],
+                        "inception_score": against_train["inception_score_mean"],
+                        "sampling_seconds": timing["sampling_seconds"],
+                    }
+                )
+            fids = [run["fid_vs_train"] for run in runs]
+            summary = {
+                "fid_vs_train_mean": statistics.fmean(fids),
+                "fid_vs_train_spread": [min(fids), max(fids)],
+                "inception_score_mean": statistics.fmean(run["inception_score"] for run in runs),
+                "ratio_to_floor": statistics.fmean(fids) / floor if floor else None,
+                "runs": runs,
+            }
+            rows[f"{variance_type}/{num_steps}"] = summary
+            print(json.dumps({f"{variance_type}/{num_steps}": summary}), flush=True)
+    pipeline.scheduler.register_to_config(variance_type=default_variance)
     results_file = folder / "all_results.json"
     bits = json.loads(results_file.read_text()).get("eval_total_bpd") if results_file.is_file() else None
-    return {"model": str(folder), "side": side, "num_samples": count, "bits_per_dim": bits, "by_steps": rows}
+    return {
+        "model": str(folder),
+        "side": side,
+        "num_samples": count,
+        "floor_fid_test_vs_train": floor,
+        "bits_per_dim": bits,
+        "by_variance_and_steps": rows,
+    }
 
 
 def main() -> None:
@@ -105,6 +148,10 @@ def main() -> None:
     )
     parser.add_argument("--model_dataset", default="digits")
     parser.add_argument("--steps", type=int, nargs="+", default=[250, 20])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampling seeds (the spread of FID)")
+    parser.add_argument(
+        "--variance_types", nargs="+", default=["fixed_large"], help="sigma_t^2: fixed_large (beta_t), fixed_small"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "sample_metrics.json")
     args = parser.parse_args()
     report: dict = {"threads": torch.get_num_threads()}
@@ -121,8 +168,18 @@ def main() -> None:
             print(json.dumps({dataset: report[dataset]}, indent=2), flush=True)
         if args.model is not None:
             metrics = SampleMetrics("classifier", classifier_dataset=args.model_dataset, cache_dir=cache)
-            test_count = report.get(args.model_dataset, {}).get("num_test", 180)
-            report["model"] = model_samples(metrics, args.model, args.model_dataset, args.steps, test_count, cache)
+            real = report.get(args.model_dataset, {})
+            report["model"] = model_samples(
+                metrics,
+                args.model,
+                args.model_dataset,
+                args.steps,
+                real.get("num_test", 180),
+                cache,
+                args.seeds,
+                args.variance_types,
+                real.get("fid_test_vs_train"),
+            )
             print(json.dumps({"model": report["model"]}, indent=2), flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
