@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from pathlib import Path
 
 import torch
@@ -25,6 +26,9 @@ from .configuration_swin_fpn import SwinFPNConfig
 
 # Value the shifted-window mask adds between tokens of different sub-windows (as in the reference implementation).
 SHIFTED_WINDOW_MASK_VALUE = -100.0
+# Largest per-block attention bias (shifted-window mask repeated for every image of a batch) kept between inference
+# calls; Swin-T's largest, stage 1 at 512x512, is 10.4 MB per image.
+BIAS_CACHE_BYTES = 32 * 2**20
 
 
 def _onednn_linear_op():
@@ -37,6 +41,9 @@ def _onednn_linear_op():
 
 
 _ONEDNN_LINEAR = _onednn_linear_op()
+# oneDNN's blocked copy of each linear layer's weight, (storage, version) -> packed, kept beside the layer (not in
+# it: `deepcopy`, pickling and `state_dict` never see it) and repacked when the weight changes.
+_PACKED_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def fused_linear_applies(hidden_states: torch.Tensor, layer: nn.Linear) -> bool:
@@ -53,6 +60,18 @@ def fused_linear_applies(hidden_states: torch.Tensor, layer: nn.Linear) -> bool:
     )
 
 
+def packed_weight(layer: nn.Linear, rows: int) -> torch.Tensor:
+    """`layer.weight` reordered once into oneDNN's blocked layout (what inductor does for CPU inference), so that
+    each call skips the reorder; repacked after the weight changes (an optimizer step, `load_state_dict`, `.to()`)."""
+    weight = layer.weight
+    source = (weight.device, weight.data_ptr(), weight._version)
+    cached = _PACKED_WEIGHTS.get(layer)
+    if cached is None or cached[0] != source:
+        cached = (source, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows))
+        _PACKED_WEIGHTS[layer] = cached
+    return cached[1]
+
+
 def fused_linear(
     hidden_states: torch.Tensor, layer: nn.Linear, gelu: bool = False, residual: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -60,9 +79,10 @@ def fused_linear(
     where `fused_linear_applies` (the bias, GELU and sum are the matmul's epilogue: no bias copy before it, no
     elementwise pass after it); the plain ops otherwise. Equal to the plain ops up to float rounding."""
     if fused_linear_applies(hidden_states, layer) and (residual is None or residual.is_contiguous()):
+        weight = packed_weight(layer, hidden_states.numel() // hidden_states.shape[-1])
         if residual is not None and not gelu:
-            return _ONEDNN_LINEAR.binary(hidden_states, residual, layer.weight, layer.bias, "add")
-        output = _ONEDNN_LINEAR(hidden_states, layer.weight, layer.bias, "gelu" if gelu else "none", [], "none")
+            return _ONEDNN_LINEAR.binary(hidden_states, residual, weight, layer.bias, "add")
+        output = _ONEDNN_LINEAR(hidden_states, weight, layer.bias, "gelu" if gelu else "none", [], "none")
         return output if residual is None else output.add_(residual)
     output = layer(hidden_states)
     output = F.gelu(output) if gelu else output
@@ -213,33 +233,41 @@ class SwinFPNWindowAttention(nn.Module):
         return bias.view(self.window_area, self.window_area, self.num_heads).permute(2, 0, 1)
 
     def attention_bias(
-        self, shift_mask: torch.Tensor | None, dtype: torch.dtype, layout_key: tuple | None = None
+        self, shift_mask: torch.Tensor | None, dtype: torch.dtype, batch: int = 1, layout_key: tuple | None = None
     ) -> torch.Tensor:
-        """B + mask of the attention: (1, heads, M^2, M^2) without `shift_mask`, (nW, heads, M^2, M^2) with it.
+        """B + mask of the attention for `batch` images: (1, heads, M^2, M^2) without `shift_mask` (broadcast over
+        the windows), (batch * nW, heads, M^2, M^2) with it.
 
-        Without autograd and with a `layout_key` (the window geometry `shift_mask` was built for) it is gathered once
+        Without autograd and with a `layout_key` (the window geometry `shift_mask` was built for) it is built once
         and cached until the table changes (an optimizer step, `load_state_dict`, `.to()`: its storage or version
-        counter moves); with autograd it is gathered from the table on every call, so the table gets its gradient.
+        counter moves); the copy per image of a shifted block's bias is cached only up to `BIAS_CACHE_BYTES`, above
+        that it is repeated per call. With autograd it is gathered from the table on every call, so the table gets
+        its gradient.
         """
         table = self.relative_position_bias_table
         if torch.is_grad_enabled() or layout_key is None or torch.compiler.is_compiling():
-            return self._combined_bias(shift_mask, dtype)
+            return self._combined_bias(shift_mask, dtype, batch)
         source = (table.device, table.data_ptr(), table._version)
         if source != self._bias_cache_source:
             self._bias_cache.clear()
             self._bias_cache_source = source
-        key = (layout_key, dtype)
+        per_image = shift_mask is None or (
+            batch * shift_mask.numel() * self.num_heads * torch.finfo(dtype).bits // 8 > BIAS_CACHE_BYTES
+        )
+        key = (layout_key, dtype, 1 if per_image else batch)
         if key not in self._bias_cache:
             if len(self._bias_cache) >= 8:  # a few input sizes at a time (TTA scales, slide crops)
                 self._bias_cache.pop(next(iter(self._bias_cache)))
-            self._bias_cache[key] = self._combined_bias(shift_mask, dtype)
-        return self._bias_cache[key]
+            self._bias_cache[key] = self._combined_bias(shift_mask, dtype, key[2])
+        bias = self._bias_cache[key]
+        return bias.repeat(batch, 1, 1, 1) if per_image and shift_mask is not None and batch > 1 else bias
 
-    def _combined_bias(self, shift_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    def _combined_bias(self, shift_mask: torch.Tensor | None, dtype: torch.dtype, batch: int) -> torch.Tensor:
         bias = self.relative_position_bias().unsqueeze(0)
-        if shift_mask is not None:
-            bias = bias + shift_mask.unsqueeze(1)
-        return bias.to(dtype)
+        if shift_mask is None:
+            return bias.to(dtype)
+        bias = (bias + shift_mask.unsqueeze(1)).to(dtype)
+        return bias.repeat(batch, 1, 1, 1) if batch > 1 else bias
 
     def forward(
         self, windows: torch.Tensor, shift_mask: torch.Tensor | None, output_attentions: bool = False
@@ -267,9 +295,7 @@ class SwinFPNWindowAttention(nn.Module):
         batch, num_windows, tokens, channels = windows.shape
         qkv = fused_linear(windows, self.qkv).view(batch * num_windows, tokens, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self.attention_bias(shift_mask, query.dtype, layout_key)
-        if shift_mask is not None and batch > 1:
-            bias = bias.repeat(batch, 1, 1, 1)
+        bias = self.attention_bias(shift_mask, query.dtype, batch, layout_key)
         attention = eager_attention_forward
         if not output_attentions:
             attention = ALL_ATTENTION_FUNCTIONS.get_interface(
