@@ -257,7 +257,7 @@ class SwinFPNWindowAttention(nn.Module):
         key = (layout_key, dtype, 1 if per_image else batch)
         if key not in self._bias_cache:
             if len(self._bias_cache) >= 8:  # a few input sizes at a time (TTA scales, slide crops)
-                self._bias_cache.pop(next(iter(self._bias_cache)))
+                self._bias_cache.pop(next(iter(self._bias_cache)), None)
             self._bias_cache[key] = self._combined_bias(shift_mask, dtype, key[2])
         bias = self._bias_cache[key]
         return bias.repeat(batch, 1, 1, 1) if per_image and shift_mask is not None and batch > 1 else bias
@@ -462,7 +462,7 @@ class SwinFPNStage(nn.Module):
         key = (height, width, hidden_states.device)
         if key not in self._layouts:
             if len(self._layouts) >= 8:
-                self._layouts.pop(next(iter(self._layouts)))
+                self._layouts.pop(next(iter(self._layouts)), None)
             with torch.inference_mode(False):  # plain tensors: later training steps save the indices for backward
                 self._layouts[key] = WindowLayout(height, width, self.window_size, hidden_states.device)
         return self._layouts[key]
