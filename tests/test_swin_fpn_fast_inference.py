@@ -122,3 +122,19 @@ def test_bias_above_the_cache_cap_is_repeated_per_call(monkeypatch):
     shifted = [model.backbone.stages[1].blocks[1].attn for model in (ours, uncapped)]
     assert [key[2] for key in shifted[0]._bias_cache] == [3]  # the batch's bias, cached
     assert [key[2] for key in shifted[1]._bias_cache] == [1]  # one image's, repeated per call
+
+
+def test_caches_keep_a_few_sizes_and_rebuild_evicted_ones():
+    """Nine input sizes: each stage keeps at most eight window layouts (each block as many biases); the evicted
+    first size is rebuilt and still matches transformers."""
+    reference, ours = pair(GEOMETRIES["window4-patch2"])
+    reference.eval(), ours.eval()
+    sizes = [(16 + 4 * i, 20) for i in range(9)]
+    with torch.no_grad():
+        for size in sizes:
+            ours.backbone(torch.randn(1, 3, *size))
+        assert len(ours.backbone.stages[0]._layouts) == 8
+        assert all(len(stage._layouts) <= 8 for stage in ours.backbone.stages)
+        assert len(ours.backbone.stages[1].blocks[1].attn._bias_cache) == 8
+        pixel_values = torch.randn(2, 3, *sizes[0])
+        assert_maps_close(ours.backbone(pixel_values), reference(pixel_values).feature_maps)
