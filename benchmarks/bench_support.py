@@ -90,3 +90,23 @@ class PeakResident:
         self._stop.set()
         self._thread.join()
         self._sample()
+
+
+def _onednn_linear_flops(*args, out_val=None, **kwargs) -> int:
+    """2 * output elements * input features for `mkldnn::_linear_pointwise` (both overloads): the FLOPs of the
+    matmul, as `FlopCounterMode` counts `aten::addmm`; the fused bias, GELU or sum are not counted, as there."""
+    weight = args[1] if isinstance(args[3], str) else args[2]  # (X, W, B, attr, ...) or (X, other, W, B, attr)
+    return 2 * out_val.numel() * weight.shape[1]
+
+
+def counted_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one `fn()` as `torch.utils.flop_counter.FlopCounterMode` counts them (matmuls, convolutions,
+    attention), including SwinFPN's fused oneDNN linear layers, which it has no formula for by itself."""
+    from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula
+
+    onednn = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+    if onednn is not None and onednn not in flop_registry:
+        register_flop_formula(onednn, get_raw=True)(_onednn_linear_flops)
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()

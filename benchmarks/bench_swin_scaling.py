@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_support import PeakResident, matmul_gflops, resident_mib
-from torch.utils.flop_counter import FlopCounterMode
+from bench_support import PeakResident, counted_flops, matmul_gflops, resident_mib
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -78,9 +77,8 @@ def peak_memory_mib(model_name: str, size: int, threads: int) -> float:
 def backbone_efficiency(repeats: int, size: int = 512, batch: int = 2) -> dict:
     model, _ = build("swin_fpn")
     x = torch.randn(batch, 3, size, size)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model.backbone(x)
-    flops = counter.get_total_flops()
+    with torch.inference_mode():
+        flops = counted_flops(lambda: model.backbone(x))
     seconds = median_seconds(model.backbone, x, repeats)
     peak = matmul_gflops()
     achieved = flops / seconds / 1e9

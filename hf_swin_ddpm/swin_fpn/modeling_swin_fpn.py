@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from pathlib import Path
 
 import torch
@@ -25,6 +26,67 @@ from .configuration_swin_fpn import SwinFPNConfig
 
 # Value the shifted-window mask adds between tokens of different sub-windows (as in the reference implementation).
 SHIFTED_WINDOW_MASK_VALUE = -100.0
+# Largest per-block attention bias (shifted-window mask repeated for every image of a batch) kept between inference
+# calls; Swin-T's largest, stage 1 at 512x512, is 10.4 MB per image.
+BIAS_CACHE_BYTES = 32 * 2**20
+
+
+def _onednn_linear_op():
+    """oneDNN's CPU linear with fused epilogues (`torch.ops.mkldnn._linear_pointwise`, what inductor emits), or None
+    where this torch build has no oneDNN."""
+    try:
+        return torch.ops.mkldnn._linear_pointwise if torch.backends.mkldnn.is_available() else None
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_ONEDNN_LINEAR = _onednn_linear_op()
+# oneDNN's blocked copy of each linear layer's weight, (storage, version) -> packed, kept beside the layer (not in
+# it: `deepcopy`, pickling and `state_dict` never see it) and repacked when the weight changes.
+_PACKED_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def fused_linear_applies(hidden_states: torch.Tensor, layer: nn.Linear) -> bool:
+    """Whether `fused_linear` may run `layer` as one oneDNN kernel with its bias, GELU or residual add fused in:
+    CPU fp32 inference without autograd, autocast or compilation (oneDNN's op has no backward; the compilers fuse
+    on their own)."""
+    return (
+        _ONEDNN_LINEAR is not None
+        and not torch.is_grad_enabled()
+        and hidden_states.device.type == "cpu"
+        and hidden_states.dtype == layer.weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    )
+
+
+def packed_weight(layer: nn.Linear, rows: int) -> torch.Tensor:
+    """`layer.weight` reordered once into oneDNN's blocked layout (what inductor does for CPU inference), so that
+    each call skips the reorder; repacked after the weight changes (an optimizer step, `load_state_dict`, `.to()`)."""
+    weight = layer.weight
+    source = (weight.device, weight.data_ptr(), weight._version)
+    cached = _PACKED_WEIGHTS.get(layer)
+    if cached is None or cached[0] != source:
+        cached = (source, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows))
+        _PACKED_WEIGHTS[layer] = cached
+    return cached[1]
+
+
+def fused_linear(
+    hidden_states: torch.Tensor, layer: nn.Linear, gelu: bool = False, residual: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`layer(hidden_states)`, then exact (erf) GELU if `gelu`, plus `residual` if given, in one pass over the output
+    where `fused_linear_applies` (the bias, GELU and sum are the matmul's epilogue: no bias copy before it, no
+    elementwise pass after it); the plain ops otherwise. Equal to the plain ops up to float rounding."""
+    if fused_linear_applies(hidden_states, layer) and (residual is None or residual.is_contiguous()):
+        weight = packed_weight(layer, hidden_states.numel() // hidden_states.shape[-1])
+        if residual is not None and not gelu:
+            return _ONEDNN_LINEAR.binary(hidden_states, residual, weight, layer.bias, "add")
+        output = _ONEDNN_LINEAR(hidden_states, weight, layer.bias, "gelu" if gelu else "none", [], "none")
+        return output if residual is None else output.add_(residual)
+    output = layer(hidden_states)
+    output = F.gelu(output) if gelu else output
+    return output if residual is None else output + residual
 
 
 class SwinFPNDropPath(nn.Module):
@@ -162,21 +224,78 @@ class SwinFPNWindowAttention(nn.Module):
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * config.window_size - 1) ** 2, num_heads))
         self.register_buffer("relative_position_index", relative_position_index(config.window_size), persistent=False)
 
+        self._bias_cache: dict[tuple, torch.Tensor] = {}
+        self._bias_cache_source: tuple = ()
+
     def relative_position_bias(self) -> torch.Tensor:
         """B of Eq. 4 for this block's heads: (num_heads, M^2, M^2)."""
         bias = self.relative_position_bias_table[self.relative_position_index]
         return bias.view(self.window_area, self.window_area, self.num_heads).permute(2, 0, 1)
 
+    def attention_bias(
+        self, shift_mask: torch.Tensor | None, dtype: torch.dtype, batch: int = 1, layout_key: tuple | None = None
+    ) -> torch.Tensor:
+        """B + mask of the attention for `batch` images: (1, heads, M^2, M^2) without `shift_mask` (broadcast over
+        the windows), (batch * nW, heads, M^2, M^2) with it.
+
+        Without autograd and with a `layout_key` (the window geometry `shift_mask` was built for) it is built once
+        and cached until the table changes (an optimizer step, `load_state_dict`, `.to()`: its storage or version
+        counter moves); the copy per image of a shifted block's bias is cached only up to `BIAS_CACHE_BYTES`, above
+        that it is repeated per call. With autograd it is gathered from the table on every call, so the table gets
+        its gradient.
+        """
+        table = self.relative_position_bias_table
+        if torch.is_grad_enabled() or layout_key is None or torch.compiler.is_compiling():
+            return self._combined_bias(shift_mask, dtype, batch)
+        source = (table.device, table.data_ptr(), table._version)
+        if source != self._bias_cache_source:
+            self._bias_cache.clear()
+            self._bias_cache_source = source
+        per_image = shift_mask is None or (
+            batch * shift_mask.numel() * self.num_heads * torch.finfo(dtype).bits // 8 > BIAS_CACHE_BYTES
+        )
+        key = (layout_key, dtype, 1 if per_image else batch)
+        if key not in self._bias_cache:
+            if len(self._bias_cache) >= 8:  # a few input sizes at a time (TTA scales, slide crops)
+                self._bias_cache.pop(next(iter(self._bias_cache)), None)
+            self._bias_cache[key] = self._combined_bias(shift_mask, dtype, key[2])
+        bias = self._bias_cache[key]
+        return bias.repeat(batch, 1, 1, 1) if per_image and shift_mask is not None and batch > 1 else bias
+
+    def _combined_bias(self, shift_mask: torch.Tensor | None, dtype: torch.dtype, batch: int) -> torch.Tensor:
+        bias = self.relative_position_bias().unsqueeze(0)
+        if shift_mask is None:
+            return bias.to(dtype)
+        bias = (bias + shift_mask.unsqueeze(1)).to(dtype)
+        return bias.repeat(batch, 1, 1, 1) if batch > 1 else bias
+
     def forward(
         self, windows: torch.Tensor, shift_mask: torch.Tensor | None, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`windows`: (B, nW, M^2, C); `shift_mask`: (nW, M^2, M^2) or None. Returns (B, nW, M^2, C)."""
+        context, weights = self.attend(windows, shift_mask, output_attentions)
+        return self.project(context), weights
+
+    def project(self, context: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The output projection (and its dropout) of `attend`'s context, plus `residual` if given (fused in
+        inference, see `fused_linear`). It is per token, so it can run after the windows are undone."""
+        if self.training:
+            projected = self.proj_dropout(self.proj(context))
+            return projected if residual is None else projected + residual
+        return fused_linear(context, self.proj, residual=residual)
+
+    def attend(
+        self,
+        windows: torch.Tensor,
+        shift_mask: torch.Tensor | None,
+        output_attentions: bool = False,
+        layout_key: tuple | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The heads' attention outputs, concatenated, before the output projection: (B, nW, M^2, C)."""
         batch, num_windows, tokens, channels = windows.shape
-        qkv = self.qkv(windows).view(batch * num_windows, tokens, 3, self.num_heads, self.head_dim)
+        qkv = fused_linear(windows, self.qkv).view(batch * num_windows, tokens, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self.relative_position_bias().unsqueeze(0)
-        if shift_mask is not None:
-            bias = (bias + shift_mask.unsqueeze(1)).repeat(batch, 1, 1, 1)
+        bias = self.attention_bias(shift_mask, query.dtype, batch, layout_key)
         attention = eager_attention_forward
         if not output_attentions:
             attention = ALL_ATTENTION_FUNCTIONS.get_interface(
@@ -187,12 +306,11 @@ class SwinFPNWindowAttention(nn.Module):
             query,
             key,
             value,
-            bias.to(query.dtype),
+            bias,
             scaling=self.scaling,
             dropout=self.attention_dropout if self.training else 0.0,
         )
-        context = context.reshape(batch, num_windows, tokens, channels)
-        return self.proj_dropout(self.proj(context)), weights if output_attentions else None
+        return context.reshape(batch, num_windows, tokens, channels), weights if output_attentions else None
 
 
 class SwinFPNMLP(nn.Module):
@@ -201,12 +319,22 @@ class SwinFPNMLP(nn.Module):
         hidden = int(channels * config.mlp_ratio)
         self.fc1 = nn.Linear(channels, hidden)
         self.activation = ACT2FN[config.hidden_act]
+        self.exact_gelu = config.hidden_act == "gelu"
         self.fc2 = nn.Linear(hidden, channels)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.dropout(self.activation(self.fc1(hidden_states)))
-        return self.dropout(self.fc2(hidden_states))
+    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """fc2(act(fc1(x))), plus `residual` if given; in inference the bias, GELU and sum are fused into the
+        matmuls where `fused_linear` applies."""
+        if self.training:
+            hidden_states = self.dropout(self.activation(self.fc1(hidden_states)))
+            hidden_states = self.dropout(self.fc2(hidden_states))
+            return hidden_states if residual is None else hidden_states + residual
+        if self.exact_gelu:
+            hidden_states = fused_linear(hidden_states, self.fc1, gelu=True)
+        else:
+            hidden_states = self.activation(self.fc1(hidden_states))
+        return fused_linear(hidden_states, self.fc2, residual=residual)
 
 
 class WindowLayout:
@@ -300,10 +428,15 @@ class SwinFPNBlock(GradientCheckpointingLayer):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         shifted = self.shifted and layout.shift > 0
         windows = layout.to_windows(self.norm1(hidden_states), shifted)
-        attended, weights = self.attn(windows, layout.shift_mask if shifted else None, output_attentions)
-        hidden_states = hidden_states + self.drop_path(layout.from_windows(attended, shifted))
-        hidden_states = hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states)))
-        return hidden_states, weights
+        shift_mask = layout.shift_mask if shifted else None
+        context, weights = self.attn.attend(windows, shift_mask, output_attentions, (layout.height, layout.width))
+        # the output projection is per token: after the windows are undone it skips the padding slots
+        context = layout.from_windows(context, shifted)
+        if self.training:
+            hidden_states = hidden_states + self.drop_path(self.attn.project(context))
+            return hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states))), weights
+        hidden_states = self.attn.project(context, residual=hidden_states)
+        return self.mlp(self.norm2(hidden_states), residual=hidden_states), weights
 
 
 class SwinFPNStage(nn.Module):
@@ -318,11 +451,26 @@ class SwinFPNStage(nn.Module):
             [SwinFPNBlock(config, channels, num_heads, drop_paths[i], shifted=i % 2 == 1) for i in range(depth)]
         )
         self.downsample = SwinFPNPatchMerging(channels) if merge else None
+        self._layouts: dict[tuple, WindowLayout] = {}
+
+    def window_layout(self, hidden_states: torch.Tensor) -> WindowLayout:
+        """The `WindowLayout` of this stage's (H, W) map, built once per size and device and kept for the next
+        forwards (a few sizes at a time); rebuilt on every call while compiling, so that the graph holds it."""
+        height, width = hidden_states.shape[1:3]
+        if torch.compiler.is_compiling():
+            return WindowLayout(height, width, self.window_size, hidden_states.device)
+        key = (height, width, hidden_states.device)
+        if key not in self._layouts:
+            if len(self._layouts) >= 8:
+                self._layouts.pop(next(iter(self._layouts)), None)
+            with torch.inference_mode(False):  # plain tensors: later training steps save the indices for backward
+                self._layouts[key] = WindowLayout(height, width, self.window_size, hidden_states.device)
+        return self._layouts[key]
 
     def forward(
         self, hidden_states: torch.Tensor, output_attentions: bool = False
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        layout = WindowLayout(hidden_states.shape[1], hidden_states.shape[2], self.window_size, hidden_states.device)
+        layout = self.window_layout(hidden_states)
         weights = None
         for index, block in enumerate(self.blocks):
             # transformers' Swin convention: the stage reports its last block's attention probabilities
