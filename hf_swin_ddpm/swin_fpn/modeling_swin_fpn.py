@@ -78,12 +78,16 @@ def fused_linear(
     """`layer(hidden_states)`, then exact (erf) GELU if `gelu`, plus `residual` if given, in one pass over the output
     where `fused_linear_applies` (the bias, GELU and sum are the matmul's epilogue: no bias copy before it, no
     elementwise pass after it); the plain ops otherwise. Equal to the plain ops up to float rounding."""
+    global _ONEDNN_LINEAR
     if fused_linear_applies(hidden_states, layer) and (residual is None or residual.is_contiguous()):
-        weight = packed_weight(layer, hidden_states.numel() // hidden_states.shape[-1])
-        if residual is not None and not gelu:
-            return _ONEDNN_LINEAR.binary(hidden_states, residual, weight, layer.bias, "add")
-        output = _ONEDNN_LINEAR(hidden_states, weight, layer.bias, "gelu" if gelu else "none", [], "none")
-        return output if residual is None else output.add_(residual)
+        try:
+            weight = packed_weight(layer, hidden_states.numel() // hidden_states.shape[-1])
+            if residual is not None and not gelu:
+                return _ONEDNN_LINEAR.binary(hidden_states, residual, weight, layer.bias, "add")
+            output = _ONEDNN_LINEAR(hidden_states, weight, layer.bias, "gelu" if gelu else "none", [], "none")
+            return output if residual is None else output.add_(residual)
+        except (RuntimeError, TypeError, NotImplementedError):  # a torch whose private op differs: the plain ops
+            _ONEDNN_LINEAR = None
     output = layer(hidden_states)
     output = F.gelu(output) if gelu else output
     return output if residual is None else output + residual
