@@ -138,3 +138,20 @@ def test_caches_keep_a_few_sizes_and_rebuild_evicted_ones():
         assert len(ours.backbone.stages[1].blocks[1].attn._bias_cache) == 8
         pixel_values = torch.randn(2, 3, *sizes[0])
         assert_maps_close(ours.backbone(pixel_values), reference(pixel_values).feature_maps)
+
+
+def test_a_torch_whose_onednn_op_refuses_the_call_falls_back_to_the_plain_ops(monkeypatch):
+    reference, ours = pair(GEOMETRIES["window4-patch2"])
+    reference.eval(), ours.eval()
+    pixel_values = torch.randn(2, 3, 40, 40)
+    calls = []
+
+    def refusing(*args, **kwargs):
+        calls.append(len(args))
+        raise RuntimeError("mkldnn::_linear_pointwise: unexpected arguments")
+
+    monkeypatch.setattr(modeling_swin_fpn, "_ONEDNN_LINEAR", refusing)
+    with torch.inference_mode():
+        expected, actual = reference(pixel_values).feature_maps, ours.backbone(pixel_values)
+    assert calls == [calls[0]] and modeling_swin_fpn._ONEDNN_LINEAR is None  # tried once, then never again
+    assert_maps_close(actual, expected)

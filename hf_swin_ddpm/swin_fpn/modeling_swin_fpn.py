@@ -86,7 +86,7 @@ def fused_linear(
                 return _ONEDNN_LINEAR.binary(hidden_states, residual, weight, layer.bias, "add")
             output = _ONEDNN_LINEAR(hidden_states, weight, layer.bias, "gelu" if gelu else "none", [], "none")
             return output if residual is None else output.add_(residual)
-        except (RuntimeError, TypeError, NotImplementedError):  # a torch whose private op differs: the plain ops
+        except (RuntimeError, TypeError, AttributeError, NotImplementedError):  # a torch whose private op differs
             _ONEDNN_LINEAR = None
     output = layer(hidden_states)
     output = F.gelu(output) if gelu else output
