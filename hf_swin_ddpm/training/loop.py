@@ -184,8 +184,13 @@ class StopSignals:
 
     def requested(self, accelerator) -> bool:
         """Whether any process received a stop signal (all processes must call this at the same step)."""
-        flag = torch.tensor([0 if self.received is None else 1], device=accelerator.device)
+        flag = torch.tensor([self.local_flag], device=accelerator.device)
         return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+    @property
+    def local_flag(self) -> int:
+        """1 when this process received a stop signal, else 0 (what the processes sum to agree)."""
+        return 0 if self.received is None else 1
 
     @property
     def exit_status(self) -> int:
@@ -210,6 +215,10 @@ class NonFiniteGuard:
     max_skipped: int = 0
     skipped_last: bool = False
     _losses: list[torch.Tensor] = dataclasses.field(default_factory=list)  # the micro-batches' since the last step
+    # The stop signals whose flag rides on the same collective (one reduction per step for both questions), and
+    # the agreed answer of the last check: None until a check ran since the answer was last taken.
+    stop_signals: StopSignals | None = None
+    stop_agreed: bool | None = None
 
     def see_loss(self, loss: torch.Tensor) -> None:
         """Keep a micro-batch loss for the check at the optimizer step (no device synchronisation here)."""
@@ -225,8 +234,11 @@ class NonFiniteGuard:
             gradients = [parameter.grad for parameter in parameters if parameter.grad is not None]
             norm = torch.nn.utils.get_total_norm(gradients) if gradients else torch.zeros((), device=losses.device)
             finite = finite & torch.isfinite(norm).to(finite.device)
-        flag = (~finite).to(torch.int64).reshape(1).to(accelerator.device)
-        self.skipped_last = bad = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+        stop = 0 if self.stop_signals is None else self.stop_signals.local_flag
+        flags = torch.stack([(~finite).to(torch.int64).reshape(()), torch.tensor(stop, device=finite.device)])
+        bad_count, stop_count = accelerator.reduce(flags.to(accelerator.device), reduction="sum").tolist()
+        self.skipped_last = bad = bad_count > 0
+        self.stop_agreed = stop_count > 0 if self.stop_signals is not None else None
         if not bad:
             return False
         bad_losses = losses[~torch.isfinite(losses)]
@@ -280,8 +292,8 @@ class OptimizerSteps:
         self.running_loss = RunningLoss(self.accelerator.device)
         self.clock = LoopClock(start_step=self.progress.global_step)
         max_skipped = getattr(self.args, "max_skipped_nonfinite_steps", 0) or 0
-        self.guard = NonFiniteGuard(self.progress, self.args.output_dir, max_skipped)
         self.stop_signals = StopSignals()
+        self.guard = NonFiniteGuard(self.progress, self.args.output_dir, max_skipped, stop_signals=self.stop_signals)
 
     def steps(self, batches: Iterable, train_step: Callable[[Any], torch.Tensor]) -> Iterator[int]:
         with self.stop_signals:
@@ -308,10 +320,19 @@ class OptimizerSteps:
                 )
             if step % self.args.checkpointing_steps == 0:
                 logger.info(f"Saved {self._save(step)}", main_process_only=True)
-            if self.stop_signals.requested(self.accelerator):
+            if self._stop_requested(step):
                 self._stop_with_checkpoint(step)
             if step >= self.max_train_steps:
                 break
+
+    def _stop_requested(self, step: int) -> bool:
+        """Whether any process received a stop signal. The non-finite guard's collective of this step carried the
+        flags (one reduction per step); without a guard check at this step, and at the last step (so that a signal
+        received during it still saves and stops as before), a collective of its own asks."""
+        agreed, self.guard.stop_agreed = self.guard.stop_agreed, None
+        if agreed is None or step >= self.max_train_steps:
+            return self.stop_signals.requested(self.accelerator)
+        return agreed
 
     def _save(self, step: int) -> Path:
         """The checkpoint of ``step`` (every process), the oldest beyond ``--checkpoints_total_limit`` removed."""
