@@ -4,6 +4,7 @@ checkpoints, exact resume), ``--torch_compile`` (the training forward only; clea
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -180,3 +181,27 @@ def test_bad_speed_flags_are_one_line_errors(tmp_path):
         result = run_cli("train-ddpm", *flags(dataset_name="digits", output_dir="out"), *argv, cwd=tmp_path)
         assert_one_line_error(result, *fragments)
     assert not (tmp_path / "out").exists()
+
+
+def test_clipping_with_the_guards_norm_is_accelerates_clipping_bit_for_bit(tmp_path):
+    from accelerate import Accelerator
+
+    from hf_swin_ddpm.ddpm import paper_unet
+    from hf_swin_ddpm.training.checkpoints import TrainingProgress
+    from hf_swin_ddpm.training.loop import NonFiniteGuard, clip_gradients
+
+    accelerator = Accelerator()
+    torch.manual_seed(0)
+    models = [paper_unet("tiny", sample_size=8), None]
+    models[1] = copy.deepcopy(models[0])
+    images, timesteps = torch.randn(4, 1, 8, 8), torch.tensor([1, 10, 100, 999])
+    for model in models:
+        (model(images, timesteps).sample.square().sum() * 100).backward()  # a norm well above the limit
+    guard = NonFiniteGuard(TrainingProgress(), str(tmp_path))
+    guard.see_loss(torch.tensor(1.0))
+    assert not guard.skip_update(accelerator, models[0].parameters())
+    assert guard.gradient_norm > 1.0
+    clip_gradients(accelerator, models[0], 1.0, guard)
+    accelerator.clip_grad_norm_(models[1].parameters(), 1.0)
+    for ours, theirs in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        assert torch.equal(ours.grad, theirs.grad)

@@ -219,6 +219,8 @@ class NonFiniteGuard:
     # the agreed answer of the last check: None until a check ran since the answer was last taken.
     stop_signals: StopSignals | None = None
     stop_agreed: bool | None = None
+    # The global gradient norm of the last check (None with fp16's GradScaler): clipping reuses it.
+    gradient_norm: torch.Tensor | None = None
 
     def see_loss(self, loss: torch.Tensor) -> None:
         """Keep a micro-batch loss for the check at the optimizer step (no device synchronisation here)."""
@@ -234,6 +236,7 @@ class NonFiniteGuard:
             gradients = [parameter.grad for parameter in parameters if parameter.grad is not None]
             norm = torch.nn.utils.get_total_norm(gradients) if gradients else torch.zeros((), device=losses.device)
             finite = finite & torch.isfinite(norm).to(finite.device)
+        self.gradient_norm = norm
         stop = 0 if self.stop_signals is None else self.stop_signals.local_flag
         flags = torch.stack([(~finite).to(torch.int64).reshape(()), torch.tensor(stop, device=finite.device)])
         bad_count, stop_count = accelerator.reduce(flags.to(accelerator.device), reduction="sum").tolist()
@@ -288,7 +291,7 @@ class OptimizerSteps:
     log_extra: Callable[[], dict[str, float]] = dict
 
     def __post_init__(self) -> None:
-        self.progress_bar = steps_progress_bar(self.accelerator, self.max_train_steps, self.progress)
+        self.progress_bar: tqdm | None = None  # shown once the stop signals are handled (see steps)
         self.running_loss = RunningLoss(self.accelerator.device)
         self.clock = LoopClock(start_step=self.progress.global_step)
         max_skipped = getattr(self.args, "max_skipped_nonfinite_steps", 0) or 0
@@ -297,6 +300,9 @@ class OptimizerSteps:
 
     def steps(self, batches: Iterable, train_step: Callable[[Any], torch.Tensor]) -> Iterator[int]:
         with self.stop_signals:
+            # the bar appears only now: a signal sent once it shows a step is always handled (never the default
+            # action of the signal, which would end the process without a checkpoint)
+            self.progress_bar = steps_progress_bar(self.accelerator, self.max_train_steps, self.progress)
             yield from self._steps(batches, train_step)
         self.progress_bar.close()
 
@@ -383,8 +389,25 @@ def accumulated_step(
                 optimizer.zero_grad(set_to_none=True)
                 return loss.detach()
             if max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+                clip_gradients(accelerator, model, max_grad_norm, guard)
         optimizer.step()
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
     return loss.detach()
+
+
+# accelerate's clip_grad_norm_ is torch's there (no sharded or XLA parameters, no gradient scaler to unscale first)
+_PLAIN_CLIPPING = ("NO", "MULTI_CPU", "MULTI_GPU")
+
+
+def clip_gradients(accelerator, model, max_grad_norm: float, guard: NonFiniteGuard | None) -> None:
+    """Clip the gradients to the global norm ``max_grad_norm``. With the guard's norm of this step at hand, and where
+    ``accelerator.clip_grad_norm_`` would be torch's ``clip_grad_norm_``, only the scaling pass runs
+    (``clip_grads_with_norm_``: the same formula on the same norm, so the weights are bit-identical) instead of a
+    second pass over all the gradients to compute the norm again."""
+    norm = guard.gradient_norm if guard is not None else None
+    if norm is None or accelerator.scaler is not None or accelerator.distributed_type.name not in _PLAIN_CLIPPING:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        return
+    gradients = [parameter for parameter in model.parameters() if parameter.grad is not None]
+    torch.nn.utils.clip_grads_with_norm_(gradients, max_grad_norm, norm)
