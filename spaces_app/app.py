@@ -288,7 +288,8 @@ def build_generate_tab(pipeline: DDPMPaperPipeline) -> None:
             bf16 = gr.Checkbox(
                 value=False,
                 label="bf16 autocast",
-                info="The UNet in bfloat16: about 1.5x faster on a CPU with bf16 instructions, samples close to fp32",
+                info="The UNet in bfloat16: about 1.5x faster on CPUs with bf16 instructions (slower without "
+                "them), samples close to fp32",
                 elem_id="generate-bf16",
             )
             button = gr.Button("Generate", variant="primary", elem_id="generate-button")

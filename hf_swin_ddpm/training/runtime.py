@@ -34,13 +34,28 @@ def make_accelerator(args: argparse.Namespace):
     project_config = ProjectConfiguration(
         project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / args.logging_dir)
     )
-    return Accelerator(
+    accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=trackers or None,
         project_config=project_config,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
+    if accelerator.mixed_precision == "bf16" and accelerator.device.type == "cpu" and not cpu_has_fast_bf16():
+        accelerator.print(
+            "warning: this CPU has no bf16 instructions (AVX-512 BF16 / AMX): under bf16 autocast the convolutions "
+            "take torch's slow path, 7-11x slower than fp32 here (benchmarks/bench_training_options.py); drop "
+            "--mixed_precision bf16"
+        )
+    return accelerator
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN runs bf16 convolutions and matmuls natively on this CPU (AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
