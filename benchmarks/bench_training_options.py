@@ -30,7 +30,7 @@ import torch
 from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 
-from hf_swin_ddpm.training import train_ddpm, train_segmentation
+from hf_swin_ddpm.training import runtime, train_ddpm, train_segmentation
 from hf_swin_ddpm.training.arguments import COMPILE_MODES
 
 RESULTS = Path(__file__).parent / "results" / "training_speed_options.json"
@@ -187,12 +187,13 @@ def measure(name: str, workload, options: list[str], steps: int, rounds: int, co
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=6, help="training steps per timed run (the small UNet: half)")
+    parser.add_argument("--steps", type=int, default=6, help="training steps per timed run (the small UNet: a third)")
     parser.add_argument("--rounds", type=int, default=4, help="rounds of timed runs (every option once a round)")
     parser.add_argument(
         "--torch_compile", choices=COMPILE_MODES, help="also measure torch.compile in this mode (inductor; minutes)"
     )
     parser.add_argument("--quick", action="store_true", help="the tiny workloads, 2 steps, 2 rounds; writes nothing")
+    parser.add_argument("--only", help="only the workloads whose name contains this (e.g. small)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.quick:
@@ -204,26 +205,36 @@ def main() -> None:
         "segmentation_tiny_swin_fpn_64x64_batch16": (segmentation_workload(64, 16), args.steps),
     }
     if not args.quick:
-        workloads["ddpm_small_unet_32x32x3_batch16"] = (ddpm_workload("small", 32, 16), max(2, args.steps // 2))
-    results = {
-        name: measure(name, workload, options, steps, args.rounds, args.torch_compile or "default", accelerator)
-        for name, (workload, steps) in workloads.items()
-    }
+        workloads["ddpm_small_unet_32x32x3_batch16"] = (ddpm_workload("small", 32, 16), max(1, args.steps // 3))
+    if args.only:
+        workloads = {name: value for name, value in workloads.items() if args.only in name}
+    results: dict = {}
+    for name, (workload, steps) in workloads.items():
+        results[name] = measure(
+            name, workload, options, steps, args.rounds, args.torch_compile or "default", accelerator
+        )
+        if not args.quick:  # after every workload, so that an interrupted run keeps what it measured
+            write_report(args, results, accelerator)
+
+
+def write_report(args: argparse.Namespace, results: dict, accelerator) -> None:
+    """The JSON of the workloads measured so far (merged into an existing file's workloads)."""
+    previous = json.loads(args.output.read_text())["workloads"] if args.output.is_file() else {}
     report = {
         "what": "training step speed of the options vs fp32 (ratio > 1: faster), the scripts' training_step",
-        "workloads": results,
+        "workloads": {**previous, **results},
         "steps_per_run": args.steps,
         "rounds": args.rounds,
         "torch_compile_mode": args.torch_compile,
         "device": str(accelerator.device),
         "torch_threads": torch.get_num_threads(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+        "cpu_bf16_instructions": runtime.cpu_has_fast_bf16(),
         "torch": torch.__version__,
     }
-    if not args.quick:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.output}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":
