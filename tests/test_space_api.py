@@ -249,8 +249,13 @@ def test_generate_bf16_checkbox_runs_the_unet_in_bf16_with_samples_close_to_fp32
         handle.remove()
     bf16 = [np.asarray(Image.open(item["image"]), dtype=np.int16) for item in gallery]
     fp32, _ = generate(space, seed=5, num_images=2, steps=3)  # the checkbox is off by default
+    other_seed, _ = generate(space, seed=6, num_images=2, steps=3)
     assert conv_outputs and set(conv_outputs) == {torch.bfloat16}
-    assert all(np.abs(a - b).max() <= 8 for a, b in zip(bf16, fp32, strict=True))  # of 255: the same noise
+    # The random UNet's 3-step chain saturates most pixels, so a pixel near the clamp may flip; with the same noise
+    # the samples differ on average by 0.29 of 255 here, against 129 between two seeds.
+    difference = np.mean([np.abs(a - b).mean() for a, b in zip(bf16, fp32, strict=True)])
+    seeds = np.mean([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(other_seed, fp32, strict=True)])
+    assert difference < 0.05 * seeds
 
 
 @pytest.mark.parametrize(
