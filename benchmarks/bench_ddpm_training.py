@@ -3,12 +3,16 @@
 Both sides train the same UNet (same initial weights) on the same batches with an accelerate-prepared AdamW, LR
 scheduler and diffusers' ``EMAModel``; two such trainers exist and the sides swap them after every timed pair (one
 trainer instance can run a little slower than an identical other one). Ours is ``hf_swin_ddpm.training.train_ddpm.training_step`` (L_simple with
-``DDPMPaperScheduler.add_noise``) plus the EMA step and our logging (`RunningLoss`: a loss reduce every 10 steps). Theirs
+``DDPMPaperScheduler.add_noise``, the non-finite check of the loss and gradient norm whose norm the clipping reuses)
+plus the EMA step and our logging (`RunningLoss`: a loss reduce every 10 steps). Theirs
 reproduces ``train_unconditional.py``'s loop body: noise, ``randint`` timesteps, ``DDPMScheduler.add_noise``, the
 UNet, MSE, ``accelerator.backward``, clipping at 1.0, optimizer and LR step, the EMA step, and its per-step
 ``loss.item()`` logging. Runs alternate between the two so that load from other processes hits both alike; the ratio
 is the median of the per-pair ratios of images per second, ours / diffusers (goal: >= 1, no slower); the ratio of the
-fastest runs is printed beside it.
+fastest runs is printed beside it. The minor page faults per step of each side are recorded too: glibc's malloc
+hands freed activation memory back to the kernel and faults it in again, depending on when tensors die (see the
+README); ``MALLOC_TRIM_THRESHOLD_=268435456 MALLOC_MMAP_THRESHOLD_=268435456`` in the environment turns that off for
+both sides.
 
     .venv/bin/python benchmarks/bench_ddpm_training.py            # writes benchmarks/results/ddpm_training.json
     .venv/bin/python benchmarks/bench_ddpm_training.py --quick    # a smoke run
@@ -21,7 +25,9 @@ import copy
 import json
 import os
 import platform
+import resource
 import statistics
+import tempfile
 from pathlib import Path
 
 import diffusers
@@ -35,7 +41,8 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from hf_swin_ddpm.ddpm import DDPMPaperScheduler, paper_unet
-from hf_swin_ddpm.training.loop import RunningLoss
+from hf_swin_ddpm.training.checkpoints import TrainingProgress
+from hf_swin_ddpm.training.loop import NonFiniteGuard, RunningLoss
 from hf_swin_ddpm.training.train_ddpm import training_step
 
 RESULTS = Path(__file__).parent / "results" / "ddpm_training.json"
@@ -57,9 +64,11 @@ class Trainer:
 
 
 def our_steps(trainer: Trainer, batches: list[torch.Tensor], noise_scheduler: DDPMPaperScheduler) -> None:
-    """Our training loop body (train_ddpm.train without the data loading, sampling and checkpoints)."""
+    """Our training loop body (train_ddpm.train without the data loading, sampling and checkpoints), with the
+    non-finite check of every optimizer step (the loss and gradient norm; clipping reuses that norm)."""
     accelerator = trainer.accelerator
     running_loss, progress_bar = RunningLoss(accelerator.device), tqdm(disable=True)
+    guard = NonFiniteGuard(TrainingProgress(), tempfile.gettempdir())
     for clean_images in batches:
         loss = training_step(
             accelerator,
@@ -69,6 +78,7 @@ def our_steps(trainer: Trainer, batches: list[torch.Tensor], noise_scheduler: DD
             trainer.lr_scheduler,
             {"input": clean_images},
             1.0,
+            guard,
         )
         running_loss.add(loss)
         if accelerator.sync_gradients:
@@ -137,12 +147,18 @@ def main() -> None:
     our_scheduler = DDPMPaperScheduler()
     their_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
 
+    faults = {"ours": 0, "theirs": 0}  # minor page faults (memory the allocator got back from the kernel)
+
     def run_ours() -> None:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         our_steps(trainers[rounds["ours"] % 2], batches, our_scheduler)
+        faults["ours"] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
         rounds["ours"] += 1
 
     def run_theirs() -> None:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         diffusers_steps(trainers[(rounds["theirs"] + 1) % 2], batches, their_scheduler)
+        faults["theirs"] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
         rounds["theirs"] += 1
 
     our_times, their_times = alternate(run_ours, run_theirs, args.repeats)
@@ -162,6 +178,9 @@ def main() -> None:
         "diffusers_images_per_second_best": images / min(their_times),
         "ratio_median_of_pairs": statistics.median(ratios),
         "ratio_best": min(their_times) / min(our_times),
+        "ours_minor_page_faults_per_step": faults["ours"] / (rounds["ours"] * args.steps),
+        "diffusers_minor_page_faults_per_step": faults["theirs"] / (rounds["theirs"] * args.steps),
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         "device": str(accelerator.device),
         "torch_threads": torch.get_num_threads(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",

@@ -1,7 +1,7 @@
 """The `hf-swin-ddpm` command line.
 
     hf-swin-ddpm convert-swin SWIN_CHECKPOINT OUTPUT_DIR [--num-labels N | --id2label FILE.json] [--image-size S]
-    hf-swin-ddpm sample PIPELINE_DIR OUTPUT.png [--num-images N] [--steps S] [--seed K]
+    hf-swin-ddpm sample PIPELINE_DIR OUTPUT.png [--num-images N] [--steps S] [--seed K] [--bf16]
     hf-swin-ddpm train-ddpm --dataset_name digits --output_dir DIR [...]   (the flags of train_ddpm --help)
     hf-swin-ddpm train-seg --dataset_name shapes --output_dir DIR [...]    (the flags of train_segmentation --help)
     hf-swin-ddpm evaluate-seg MODEL --dataset_name NAME | --train_data_dir DIR [--split S] [--scale 2048 512]
@@ -94,9 +94,15 @@ def sample(args: argparse.Namespace) -> None:
     with named_loading_errors(folder, "DDPMPaperPipeline"):
         pipeline = DDPMPaperPipeline.from_pretrained(folder, **safetensors_only(args.allow_pickle))
     generator = torch.Generator().manual_seed(args.seed)
-    images = pipeline(batch_size=args.num_images, generator=generator, num_inference_steps=args.steps).images
+    autocast_dtype = torch.bfloat16 if args.bf16 else None
+    images = pipeline(
+        batch_size=args.num_images,
+        generator=generator,
+        num_inference_steps=args.steps,
+        autocast_dtype=autocast_dtype,
+    ).images
     _save_grid(images, Path(args.output))
-    print(f"Saved {len(images)} samples ({args.steps} steps) to {args.output}")
+    print(f"Saved {len(images)} samples ({args.steps} steps{', bf16 autocast' if args.bf16 else ''}) to {args.output}")
 
 
 EVAL_SPLITS = ("validation", "test")
@@ -480,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     sampler.add_argument("--num-images", type=int, default=16)
     sampler.add_argument("--steps", type=int, default=1000)
     sampler.add_argument("--seed", type=int, default=0)
+    sampler.add_argument(
+        "--bf16", action="store_true", help="run the UNet under bfloat16 autocast (faster on CPUs with bf16)"
+    )
     sampler.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     sampler.set_defaults(handler=sample)
 

@@ -285,6 +285,13 @@ def build_generate_tab(pipeline: DDPMPaperPipeline) -> None:
                 elem_id="generate-steps",
             )
             variance = gr.Radio(choices=VARIANCE_CHOICES, value=SIGMA_BETA, label="Reverse-process variance σₜ²")
+            bf16 = gr.Checkbox(
+                value=False,
+                label="bf16 autocast",
+                info="The UNet in bfloat16: about 1.5x faster on CPUs with bf16 instructions (slower without "
+                "them), samples close to fp32",
+                elem_id="generate-bf16",
+            )
             button = gr.Button("Generate", variant="primary", elem_id="generate-button")
         with gr.Column(scale=2):
             gallery = sample_gallery("Samples", elem_id="generate-gallery")
@@ -292,10 +299,18 @@ def build_generate_tab(pipeline: DDPMPaperPipeline) -> None:
             strip = strip_image(elem_id="generate-trajectory")
     gr.Markdown(generate_how_it_works(pipeline.scheduler), elem_classes=["how-it-works"])
 
-    def run(seed: int, num_images: int, inference_steps: int, variance: str, progress=gr.Progress()):  # noqa: B008
-        return generate(pipeline, seed, num_images, inference_steps, variance, progress)
+    def run(
+        seed: int,
+        num_images: int,
+        inference_steps: int,
+        variance: str,
+        use_bf16: bool = False,
+        progress=gr.Progress(),  # noqa: B008
+    ):
+        return generate(pipeline, seed, num_images, inference_steps, variance, progress, bf16=bool(use_bf16))
 
-    on_click(button, run, "generate", inputs=[seed, num_images, steps, variance], outputs=[gallery, strip])
+    inputs = [seed, num_images, steps, variance, bf16]
+    on_click(button, run, "generate", inputs=inputs, outputs=[gallery, strip])
 
 
 def build_forward_tab(scheduler: DDPMPaperScheduler) -> None:

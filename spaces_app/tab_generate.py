@@ -80,8 +80,10 @@ def generate(
     num_inference_steps: Any,
     variance: str = SIGMA_BETA,
     progress: gr.Progress | None = None,
+    bf16: bool = False,
 ) -> tuple[list[tuple[PIL.Image.Image, str]], PIL.Image.Image]:
-    """The `/generate` route: `num_images` samples (Algorithm 2) and the trajectory strip of the first one."""
+    """The `/generate` route: `num_images` samples (Algorithm 2) and the trajectory strip of the first one; `bf16`
+    runs the UNet under bfloat16 autocast (the pipeline's `autocast_dtype`)."""
     num_train_timesteps = base_pipeline.scheduler.config.num_train_timesteps
     seed = require_whole_number(seed, "Seed", 0, MAX_SEED)
     num_images = require_whole_number(num_images, "Number of images", 1, MAX_NUM_IMAGES)
@@ -104,6 +106,7 @@ def generate(
         return_trajectory=True,
         trajectory_timesteps=TRAJECTORY_FRAMES,
         callback_on_step_end=report_step,
+        autocast_dtype=torch.bfloat16 if bf16 else None,
     )
     gallery = [(upscale_nearest(image), f"#{index + 1}") for index, image in enumerate(to_uint8_images(output.images))]
     strip = trajectory_strip(output.trajectory_timesteps, output.trajectory_samples, output.trajectory_x0)

@@ -4,6 +4,7 @@
 Self-contained (diffusers, torch and numpy only) so that it can be shipped as remote code next to a checkpoint.
 """
 
+import contextlib
 import importlib
 import inspect
 import json
@@ -32,6 +33,8 @@ MAX_TRAJECTORY_BYTES = 2**31
 # `from_pretrained` arguments that choose what to download rather than how to build the model
 _DOWNLOAD_ARGUMENTS = ("cache_dir", "force_download", "local_files_only", "token", "revision")
 _COMPONENT_LIBRARIES = ("diffusers", "transformers")
+# `autocast_dtype` values: the UNet's forward under torch.autocast in one of these (the scheduler stays float32)
+AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 
 
 @dataclass
@@ -58,6 +61,21 @@ class DDPMPaperPipelineOutput(BaseOutput):
     trajectory_timesteps: list[int] | None = None
     trajectory_samples: torch.Tensor | None = None
     trajectory_x0: torch.Tensor | None = None
+
+
+def _check_autocast_dtype(autocast_dtype: Any) -> None:
+    """Raises `ValueError` unless `autocast_dtype` is None or one of `AUTOCAST_DTYPES`."""
+    if autocast_dtype is not None and autocast_dtype not in AUTOCAST_DTYPES:
+        raise ValueError(
+            f"`autocast_dtype` must be None (float32), torch.bfloat16 or torch.float16, got {autocast_dtype!r:.80}."
+        )
+
+
+def _autocast(device: torch.device, autocast_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """`torch.autocast` on `device` in `autocast_dtype`, or nothing when it is None."""
+    if autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype)
 
 
 def _is_int(value: Any) -> bool:
@@ -305,6 +323,7 @@ class DDPMPaperPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         trajectory_timesteps: int | Sequence[int] | None = None,
         latents: torch.Tensor | None = None,
+        autocast_dtype: torch.dtype | None = None,
     ) -> DDPMPaperPipelineOutput | tuple:
         """
         Generates `batch_size` images by running the reverse chain from x_T ~ N(0, I).
@@ -348,12 +367,20 @@ class DDPMPaperPipeline(DiffusionPipeline):
             latents (`torch.Tensor`, *optional*):
                 x_T to start from, `(batch_size, channels, height, width)` (before `init_noise_sigma` scaling, as
                 diffusers' pipelines take it); drawn from `generator` when omitted.
+            autocast_dtype (`torch.dtype`, *optional*):
+                `torch.bfloat16` (or `torch.float16`): run the UNet's forward under `torch.autocast` in that dtype,
+                about 1.5x faster on a CPU with bf16 instructions (AVX-512 BF16, AMX) and on GPUs, but several times
+                slower on a CPU without them (AVX2 only), where torch's convolutions fall back to a slow path. Only
+                eps_theta is computed in low precision; it is
+                cast back to the chain's float32 before the scheduler's step, so x_t and the noise draws stay
+                float32 (the same generator gives samples close to the float32 ones). Default: float32 throughout.
 
         Returns:
             [`DDPMPaperPipelineOutput`] or `tuple`: `(images,)`, or with `return_trajectory=True`
             `(images, trajectory_timesteps, trajectory_samples, trajectory_x0)`.
         """
         self.check_inputs(batch_size, generator, num_inference_steps, output_type, callback_on_step_end_tensor_inputs)
+        _check_autocast_dtype(autocast_dtype)
         if callback_on_step_end is not None and not callable(callback_on_step_end):
             raise ValueError(f"`callback_on_step_end` must be callable, got {type(callback_on_step_end).__name__}.")
         device = self._execution_device
@@ -372,7 +399,10 @@ class DDPMPaperPipeline(DiffusionPipeline):
         for step_index, t in enumerate(self.progress_bar(timesteps)):
             if self.interrupt:
                 continue
-            model_output = self.unet(self.scheduler.scale_model_input(image, t), t).sample
+            model_input = self.scheduler.scale_model_input(image, t)
+            with _autocast(device, autocast_dtype):
+                model_output = self.unet(model_input, t).sample
+            model_output = model_output.to(image.dtype)
             step_output = self.scheduler.step(model_output, t, image, **step_kwargs)
             pred_original_sample = getattr(step_output, "pred_original_sample", None)
             if step_index in recorded:

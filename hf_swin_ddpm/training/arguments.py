@@ -17,6 +17,8 @@ from .errors import TrainingError, first_line
 
 # Largest --resolution accepted: one 4096 x 4096 RGB image is 200 MB as float32 before any activation.
 MAX_RESOLUTION = 4096
+# torch.compile's modes (--torch_compile_mode).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 TRACKERS = ("tensorboard", "wandb", "comet_ml", "mlflow", "aim", "clearml", "dvclive", "swanlab", "trackio")
 
 
@@ -85,6 +87,21 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Recompute activations in the backward pass: less memory, about 1.2x the time per step.",
     )
+    training.add_argument(
+        "--torch_compile",
+        action="store_true",
+        help="torch.compile the model for the training forward (checkpoints and the saved model stay uncompiled).",
+    )
+    training.add_argument(
+        "--torch_compile_mode",
+        choices=COMPILE_MODES,
+        help="torch.compile's mode with --torch_compile (default: 'default').",
+    )
+    training.add_argument(
+        "--channels_last",
+        action="store_true",
+        help="Keep the convolution weights and the input images channels-last (NHWC) during training.",
+    )
 
     checkpoints = parser.add_argument_group("checkpoints")
     checkpoints.add_argument("--checkpointing_steps", type=int, default=500, help="Save a checkpoint every N steps.")
@@ -142,6 +159,8 @@ def check_common_arguments(args: argparse.Namespace) -> None:
         raise TrainingError("--streaming needs --max_train_steps (a stream has no length to count epochs by)")
     if args.train_data_dir is not None and not Path(args.train_data_dir).is_dir():
         raise TrainingError(f"--train_data_dir {args.train_data_dir!r} does not exist or is not a folder")
+    if getattr(args, "torch_compile_mode", None) and not args.torch_compile:
+        raise TrainingError(f"--torch_compile_mode {args.torch_compile_mode} needs --torch_compile")
     report_to = tracker_names(args.report_to)
     unknown = [name for name in report_to if name not in TRACKERS]
     if unknown:

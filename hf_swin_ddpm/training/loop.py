@@ -184,8 +184,13 @@ class StopSignals:
 
     def requested(self, accelerator) -> bool:
         """Whether any process received a stop signal (all processes must call this at the same step)."""
-        flag = torch.tensor([0 if self.received is None else 1], device=accelerator.device)
+        flag = torch.tensor([self.local_flag], device=accelerator.device)
         return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+    @property
+    def local_flag(self) -> int:
+        """1 when this process received a stop signal, else 0 (what the processes sum to agree)."""
+        return 0 if self.received is None else 1
 
     @property
     def exit_status(self) -> int:
@@ -210,6 +215,12 @@ class NonFiniteGuard:
     max_skipped: int = 0
     skipped_last: bool = False
     _losses: list[torch.Tensor] = dataclasses.field(default_factory=list)  # the micro-batches' since the last step
+    # The stop signals whose flag rides on the same collective (one reduction per step for both questions), and
+    # the agreed answer of the last check: None until a check ran since the answer was last taken.
+    stop_signals: StopSignals | None = None
+    stop_agreed: bool | None = None
+    # The global gradient norm of the last check (None with fp16's GradScaler): clipping reuses it.
+    gradient_norm: torch.Tensor | None = None
 
     def see_loss(self, loss: torch.Tensor) -> None:
         """Keep a micro-batch loss for the check at the optimizer step (no device synchronisation here)."""
@@ -225,8 +236,12 @@ class NonFiniteGuard:
             gradients = [parameter.grad for parameter in parameters if parameter.grad is not None]
             norm = torch.nn.utils.get_total_norm(gradients) if gradients else torch.zeros((), device=losses.device)
             finite = finite & torch.isfinite(norm).to(finite.device)
-        flag = (~finite).to(torch.int64).reshape(1).to(accelerator.device)
-        self.skipped_last = bad = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+        self.gradient_norm = norm
+        stop = 0 if self.stop_signals is None else self.stop_signals.local_flag
+        flags = torch.stack([(~finite).to(torch.int64).reshape(()), torch.tensor(stop, device=finite.device)])
+        bad_count, stop_count = accelerator.reduce(flags.to(accelerator.device), reduction="sum").tolist()
+        self.skipped_last = bad = bad_count > 0
+        self.stop_agreed = stop_count > 0 if self.stop_signals is not None else None
         if not bad:
             return False
         bad_losses = losses[~torch.isfinite(losses)]
@@ -276,15 +291,18 @@ class OptimizerSteps:
     log_extra: Callable[[], dict[str, float]] = dict
 
     def __post_init__(self) -> None:
-        self.progress_bar = steps_progress_bar(self.accelerator, self.max_train_steps, self.progress)
+        self.progress_bar: tqdm | None = None  # shown once the stop signals are handled (see steps)
         self.running_loss = RunningLoss(self.accelerator.device)
         self.clock = LoopClock(start_step=self.progress.global_step)
         max_skipped = getattr(self.args, "max_skipped_nonfinite_steps", 0) or 0
-        self.guard = NonFiniteGuard(self.progress, self.args.output_dir, max_skipped)
         self.stop_signals = StopSignals()
+        self.guard = NonFiniteGuard(self.progress, self.args.output_dir, max_skipped, stop_signals=self.stop_signals)
 
     def steps(self, batches: Iterable, train_step: Callable[[Any], torch.Tensor]) -> Iterator[int]:
         with self.stop_signals:
+            # the bar appears only now: a signal sent once it shows a step is always handled (never the default
+            # action of the signal, which would end the process without a checkpoint)
+            self.progress_bar = steps_progress_bar(self.accelerator, self.max_train_steps, self.progress)
             yield from self._steps(batches, train_step)
         self.progress_bar.close()
 
@@ -308,10 +326,19 @@ class OptimizerSteps:
                 )
             if step % self.args.checkpointing_steps == 0:
                 logger.info(f"Saved {self._save(step)}", main_process_only=True)
-            if self.stop_signals.requested(self.accelerator):
+            if self._stop_requested(step):
                 self._stop_with_checkpoint(step)
             if step >= self.max_train_steps:
                 break
+
+    def _stop_requested(self, step: int) -> bool:
+        """Whether any process received a stop signal. The non-finite guard's collective of this step carried the
+        flags (one reduction per step); without a guard check at this step, and at the last step (so that a signal
+        received during it still saves and stops as before), a collective of its own asks."""
+        agreed, self.guard.stop_agreed = self.guard.stop_agreed, None
+        if agreed is None or step >= self.max_train_steps:
+            return self.stop_signals.requested(self.accelerator)
+        return agreed
 
     def _save(self, step: int) -> Path:
         """The checkpoint of ``step`` (every process), the oldest beyond ``--checkpoints_total_limit`` removed."""
@@ -362,8 +389,25 @@ def accumulated_step(
                 optimizer.zero_grad(set_to_none=True)
                 return loss.detach()
             if max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+                clip_gradients(accelerator, model, max_grad_norm, guard)
         optimizer.step()
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
     return loss.detach()
+
+
+# accelerate's clip_grad_norm_ is torch's there (no sharded or XLA parameters, no gradient scaler to unscale first)
+_PLAIN_CLIPPING = ("NO", "MULTI_CPU", "MULTI_GPU")
+
+
+def clip_gradients(accelerator, model, max_grad_norm: float, guard: NonFiniteGuard | None) -> None:
+    """Clip the gradients to the global norm ``max_grad_norm``. With the guard's norm of this step at hand, and where
+    ``accelerator.clip_grad_norm_`` would be torch's ``clip_grad_norm_``, only the scaling pass runs
+    (``clip_grads_with_norm_``: the same formula on the same norm, so the weights are bit-identical) instead of a
+    second pass over all the gradients to compute the norm again."""
+    norm = guard.gradient_norm if guard is not None else None
+    if norm is None or accelerator.scaler is not None or accelerator.distributed_type.name not in _PLAIN_CLIPPING:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        return
+    gradients = [parameter for parameter in model.parameters() if parameter.grad is not None]
+    torch.nn.utils.clip_grads_with_norm_(gradients, max_grad_norm, norm)

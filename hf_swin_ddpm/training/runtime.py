@@ -1,10 +1,11 @@
 """How a run executes: the ``Accelerator`` (processes, mixed precision, trackers, seeded sampling), main-process-first
-sections, activation checkpointing."""
+sections, activation checkpointing, and the speed options (``--torch_compile``, ``--channels_last``)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from pathlib import Path
 
 import torch
@@ -29,16 +30,32 @@ def make_accelerator(args: argparse.Namespace):
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 
     trackers = tracker_names(args.report_to)
+    forget_other_mixed_precision(args.mixed_precision)
     project_config = ProjectConfiguration(
         project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / args.logging_dir)
     )
-    return Accelerator(
+    accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=trackers or None,
         project_config=project_config,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
+    if accelerator.mixed_precision == "bf16" and accelerator.device.type == "cpu" and not cpu_has_fast_bf16():
+        accelerator.print(
+            "warning: this CPU has no bf16 instructions (AVX-512 BF16 / AMX): under bf16 autocast the convolutions "
+            "take torch's slow path, 7-11x slower than fp32 here (benchmarks/bench_training_options.py); drop "
+            "--mixed_precision bf16"
+        )
+    return accelerator
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN runs bf16 convolutions and matmuls natively on this CPU (AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
@@ -48,3 +65,49 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
         model.activation_checkpointing_enable()
     else:
         model.enable_gradient_checkpointing()
+
+
+def forget_other_mixed_precision(mixed_precision: str | None) -> None:
+    """Let a run in this process use another mixed precision than an earlier run in it (the demo recipes, the tests):
+    accelerate keeps one ``AcceleratorState`` per process, refuses to change its mixed precision, and silently keeps
+    it for a run that asks for the default. Only that state is forgotten; the processes' state (``PartialState``:
+    the process group, the device) stays. ``None`` means accelerate's default (``ACCELERATE_MIXED_PRECISION``)."""
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import parse_choice_from_env
+
+    state = AcceleratorState._shared_state
+    requested = mixed_precision or parse_choice_from_env("ACCELERATE_MIXED_PRECISION", "no")
+    if state and state.get("_mixed_precision") != requested.lower():
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
+# Test hook: the torch.compile backend of --torch_compile ("eager" compiles the graphs without inductor's code
+# generation, which takes minutes on a CPU). Unset in normal use (inductor).
+TEST_COMPILE_BACKEND_ENV = "HF_SWIN_DDPM_TEST_COMPILE_BACKEND"
+
+
+def training_forward_module(model: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
+    """The module that runs the training forward: ``model`` itself, or with ``--torch_compile`` a ``torch.compile``
+    of it (``--torch_compile_mode``). The compiled module shares ``model``'s parameters, so backward, clipping, the
+    optimizer, the EMA, checkpoints and the saved model all use ``model``: no ``_orig_mod.`` prefixes anywhere, and
+    evaluation and sampling run eagerly."""
+    if not getattr(args, "torch_compile", False):
+        return model
+    mode = args.torch_compile_mode or "default"
+    backend = os.environ.get(TEST_COMPILE_BACKEND_ENV) or "inductor"
+    return torch.compile(model, mode=None if mode == "default" else mode, backend=backend)
+
+
+def use_channels_last(model: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
+    """With ``--channels_last``, the model's 4-d weights channels-last (NHWC), in place; call before the optimizer
+    is built. The values are unchanged; checkpoints and the saved model store them contiguous as always."""
+    if getattr(args, "channels_last", False):
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def channels_last_images(images: torch.Tensor, args: argparse.Namespace) -> torch.Tensor:
+    """A batch of images (N, C, H, W) in the memory format of ``--channels_last`` (the values are unchanged)."""
+    if getattr(args, "channels_last", False) and images.dim() == 4:
+        return images.contiguous(memory_format=torch.channels_last)
+    return images

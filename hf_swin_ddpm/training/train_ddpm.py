@@ -269,14 +269,16 @@ def training_step(
     batch: dict[str, torch.Tensor],
     max_grad_norm: float,
     guard: loop.NonFiniteGuard | None = None,
+    forward_unet: torch.nn.Module | None = None,
 ) -> torch.Tensor:
-    """One micro-batch of L_simple (see :func:`~.loop.accumulated_step`)."""
+    """One micro-batch of L_simple (see :func:`~.loop.accumulated_step`); the forward runs ``forward_unet`` (the
+    compiled UNet of ``--torch_compile``) when given, everything else ``unet``."""
     return loop.accumulated_step(
         accelerator,
         unet,
         optimizer,
         lr_scheduler,
-        lambda: ddpm_loss(unet, noise_scheduler, batch["input"]),
+        lambda: ddpm_loss(unet if forward_unet is None else forward_unet, noise_scheduler, batch["input"]),
         max_grad_norm,
         guard,
     )
@@ -434,6 +436,7 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
     unet = build_unet(args)
     if args.gradient_checkpointing:
         runtime.enable_gradient_checkpointing(unet)
+    runtime.use_channels_last(unet, args)
     noise_scheduler = build_noise_scheduler(args)
     resolution = unet_resolution(unet)
     with accelerator.main_process_first():
@@ -478,6 +481,7 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
     )
 
     unwrapped = accelerator.unwrap_model(unet)
+    forward_unet = runtime.training_forward_module(unet, args)
     fid_metrics = build_fid_metrics(args) if accelerator.is_main_process else None
     optimizer_steps = loop.OptimizerSteps(
         accelerator,
@@ -500,9 +504,10 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
             noise_scheduler,
             optimizer,
             lr_scheduler,
-            batch,
+            {"input": runtime.channels_last_images(batch["input"], args)},
             args.max_grad_norm,
             optimizer_steps.guard,
+            forward_unet,
         )
 
     for step in optimizer_steps.steps(batches, train_step):

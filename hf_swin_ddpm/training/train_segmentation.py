@@ -541,12 +541,22 @@ class SegmentationTrainingResult:
 
 
 def training_step(
-    accelerator, model, optimizer, lr_scheduler, batch, max_grad_norm: float, guard: loop.NonFiniteGuard | None = None
+    accelerator,
+    model,
+    optimizer,
+    lr_scheduler,
+    batch,
+    max_grad_norm: float,
+    guard: loop.NonFiniteGuard | None = None,
+    forward_model: nn.Module | None = None,
 ) -> torch.Tensor:
-    """One micro-batch of cross-entropy, ignore index 255 (see :func:`~.loop.accumulated_step`)."""
+    """One micro-batch of cross-entropy, ignore index 255 (see :func:`~.loop.accumulated_step`); the forward runs
+    ``forward_model`` (the compiled model of ``--torch_compile``) when given, everything else ``model``."""
 
     def compute_loss() -> torch.Tensor:
-        return model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+        return (model if forward_model is None else forward_model)(
+            pixel_values=batch["pixel_values"], labels=batch["labels"]
+        ).loss
 
     return loop.accumulated_step(accelerator, model, optimizer, lr_scheduler, compute_loss, max_grad_norm, guard)
 
@@ -565,6 +575,7 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
     model = build_model(args, id2label)
     if args.gradient_checkpointing:
         runtime.enable_gradient_checkpointing(model)
+    runtime.use_channels_last(model, args)
     resolution = args.resolution or model.config.image_size
     train_dataloader, eval_dataloader, train_transform = build_dataloaders(args, data, resolution, len(id2label))
     optimizer = torch.optim.AdamW(
@@ -604,14 +615,23 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
     )
 
     optimizer_steps = loop.OptimizerSteps(accelerator, args, progress, max_train_steps, lr_scheduler)
+    forward_model = runtime.training_forward_module(model, args)
     model.train()
     batches = loop.resumable_batches(
         accelerator, train_dataloader, train_transform, progress, max_train_steps, streaming
     )
 
     def train_step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        pixels = runtime.channels_last_images(batch["pixel_values"], args)
         return training_step(
-            accelerator, model, optimizer, lr_scheduler, batch, args.max_grad_norm, optimizer_steps.guard
+            accelerator,
+            model,
+            optimizer,
+            lr_scheduler,
+            {**batch, "pixel_values": pixels},
+            args.max_grad_norm,
+            optimizer_steps.guard,
+            forward_model,
         )
 
     for step in optimizer_steps.steps(batches, train_step):
