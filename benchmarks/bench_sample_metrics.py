@@ -79,10 +79,12 @@ def model_samples(
     seeds: list[int],
     variance_types: list[str],
     floor: float | None,
+    on_row=None,
 ) -> dict:
     """FID / KID / IS of `count` samples per seed, for each step count and variance type (sigma_t^2 = beta_t is
     "fixed_large", the posterior variance "fixed_small"), against the training and the held-out split; with the real
-    data's floor, the quality bar's ratio (mean FID against train / floor)."""
+    data's floor, the quality bar's ratio (mean FID against train / floor). `on_row(rows)` after every row (the
+    report is written as it grows, so a run cut short keeps what it measured)."""
     pipeline = DDPMPaperPipeline.from_pretrained(folder)
     side = pipeline.unet.config.sample_size
     rows = {}
@@ -127,6 +129,8 @@ def model_samples(
             }
             rows[f"{variance_type}/{num_steps}"] = summary
             print(json.dumps({f"{variance_type}/{num_steps}": summary}), flush=True)
+            if on_row is not None:
+                on_row(rows)
     pipeline.scheduler.register_to_config(variance_type=default_variance)
     results_file = folder / "all_results.json"
     bits = json.loads(results_file.read_text()).get("eval_total_bpd") if results_file.is_file() else None
@@ -179,10 +183,15 @@ def main() -> None:
                 args.seeds,
                 args.variance_types,
                 real.get("fid_test_vs_train"),
+                on_row=lambda rows: write_report({**report, "model_rows_so_far": rows}, args.output),
             )
             print(json.dumps({"model": report["model"]}, indent=2), flush=True)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.output)
+
+
+def write_report(report: dict, output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
