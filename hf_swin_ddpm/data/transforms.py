@@ -520,10 +520,9 @@ class DecodingTransform:
             try:
                 decoded[column] = feature.decode_example(value)
             except DECODE_ERRORS as error:
-                where = f"example {'?' if index is None else index}" + (
-                    f" ({_stored_file(value)})" if _stored_file(value) else ""
-                )
-                reason = _decode_failure(error).replace(f" {_stored_file(value)!r}", "")
+                file = _stored_file(value)
+                where = f"example {'?' if index is None else index}" + (f" ({file})" if file else "")
+                reason = _decode_failure(error).replace(f" {file!r}", "")
                 message = f"{self.source}, {where}: the {column!r} column cannot be read as an image ({reason})"
                 if not self.skip_bad_examples:
                     raise UnreadableImageError(
