@@ -432,7 +432,6 @@ class SegmentationMetrics:
         return results
 
 
-@torch.no_grad()
 def prepare_evaluation_dataloader(accelerator, eval_dataloader: DataLoader) -> DataLoader:
     """``accelerator.prepare``, except for a stream of list batches (the keep-ratio protocol) on several processes:
     accelerate dispatches a stream's batches from the main process by slicing stacked tensors, which lists of images
@@ -453,6 +452,7 @@ def prepare_evaluation_dataloader(accelerator, eval_dataloader: DataLoader) -> D
     )
 
 
+@torch.no_grad()
 def evaluate(accelerator, model, eval_dataloader, num_labels: int) -> SegmentationMetrics:
     """Predict every held-out image on its process and count, per image, each class's intersection, predicted and
     labelled pixels (torchmetrics' stat scores); the counts are gathered over all processes with
