@@ -371,9 +371,9 @@ class DDPMPaperPipeline(DiffusionPipeline):
                 `torch.bfloat16` (or `torch.float16`): run the UNet's forward under `torch.autocast` in that dtype,
                 about 1.5x faster on a CPU with bf16 instructions (AVX-512 BF16, AMX) and on GPUs, but several times
                 slower on a CPU without them (AVX2 only), where torch's convolutions fall back to a slow path. Only
-                eps_theta is computed in low precision; it is
-                cast back to the chain's float32 before the scheduler's step, so x_t and the noise draws stay
-                float32 (the same generator gives samples close to the float32 ones). Default: float32 throughout.
+                eps_theta is computed in low precision; it is cast back to the chain's float32 before the
+                scheduler's step, so x_t and the noise draws stay float32 (the same generator gives samples close
+                to the float32 ones). Default: float32 throughout.
 
         Returns:
             [`DDPMPaperPipelineOutput`] or `tuple`: `(images,)`, or with `return_trajectory=True`
