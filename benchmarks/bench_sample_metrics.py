@@ -7,7 +7,7 @@ compute) and of a statistics cache hit. With `--model`: FID / KID / IS of N samp
 training and the held-out split. Writes `benchmarks/results/sample_metrics.json`.
 
     python benchmarks/bench_sample_metrics.py [--datasets digits mnist] [--model FOLDER --steps 250 20 --seeds 0 1 2
-        --variance_types fixed_large fixed_small]
+        --variance_types fixed_large fixed_small --precisions fp32 bf16]
 """
 
 from __future__ import annotations
@@ -27,6 +27,20 @@ from hf_swin_ddpm.evaluation.extractors import CLASSIFIER_MIN_ACCURACY
 from hf_swin_ddpm.evaluation.sampling import add_pipeline_samples
 
 RESULTS = Path(__file__).parent / "results"
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # --precisions: the UNet's autocast dtype while sampling
+
+
+class ConfidenceRecorder:
+    """Passes generated images on to `metrics` and keeps the classifier's confidence in each (its top softmax
+    probability): bf16 sampling must keep the digits as recognisable as float32's."""
+
+    def __init__(self, metrics: SampleMetrics) -> None:
+        self.metrics, self.confidences = metrics, []
+
+    def update(self, images: torch.Tensor, real: bool) -> None:
+        features, logits = self.metrics.extract(images)
+        self.metrics.update_features(features, logits, real)
+        self.confidences.extend(logits.softmax(dim=-1).amax(dim=-1).tolist())
 
 
 def real_floor(metrics: SampleMetrics, dataset: str, side: int, cache: Path) -> dict:
@@ -80,11 +94,13 @@ def model_samples(
     variance_types: list[str],
     floor: float | None,
     on_row=None,
+    precisions: tuple[str, ...] = ("fp32",),
 ) -> dict:
     """FID / KID / IS of `count` samples per seed, for each step count and variance type (sigma_t^2 = beta_t is
     "fixed_large", the posterior variance "fixed_small"), against the training and the held-out split; with the real
-    data's floor, the quality bar's ratio (mean FID against train / floor). `on_row(rows)` after every row (the
-    report is written as it grows, so a run cut short keeps what it measured)."""
+    data's floor, the quality bar's ratio (mean FID against train / floor), and the classifier's mean confidence;
+    for each of `precisions` (fp32, bf16 autocast). `on_row(rows)` after every row (the report is written as it
+    grows, so a run cut short keeps what it measured)."""
     pipeline = DDPMPaperPipeline.from_pretrained(folder)
     side = pipeline.unet.config.sample_size
     rows = {}
@@ -95,42 +111,53 @@ def model_samples(
         for split in ("train", "test")
     }
     default_variance = pipeline.scheduler.config.variance_type
-    for variance_type in variance_types:
+    rows_to_run = [(v, n, p) for v in variance_types for n in steps for p in precisions]
+    for variance_type, num_steps, precision in rows_to_run:
         pipeline.scheduler.register_to_config(variance_type=variance_type)
-        for num_steps in steps:
-            runs = []
-            for seed in seeds:
-                metrics.set_reference(references["train"])
-                metrics.reset()
-                timing = add_pipeline_samples(
-                    metrics, pipeline, count, num_steps, batch_size=count, seed=seed, progress=False
-                )
-                against_train = metrics.compute()
-                metrics.set_reference(references["test"])  # the generated features stay
-                against_test = metrics.compute()
-                metrics.reset()
-                runs.append(
-                    {
-                        "seed": seed,
-                        "fid_vs_train": against_train["fid"],
-                        "fid_vs_test": against_test["fid"],
-                        "kid_vs_train": against_train["kid_mean"],
-                        "inception_score": against_train["inception_score_mean"],
-                        "sampling_seconds": timing["sampling_seconds"],
-                    }
-                )
-            fids = [run["fid_vs_train"] for run in runs]
-            summary = {
-                "fid_vs_train_mean": statistics.fmean(fids),
-                "fid_vs_train_spread": [min(fids), max(fids)],
-                "inception_score_mean": statistics.fmean(run["inception_score"] for run in runs),
-                "ratio_to_floor": statistics.fmean(fids) / floor if floor else None,
-                "runs": runs,
-            }
-            rows[f"{variance_type}/{num_steps}"] = summary
-            print(json.dumps({f"{variance_type}/{num_steps}": summary}), flush=True)
-            if on_row is not None:
-                on_row(rows)
+        runs = []
+        for seed in seeds:
+            metrics.set_reference(references["train"])
+            metrics.reset()
+            recorder = ConfidenceRecorder(metrics)
+            timing = add_pipeline_samples(
+                recorder,
+                pipeline,
+                count,
+                num_steps,
+                batch_size=count,
+                seed=seed,
+                progress=False,
+                autocast_dtype=PRECISIONS[precision],
+            )
+            against_train = metrics.compute()
+            metrics.set_reference(references["test"])  # the generated features stay
+            against_test = metrics.compute()
+            metrics.reset()
+            runs.append(
+                {
+                    "seed": seed,
+                    "fid_vs_train": against_train["fid"],
+                    "fid_vs_test": against_test["fid"],
+                    "kid_vs_train": against_train["kid_mean"],
+                    "inception_score": against_train["inception_score_mean"],
+                    "classifier_confidence": statistics.fmean(recorder.confidences),
+                    "sampling_seconds": timing["sampling_seconds"],
+                }
+            )
+        fids = [run["fid_vs_train"] for run in runs]
+        summary = {
+            "fid_vs_train_mean": statistics.fmean(fids),
+            "fid_vs_train_spread": [min(fids), max(fids)],
+            "inception_score_mean": statistics.fmean(run["inception_score"] for run in runs),
+            "classifier_confidence_mean": statistics.fmean(run["classifier_confidence"] for run in runs),
+            "ratio_to_floor": statistics.fmean(fids) / floor if floor else None,
+            "runs": runs,
+        }
+        name = f"{variance_type}/{num_steps}" + ("" if precision == "fp32" else f"/{precision}")
+        rows[name] = summary
+        print(json.dumps({name: summary}), flush=True)
+        if on_row is not None:
+            on_row(rows)
     pipeline.scheduler.register_to_config(variance_type=default_variance)
     results_file = folder / "all_results.json"
     bits = json.loads(results_file.read_text()).get("eval_total_bpd") if results_file.is_file() else None
@@ -155,6 +182,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampling seeds (the spread of FID)")
     parser.add_argument(
         "--variance_types", nargs="+", default=["fixed_large"], help="sigma_t^2: fixed_large (beta_t), fixed_small"
+    )
+    parser.add_argument(
+        "--precisions", nargs="+", choices=list(PRECISIONS), default=["fp32"], help="sample in fp32 and/or bf16"
     )
     parser.add_argument("--output", type=Path, default=RESULTS / "sample_metrics.json")
     args = parser.parse_args()
@@ -184,6 +214,7 @@ def main() -> None:
                 args.variance_types,
                 real.get("fid_test_vs_train"),
                 on_row=lambda rows: write_report({**report, "model_rows_so_far": rows}, args.output),
+                precisions=tuple(args.precisions),
             )
             print(json.dumps({"model": report["model"]}, indent=2), flush=True)
     write_report(report, args.output)

@@ -11,7 +11,7 @@
         [--example-image IMAGE] [--sample-steps S]
     hf-swin-ddpm evaluate-ddpm MODEL --reference DATASET[:SPLIT] | FOLDER | STATS.npz --num_samples N
         --num_inference_steps S --features classifier|inception [--inception_weights PATH_OR_REPO] --batch_size B
-        --seed K --output eval_results.json [--update_card]
+        --seed K [--bf16] --output eval_results.json [--update_card]
     hf-swin-ddpm rate-distortion MODEL --dataset DATASET[:SPLIT] --num_images N [--output_dir DIR]
 
 Bad arguments or files print one line naming the problem and exit with status 2, without a traceback.
@@ -355,6 +355,8 @@ def _reference_bits_per_dim(pipeline, reference, args: argparse.Namespace) -> fl
 
 def evaluate_ddpm(args: argparse.Namespace) -> None:
     """Sample a DDPMPaperPipeline and measure FID, KID and Inception Score against a reference (and bits/dim)."""
+    import torch
+
     from .evaluation import SampleMetrics, parse_reference
     from .evaluation.sampling import evaluate_pipeline
 
@@ -384,6 +386,7 @@ def evaluate_ddpm(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         seed=args.seed,
         cache_dir=args.cache_dir,
+        autocast_dtype=torch.bfloat16 if args.bf16 else None,
     )
     results = {"model": str(args.model), "reference": args.reference, **results}
     results["bits_per_dim"] = _reference_bits_per_dim(pipeline, reference, args)
@@ -540,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluator.add_argument("--batch_size", type=int, default=64)
     evaluator.add_argument("--seed", type=int, default=0)
+    evaluator.add_argument("--bf16", action="store_true", help="sample with the UNet under bfloat16 autocast")
     evaluator.add_argument("--output", default="eval_results.json")
     evaluator.add_argument("--update_card", action="store_true", help="put the results into MODEL/README.md")
     evaluator.add_argument("--bpd_images", type=int, default=100, help="reference images for bits/dim (0: skip)")

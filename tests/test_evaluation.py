@@ -11,11 +11,14 @@ import torch
 from scipy import linalg
 from torchmetrics.image.fid import _compute_fid
 
+from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler
+from hf_swin_ddpm.ddpm import paper_unet
 from hf_swin_ddpm.evaluation import (
     EvaluationError,
     ReferenceStatistics,
     SampleMetrics,
     StaleStatisticsError,
+    add_pipeline_samples,
     feature_statistics,
     frechet_distance,
     load_statistics,
@@ -300,3 +303,40 @@ def test_inception_without_weights_or_packages_says_what_to_install_and_pass(tmp
         SampleMetrics("inception", inception_weights=str(weights))
     with pytest.raises(EvaluationError, match="unknown features"):
         SampleMetrics("lenet")
+
+
+class ImageRecorder:
+    """Stands where `add_pipeline_samples` puts the generated images: keeps them."""
+
+    def __init__(self) -> None:
+        self.images: list[torch.Tensor] = []
+
+    def update(self, images: torch.Tensor, real: bool) -> None:
+        assert not real
+        self.images.append(images)
+
+
+def test_add_pipeline_samples_draws_the_pipelines_own_samples_in_fp32_and_bf16():
+    torch.manual_seed(0)
+    unet = paper_unet(
+        "tiny", sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16, 16), norm_num_groups=4
+    )
+    pipeline = DDPMPaperPipeline(unet=unet, scheduler=DDPMPaperScheduler(num_train_timesteps=10))
+    drawn = {}
+    for dtype in (None, torch.bfloat16):
+        recorder = ImageRecorder()
+        timing = add_pipeline_samples(
+            recorder, pipeline, 5, 3, batch_size=3, seed=4, progress=False, autocast_dtype=dtype
+        )
+        generator = torch.Generator().manual_seed(4)
+        expected = [
+            pipeline(
+                batch_size=count, generator=generator, num_inference_steps=3, output_type="pt", autocast_dtype=dtype
+            ).images
+            for count in (3, 2)
+        ]
+        assert [tuple(images.shape) for images in recorder.images] == [(3, 1, 8, 8), (2, 1, 8, 8)]
+        assert all(torch.equal(got, want) for got, want in zip(recorder.images, expected, strict=True))
+        assert timing["autocast_dtype"] == (None if dtype is None else "bfloat16")
+        drawn[dtype] = torch.cat(recorder.images)
+    assert not torch.equal(drawn[None], drawn[torch.bfloat16])  # the bf16 forward really ran

@@ -36,9 +36,11 @@ def add_pipeline_samples(
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = True,
+    autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
     """Draw `num_samples` images from `pipeline` (Algorithm 2, `num_inference_steps` steps, one generator seeded by
-    `seed`) into `metrics` as generated images; returns the sampling time."""
+    `seed`; the UNet under `autocast_dtype` autocast when given, see `DDPMPaperPipeline.__call__`) into `metrics` as
+    generated images; returns the sampling time."""
     check_sample_count(num_samples, num_inference_steps, pipeline.scheduler.config.num_train_timesteps)
     if batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {batch_size}.")
@@ -50,11 +52,16 @@ def add_pipeline_samples(
         for offset in range(0, num_samples, batch_size):
             count = min(batch_size, num_samples - offset)
             images = pipeline(
-                batch_size=count, generator=generator, num_inference_steps=num_inference_steps, output_type="pt"
+                batch_size=count,
+                generator=generator,
+                num_inference_steps=num_inference_steps,
+                output_type="pt",
+                autocast_dtype=autocast_dtype,
             ).images
             metrics.update(images, real=False)
             bar.update(count)
-    return {"sampling_seconds": round(time.perf_counter() - start, 2), "seed": seed}
+    dtype = None if autocast_dtype is None else str(autocast_dtype).removeprefix("torch.")
+    return {"sampling_seconds": round(time.perf_counter() - start, 2), "seed": seed, "autocast_dtype": dtype}
 
 
 def pipeline_resolution(pipeline) -> tuple[int, int]:
@@ -76,7 +83,7 @@ def evaluate_pipeline(
 ) -> dict[str, Any]:
     """FID, KID and IS of `num_samples` samples of `pipeline` against `reference` (`DATASET[:SPLIT]`, a folder or a
     statistics `.npz`, its statistics cached); the generated images are forgotten afterwards (`metrics.reset()`).
-    `sampling` are `add_pipeline_samples`' `batch_size`, `seed` and `progress`."""
+    `sampling` are `add_pipeline_samples`' `batch_size`, `seed`, `progress` and `autocast_dtype`."""
     from .reference import reference_statistics
 
     check_sample_count(num_samples, num_inference_steps, pipeline.scheduler.config.num_train_timesteps)
