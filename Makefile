@@ -27,7 +27,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 test: lint $(CHROMIUM)
-	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n 2 -q tests
+	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n 2 -q --durations=25 tests
 
 # Trains the two demo models on the embedded datasets unless demo_models/ already holds them.
 demo-models: $(STAMP)

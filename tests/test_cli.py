@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import torch
 from PIL import Image
+from training_support import run_cli, run_cli_in_process
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, SwinBackbone, SwinConfig
 
 import hf_swin_ddpm  # noqa: F401  (registers swin_fpn with the Auto classes)
-
-CONSOLE_SCRIPT = Path(sys.executable).with_name("hf-swin-ddpm")
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(CONSOLE_SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
-    )
 
 
 def test_convert_swin_saves_a_loadable_model_and_processor(tmp_path):
@@ -38,7 +27,7 @@ def test_convert_swin_saves_a_loadable_model_and_processor(tmp_path):
     assert torch.equal(model.backbone.patch_embed.projection.weight, weight)
 
 
-def test_errors_are_one_line_without_traceback(tmp_path):
+def test_errors_are_one_line_without_traceback(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("[1, 2")
     cases = [
         ("convert-swin", "no-such-folder", "out"),
@@ -47,8 +36,10 @@ def test_errors_are_one_line_without_traceback(tmp_path):
         ("convert-swin", "x", "out", "--num-labels", "0"),
         ("sample", "no-such-pipeline", "grid.png"),
     ]
-    for args in cases:
-        result = run_cli(*args, cwd=tmp_path)
+    for number, args in enumerate(cases):  # the console script itself once, then the same main in this process
+        result = (
+            run_cli(*args, cwd=tmp_path) if number == 0 else run_cli_in_process(*args, cwd=tmp_path, capsys=capsys)
+        )
         assert result.returncode == 2, (args, result.stderr)
         assert "Traceback" not in result.stderr, args
         lines = [line for line in result.stderr.splitlines() if line.startswith("hf-swin-ddpm")]

@@ -188,7 +188,7 @@ def interrupt(run: Run, processes: int, number: signal.Signals, step: int, only_
 
 
 CASES = {  # every script x processes x data combination; in two-process runs one rank or both get the signal
-    "ddpm-1-process-in-memory": ("ddpm", 1, [], [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1], None),
+    "ddpm-1-process-in-memory": ("ddpm", 1, [], [signal.SIGTERM, signal.SIGINT], None),  # stopped twice
     "ddpm-1-process-streamed": ("ddpm", 1, ["--streaming"], [signal.SIGINT], None),
     "ddpm-2-processes-in-memory-one-signalled": ("ddpm", 2, [], [signal.SIGTERM], 0),
     "ddpm-2-processes-streamed": ("ddpm", 2, ["--streaming"], [signal.SIGUSR1], None),

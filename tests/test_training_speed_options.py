@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +15,14 @@ import torch
 from safetensors import safe_open
 from test_training_ddpm import TINY as DDPM_TINY
 from test_training_segmentation import TINY as SEGMENTATION_TINY
-from training_support import assert_one_line_error, flags, run_cli, same_weights, with_flags
+from training_support import (
+    assert_one_line_error,
+    flags,
+    run_cli,
+    run_cli_in_process,
+    same_weights,
+    with_flags,
+)
 
 from hf_swin_ddpm.training import runtime, train_ddpm, train_segmentation
 
@@ -173,12 +181,14 @@ def test_channels_last_trains_nhwc_and_resumes_exactly(script, tmp_path, conv_ca
     )
 
 
-def test_bad_speed_flags_are_one_line_errors(tmp_path):
-    for argv, fragments in [
+def test_bad_speed_flags_are_one_line_errors(tmp_path, capsys):
+    cases = [
         (flags(torch_compile=True, torch_compile_mode="fastest"), ["--torch_compile_mode", "invalid choice"]),
         (flags(torch_compile_mode="max-autotune"), ["--torch_compile_mode max-autotune needs --torch_compile"]),
-    ]:
-        result = run_cli("train-ddpm", *flags(dataset_name="digits", output_dir="out"), *argv, cwd=tmp_path)
+    ]
+    for number, (argv, fragments) in enumerate(cases):  # the console script once, then the same main in-process
+        run = run_cli if number == 0 else functools.partial(run_cli_in_process, capsys=capsys)
+        result = run("train-ddpm", *flags(dataset_name="digits", output_dir="out"), *argv, cwd=tmp_path)
         assert_one_line_error(result, *fragments)
     assert not (tmp_path / "out").exists()
 

@@ -32,6 +32,25 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
     )
 
 
+def run_cli_in_process(*args: str, cwd: Path, capsys) -> subprocess.CompletedProcess:
+    """``hf_swin_ddpm.cli.main(ARGS)`` in this process, from ``cwd``: the console script's code without the seconds
+    a new interpreter takes to import it. Returns the exit status (an argparse ``SystemExit``'s code) and the
+    captured output, like :func:`run_cli`."""
+    from hf_swin_ddpm.cli import main
+
+    capsys.readouterr()
+    previous = Path.cwd()
+    os.chdir(cwd)
+    try:
+        status = main(list(args))
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        os.chdir(previous)
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), status, captured.out, captured.err)
+
+
 def run_cli_concurrently(
     commands: Sequence[Sequence[str]], cwd: Path, timeout: float = 300
 ) -> list[subprocess.CompletedProcess]:
