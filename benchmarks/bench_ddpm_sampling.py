@@ -23,7 +23,7 @@ import torch
 from bench_support import alternate
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from hf_swin_ddpm.ddpm import DDPMPaperPipeline, DDPMPaperScheduler, paper_unet
+from hf_swin_ddpm.diffusion import DDPMPaperPipeline, DDPMPaperScheduler, paper_unet
 
 RESULTS = Path(__file__).parent / "results" / "ddpm_sampling.json"
 

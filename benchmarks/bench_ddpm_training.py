@@ -40,7 +40,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from hf_swin_ddpm.ddpm import DDPMPaperScheduler, paper_unet
+from hf_swin_ddpm.diffusion import DDPMPaperScheduler, paper_unet
 from hf_swin_ddpm.training.checkpoints import TrainingProgress
 from hf_swin_ddpm.training.loop import NonFiniteGuard, RunningLoss
 from hf_swin_ddpm.training.train_ddpm import training_step

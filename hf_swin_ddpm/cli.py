@@ -335,7 +335,7 @@ def _reference_bits_per_dim(pipeline, reference, args: argparse.Namespace) -> fl
     """The variational bound (bits/dim) of the pipeline on the first `--bpd_images` reference images."""
     import torch
 
-    from .ddpm import variational_bound
+    from .diffusion import variational_bound
     from .evaluation import reference_batches
     from .evaluation.sampling import pipeline_resolution
 

@@ -594,7 +594,7 @@ def load_saved(folder: str | Path, allow_pickle: bool = False) -> tuple[Any, dic
     folder = Path(folder)
     check_model_folder(folder, allow_pickle=allow_pickle)
     if (folder / "model_index.json").is_file():
-        from .ddpm import DDPMPaperPipeline
+        from .diffusion import DDPMPaperPipeline
 
         with named_loading_errors(folder, "DDPMPaperPipeline"):
             return DDPMPaperPipeline.from_pretrained(folder, **safetensors_only(allow_pickle)), {}

@@ -14,7 +14,7 @@ from training_support import assert_one_line_error, run_cli
 
 from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler
 from hf_swin_ddpm.cli import main
-from hf_swin_ddpm.ddpm import paper_unet
+from hf_swin_ddpm.diffusion import paper_unet
 from hf_swin_ddpm.evaluation.extractors import load_classifier
 from hf_swin_ddpm.hub import save_for_hub, update_card_results
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from hf_swin_ddpm.ddpm import DDPMPaperScheduler, paper_unet, variational_bound
-from hf_swin_ddpm.ddpm.likelihood import _kl_strata, _kl_timesteps
+from hf_swin_ddpm.diffusion import DDPMPaperScheduler, paper_unet, variational_bound
+from hf_swin_ddpm.diffusion.likelihood import _kl_strata, _kl_timesteps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

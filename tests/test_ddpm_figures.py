@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler
-from hf_swin_ddpm.ddpm import paper_unet
+from hf_swin_ddpm.diffusion import paper_unet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 T = 50

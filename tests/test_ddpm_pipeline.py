@@ -3,6 +3,7 @@
 import contextlib
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -20,7 +21,7 @@ from diffusers import (
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler, paper_unet
-from hf_swin_ddpm.ddpm import PAPER_UNET_PRESETS
+from hf_swin_ddpm.diffusion import PAPER_UNET_PRESETS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -177,7 +178,7 @@ def test_save_load_round_trip(tmp_path):
     pipe = quiet(DDPMPaperPipeline(unet=paper_unet("tiny", sample_size=SIZE), scheduler=DDPMPaperScheduler()))
     pipe.save_pretrained(tmp_path)
     model_index = json.loads((tmp_path / "model_index.json").read_text())
-    assert model_index["scheduler"] == ["hf_swin_ddpm.ddpm.scheduling_ddpm_paper", "DDPMPaperScheduler"]
+    assert model_index["scheduler"] == ["hf_swin_ddpm.diffusion.scheduling_ddpm_paper", "DDPMPaperScheduler"]
     loaded = quiet(DDPMPaperPipeline.from_pretrained(tmp_path))
     saved = {k: v for k, v in pipe.scheduler.config.items() if k != "_use_default_values"}  # not written to disk
     assert isinstance(loaded.scheduler, DDPMPaperScheduler) and dict(loaded.scheduler.config) == saved
@@ -188,6 +189,29 @@ def test_save_load_round_trip(tmp_path):
     pipe.scheduler = DDPMPaperScheduler(variance_type="fixed_small")  # replacing a component keeps it loadable
     pipe.save_pretrained(tmp_path / "again")
     assert DDPMPaperPipeline.from_pretrained(tmp_path / "again").scheduler.config.variance_type == "fixed_small"
+
+
+def test_pipeline_saved_before_the_diffusion_folder_rename_still_loads():
+    """A folder saved when the package's DDPM modules lived in `hf_swin_ddpm/ddpm/` (its `model_index.json` names
+    `hf_swin_ddpm.ddpm.scheduling_ddpm_paper`, a module that no longer exists) loads with its scheduler config."""
+    folder = Path(__file__).parent / "fixtures" / "pipeline_saved_with_ddpm_folder"
+    model_index = json.loads((folder / "model_index.json").read_text())
+    assert model_index["scheduler"][0] == "hf_swin_ddpm.ddpm.scheduling_ddpm_paper"
+    loaded = quiet(DDPMPaperPipeline.from_pretrained(folder))
+    assert isinstance(loaded.scheduler, DDPMPaperScheduler)
+    saved = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert {k: loaded.scheduler.config[k] for k in saved if not k.startswith("_")} == {
+        k: v for k, v in saved.items() if not k.startswith("_")
+    }
+    rebuilt = quiet(
+        DDPMPaperPipeline(
+            unet=UNet2DModel.from_pretrained(folder / "unet"),
+            scheduler=DDPMPaperScheduler(**{k: v for k, v in saved.items() if not k.startswith("_")}),
+        )
+    )
+    torch.testing.assert_close(
+        generate(loaded, num_inference_steps=5).images, generate(rebuilt, num_inference_steps=5).images, rtol=0, atol=0
+    )
 
 
 def test_works_with_diffusers_scheduler(unet):

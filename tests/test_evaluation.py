@@ -12,7 +12,7 @@ from scipy import linalg
 from torchmetrics.image.fid import _compute_fid
 
 from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler
-from hf_swin_ddpm.ddpm import paper_unet
+from hf_swin_ddpm.diffusion import paper_unet
 from hf_swin_ddpm.evaluation import (
     EvaluationError,
     ReferenceStatistics,

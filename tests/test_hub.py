@@ -472,8 +472,8 @@ def test_loads_by_repo_id_with_the_package(published):
     loaded = published.report["loaded"]
     assert loaded["logits_equal"] and loaded["samples_equal"] and loaded["trajectory_equal"]
     assert loaded["model_module"].startswith("hf_swin_ddpm.") and loaded["processor_class"] == "SwinFPNImageProcessor"
-    assert loaded["pipeline_module"] == "hf_swin_ddpm.ddpm.pipeline_ddpm_paper"
-    assert loaded["scheduler_module"] == "hf_swin_ddpm.ddpm.scheduling_ddpm_paper"
+    assert loaded["pipeline_module"] == "hf_swin_ddpm.diffusion.pipeline_ddpm_paper"
+    assert loaded["scheduler_module"] == "hf_swin_ddpm.diffusion.scheduling_ddpm_paper"
 
 
 def test_loads_by_repo_id_as_remote_code_without_the_package(published, hub, tmp_path):

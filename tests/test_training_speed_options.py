@@ -196,7 +196,7 @@ def test_bad_speed_flags_are_one_line_errors(tmp_path, capsys):
 def test_clipping_with_the_guards_norm_is_accelerates_clipping_bit_for_bit(tmp_path):
     from accelerate import Accelerator
 
-    from hf_swin_ddpm.ddpm import paper_unet
+    from hf_swin_ddpm.diffusion import paper_unet
     from hf_swin_ddpm.training.checkpoints import TrainingProgress
     from hf_swin_ddpm.training.loop import NonFiniteGuard, clip_gradients
 

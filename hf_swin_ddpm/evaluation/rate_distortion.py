@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..ddpm import variational_bound
+from ..diffusion import variational_bound
 
 PIXEL_SCALE = 127.5  # [-1, 1] -> [0, 255]
 

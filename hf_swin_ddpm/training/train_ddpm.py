@@ -34,8 +34,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data import DDPMTransform, collate_ddpm
-from ..ddpm import PAPER_UNET_PRESETS, DDPMPaperPipeline, DDPMPaperScheduler, variational_bound
-from ..ddpm.scheduling_ddpm_paper import MAX_NUM_TRAIN_TIMESTEPS
+from ..diffusion import PAPER_UNET_PRESETS, DDPMPaperPipeline, DDPMPaperScheduler, variational_bound
+from ..diffusion.scheduling_ddpm_paper import MAX_NUM_TRAIN_TIMESTEPS
 from . import arguments, checkpoints, loop, publishing, reporting, runtime
 from .data import (
     TrainingData,

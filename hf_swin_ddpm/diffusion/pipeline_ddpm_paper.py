@@ -117,31 +117,6 @@ class DDPMPaperPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
 
-    def register_modules(self, **kwargs: Any) -> None:
-        super().register_modules(**kwargs)
-        for name, module in kwargs.items():
-            self._record_component_module(name, module)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        super().__setattr__(name, value)
-        if name in ("unet", "scheduler") and "_internal_dict" in self.__dict__ and name in self.config:
-            self._record_component_module(name, value)
-
-    def _record_component_module(self, name: str, module: Any) -> None:
-        """Records a component defined outside diffusers under its full module path in `model_index.json`.
-
-        diffusers takes a class whose module sits in a folder named like one of its pipeline folders (this package's
-        `ddpm/`) for one of its own pipeline modules, records `["ddpm", class]`, and then cannot load it back.
-        """
-        if module is None or isinstance(module, (tuple, list)):
-            return
-        cls = type(getattr(module, "_orig_mod", module))  # unwrap torch.compile
-        if cls.__module__.split(".")[0] == "diffusers":
-            return
-        library = self.config[name][0] if isinstance(self.config.get(name), (tuple, list)) else None
-        if library != cls.__module__:
-            self.register_to_config(**{name: (cls.__module__, cls.__name__)})
-
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> DiffusionPipeline:
         """
@@ -175,7 +150,13 @@ class DDPMPaperPipeline(DiffusionPipeline):
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         download_kwargs = {name: kwargs[name] for name in _DOWNLOAD_ARGUMENTS if name in kwargs}
         model_index = _read_model_index(pretrained_model_name_or_path, download_kwargs)
-        if not isinstance(model_index.get("_class_name"), (list, tuple)):
+        package_root = cls.__module__.partition(".")[0]
+        names_own_module = any(
+            isinstance(model_index.get(name), (list, tuple))
+            and str(model_index[name][0]).startswith(package_root + ".")
+            for name in ("unet", "scheduler")
+        )
+        if not isinstance(model_index.get("_class_name"), (list, tuple)) and not names_own_module:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
         folder = _local_folder(pretrained_model_name_or_path, download_kwargs)
@@ -198,13 +179,16 @@ class DDPMPaperPipeline(DiffusionPipeline):
     def _component_class(cls, name: str, library: str, class_name: str) -> type:
         """The class of a `model_index.json` entry: from diffusers/transformers, or this package's module of that name.
 
-        A remote-code entry `[file, class]` is looked up only among modules already imported beside this pipeline's
-        own module, so nothing the repository names gets imported or run.
+        A remote-code entry `[file, class]` and an entry naming a module of this package by its full path (also the
+        path of an earlier layout, such as `hf_swin_ddpm.ddpm.scheduling_ddpm_paper`) are looked up by file name
+        only among modules already imported beside this pipeline's own module, so nothing the repository names gets
+        imported or run.
         """
         if library in _COMPONENT_LIBRARIES:
             return getattr(importlib.import_module(library), class_name)
         package = cls.__module__.rpartition(".")[0]
-        module = sys.modules.get(f"{package}.{library}" if package else library)
+        file_name = library.rpartition(".")[2]
+        module = sys.modules.get(f"{package}.{file_name}" if package else file_name)
         component_class = getattr(module, class_name, None)
         if component_class is None:
             raise ValueError(
