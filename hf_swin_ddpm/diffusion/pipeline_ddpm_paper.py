@@ -363,65 +363,49 @@ class DDPMPaperPipeline(DiffusionPipeline):
             [`DDPMPaperPipelineOutput`] or `tuple`: `(images,)`, or with `return_trajectory=True`
             `(images, trajectory_timesteps, trajectory_samples, trajectory_x0)`.
         """
+        # 1. Check the arguments before any work.
         self.check_inputs(batch_size, generator, num_inference_steps, output_type, callback_on_step_end_tensor_inputs)
         _check_autocast_dtype(autocast_dtype)
         if callback_on_step_end is not None and not callable(callback_on_step_end):
             raise ValueError(f"`callback_on_step_end` must be callable, got {type(callback_on_step_end).__name__}.")
+
+        # 2. The chain's timesteps and x_T ~ N(0, I) (Algorithm 2, line 1).
         device = self._execution_device
         self.scheduler.set_timesteps(num_inference_steps, device=device)  # first: some set `init_noise_sigma` here
         timesteps = self.scheduler.timesteps
         image = self._initial_noise(batch_size, generator, latents, device)
         self._num_timesteps = len(timesteps)
         self._interrupt = False
-        recorded = set(self._trajectory_indices(trajectory_timesteps)) if return_trajectory else set()
-        self._check_trajectory_size(len(recorded), tuple(image.shape))
+        trajectory = _Trajectory(self._trajectory_indices(trajectory_timesteps) if return_trajectory else ())
+        self._check_trajectory_size(len(trajectory.indices), tuple(image.shape))
         step_kwargs = self._step_kwargs(generator)
-        frames_timesteps: list[int] = []
-        frames_samples: list[torch.Tensor] = []
-        frames_x0: list[torch.Tensor] = []
 
+        # 3. The reverse process: x_{t-1} from x_t for t = T, ..., 1 (Algorithm 2, lines 2-5).
         for step_index, t in enumerate(self.progress_bar(timesteps)):
             if self.interrupt:
                 continue
             model_input = self.scheduler.scale_model_input(image, t)
             with _autocast(device, autocast_dtype):
-                model_output = self.unet(model_input, t).sample
+                model_output = self.unet(model_input, t).sample  # eps_theta(x_t, t)
             model_output = model_output.to(image.dtype)
             step_output = self.scheduler.step(model_output, t, image, **step_kwargs)
             pred_original_sample = getattr(step_output, "pred_original_sample", None)
-            if step_index in recorded:
-                if pred_original_sample is None:
-                    raise ValueError(
-                        f"`return_trajectory=True` needs the x_0 estimate, which {type(self.scheduler).__name__}."
-                        "step does not return (`pred_original_sample`); use DDPMPaperScheduler, DDPMScheduler, "
-                        "DDIMScheduler or EulerDiscreteScheduler."
-                    )
-                frames_timesteps.append(int(t))
-                frames_samples.append(image.detach().float().cpu())
-                frames_x0.append(pred_original_sample.detach().float().cpu())
+            trajectory.record(step_index, int(t), image, pred_original_sample, self.scheduler)
             image = step_output.prev_sample
-
             if callback_on_step_end is not None:
                 available = {"model_output": model_output, "pred_original_sample": pred_original_sample}
                 available.update(dict.fromkeys(LATENT_NAMES, image))
                 callback_kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
-                callback_outputs = callback_on_step_end(self, step_index, t, callback_kwargs)
-                image = _replaced_latents(image, callback_outputs)
+                image = _replaced_latents(image, callback_on_step_end(self, step_index, t, callback_kwargs))
 
+        # 4. x_0 as images (Algorithm 2, line 6), with the recorded frames.
         images = image if output_type == "latent" else self._postprocess(image, output_type)
         self.maybe_free_model_hooks()
-
-        trajectory = (None, None, None)
-        if return_trajectory:  # frames may be missing only when the callback interrupted the chain early
-            stack = torch.stack if frames_samples else lambda frames: None
-            trajectory = (frames_timesteps, stack(frames_samples), stack(frames_x0))
+        frames = trajectory.stacked() if return_trajectory else (None, None, None)
         if not return_dict:
-            return (images, *trajectory) if return_trajectory else (images,)
+            return (images, *frames) if return_trajectory else (images,)
         return DDPMPaperPipelineOutput(
-            images=images,
-            trajectory_timesteps=trajectory[0],
-            trajectory_samples=trajectory[1],
-            trajectory_x0=trajectory[2],
+            images=images, trajectory_timesteps=frames[0], trajectory_samples=frames[1], trajectory_x0=frames[2]
         )
 
     def _initial_noise(
@@ -628,6 +612,38 @@ class DDPMPaperPipeline(DiffusionPipeline):
         if not return_dict:
             return (images, timesteps, latents)
         return DDPMPaperPipelineOutput(images=images, trajectory_timesteps=timesteps, trajectory_samples=latents)
+
+
+class _Trajectory:
+    """The frames `return_trajectory=True` records: x_t and the x_0 estimate at the chosen step indices."""
+
+    def __init__(self, indices: Sequence[int]) -> None:
+        self.indices = set(indices)
+        self.timesteps: list[int] = []
+        self.samples: list[torch.Tensor] = []
+        self.x0: list[torch.Tensor] = []
+
+    def record(
+        self, step_index: int, t: int, x_t: torch.Tensor, x0: torch.Tensor | None, scheduler: SchedulerMixin
+    ) -> None:
+        if step_index not in self.indices:
+            return
+        if x0 is None:
+            raise ValueError(
+                f"`return_trajectory=True` needs the x_0 estimate, which {type(scheduler).__name__}.step does not "
+                "return (`pred_original_sample`); use DDPMPaperScheduler, DDPMScheduler, DDIMScheduler or "
+                "EulerDiscreteScheduler."
+            )
+        self.timesteps.append(t)
+        self.samples.append(x_t.detach().float().cpu())
+        self.x0.append(x0.detach().float().cpu())
+
+    def stacked(self) -> tuple[list[int], torch.Tensor | None, torch.Tensor | None]:
+        """(timesteps, x_t frames, x_0 frames); the frames may be missing only when a callback interrupted the
+        chain before the first recorded step."""
+        if not self.samples:
+            return self.timesteps, None, None
+        return self.timesteps, torch.stack(self.samples), torch.stack(self.x0)
 
 
 def _replaced_latents(latents: torch.Tensor, callback_outputs: dict[str, Any] | None) -> torch.Tensor:
