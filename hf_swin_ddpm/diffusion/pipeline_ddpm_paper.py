@@ -381,22 +381,9 @@ class DDPMPaperPipeline(DiffusionPipeline):
         step_kwargs = self._step_kwargs(generator)
 
         # 3. The reverse process: x_{t-1} from x_t for t = T, ..., 1 (Algorithm 2, lines 2-5).
-        for step_index, t in enumerate(self.progress_bar(timesteps)):
-            if self.interrupt:
-                continue
-            model_input = self.scheduler.scale_model_input(image, t)
-            with _autocast(device, autocast_dtype):
-                model_output = self.unet(model_input, t).sample  # eps_theta(x_t, t)
-            model_output = model_output.to(image.dtype)
-            step_output = self.scheduler.step(model_output, t, image, **step_kwargs)
-            pred_original_sample = getattr(step_output, "pred_original_sample", None)
-            trajectory.record(step_index, int(t), image, pred_original_sample, self.scheduler)
-            image = step_output.prev_sample
-            if callback_on_step_end is not None:
-                available = {"model_output": model_output, "pred_original_sample": pred_original_sample}
-                available.update(dict.fromkeys(LATENT_NAMES, image))
-                callback_kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
-                image = _replaced_latents(image, callback_on_step_end(self, step_index, t, callback_kwargs))
+        image = self._reverse_process(
+            image, step_kwargs, autocast_dtype, trajectory, callback_on_step_end, callback_on_step_end_tensor_inputs
+        )
 
         # 4. x_0 as images (Algorithm 2, line 6), with the recorded frames.
         images = image if output_type == "latent" else self._postprocess(image, output_type)
@@ -407,6 +394,37 @@ class DDPMPaperPipeline(DiffusionPipeline):
         return DDPMPaperPipelineOutput(
             images=images, trajectory_timesteps=frames[0], trajectory_samples=frames[1], trajectory_x0=frames[2]
         )
+
+    def _reverse_process(
+        self,
+        image: torch.Tensor,
+        step_kwargs: dict[str, Any],
+        autocast_dtype: torch.dtype | None = None,
+        trajectory: "_Trajectory | None" = None,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = (),
+    ) -> torch.Tensor:
+        """Runs the scheduler's chain (`scheduler.timesteps`) from x_t = `image` down to x_0: each step computes
+        eps_theta(x_t, t) and lets the scheduler draw x_{t-1} (Algorithm 2, lines 3-4)."""
+        device = image.device
+        for step_index, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            if self.interrupt:
+                continue
+            model_input = self.scheduler.scale_model_input(image, t)
+            with _autocast(device, autocast_dtype):
+                model_output = self.unet(model_input, t).sample  # eps_theta(x_t, t)
+            model_output = model_output.to(image.dtype)
+            step_output = self.scheduler.step(model_output, t, image, **step_kwargs)
+            pred_original_sample = getattr(step_output, "pred_original_sample", None)
+            if trajectory is not None:
+                trajectory.record(step_index, int(t), image, pred_original_sample, self.scheduler)
+            image = step_output.prev_sample
+            if callback_on_step_end is not None:
+                available = {"model_output": model_output, "pred_original_sample": pred_original_sample}
+                available.update(dict.fromkeys(LATENT_NAMES, image))
+                callback_kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
+                image = _replaced_latents(image, callback_on_step_end(self, step_index, t, callback_kwargs))
+        return image
 
     def _initial_noise(
         self,
@@ -437,11 +455,19 @@ class DDPMPaperPipeline(DiffusionPipeline):
     # --- the paper's sample figures: interpolation (Fig. 8) and shared latents (Fig. 7) -------------------------
 
     def preprocess(self, images: Any) -> torch.Tensor:
-        """PIL images (or one), or float tensors (N, C, H, W) / (C, H, W) in [0, 1] (this pipeline's `"pt"`
-        output) -> x_0, (N, C, H, W) in [-1, 1] at the unet's size and channels (PIL images are converted to L or RGB
-        and resized bilinearly)."""
+        """PIL images (or one), float tensors (N, C, H, W) / (C, H, W) in [0, 1] (this pipeline's `"pt"` output) or
+        float arrays (N, H, W, C) / (H, W, C) in [0, 1] (its `"np"` output) -> x_0, (N, C, H, W) in [-1, 1] at the
+        unet's size and channels (PIL images are converted to L or RGB and resized bilinearly)."""
         channels = self.unet.config.in_channels
         height, width = self._image_shape(1)[2:]
+        if isinstance(images, np.ndarray):  # the `"np"` output's layout: (H, W, C) or (N, H, W, C)
+            batch = images[None] if images.ndim == 3 else images
+            if batch.ndim != 4:
+                raise ValueError(
+                    f"image arrays must be ({height}, {width}, {channels}) or (N, {height}, {width}, {channels}) in "
+                    f"[0, 1], got {images.shape}."
+                )
+            images = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
         if isinstance(images, torch.Tensor):
             batch = images.unsqueeze(0) if images.ndim == 3 else images
             if batch.ndim != 4 or batch.shape[1:] != (channels, height, width):
@@ -603,6 +629,187 @@ class DDPMPaperPipeline(DiffusionPipeline):
             latents.append(latent[0])
         return self._figure_output(torch.cat(rows), used, torch.stack(latents), output_type, return_dict)
 
+    # --- editing with the unconditional model: RePaint inpainting and SDEdit image-to-image ----------------------
+
+    def preprocess_mask(self, mask: Any, x0: torch.Tensor) -> torch.Tensor:
+        """A keep-mask (1 = keep, 0 = regenerate) as a float tensor (N, 1, H, W) of zeros and ones for the images
+        `x0` (N, C, H, W): a PIL image (grayscale, white = keep; thresholded at 128), a boolean-like array (H, W),
+        (N, H, W) or (N, H, W, 1), or a tensor (H, W), (1, H, W) or (N, 1, H, W). One mask is used for every image."""
+        height, width = x0.shape[2:]
+        if isinstance(mask, PIL.Image.Image):
+            if mask.size != (width, height):
+                raise ValueError(
+                    f"`mask` is {mask.size[0]}x{mask.size[1]} but the image is {width}x{height}; give a mask of the "
+                    "image's size."
+                )
+            mask = torch.from_numpy(np.asarray(mask.convert("L")) >= 128)
+        elif isinstance(mask, np.ndarray):
+            array = mask[..., 0] if mask.ndim in (3, 4) and mask.shape[-1] == 1 else mask
+            mask = torch.from_numpy(np.ascontiguousarray(array))
+            mask = mask.unsqueeze(-3) if mask.ndim == 3 else mask
+        if not isinstance(mask, torch.Tensor):
+            raise ValueError(f"`mask` must be a PIL image, a numpy array or a tensor, got {type(mask).__name__}.")
+        batch = mask.reshape(1, 1, *mask.shape) if mask.ndim == 2 else mask.unsqueeze(0) if mask.ndim == 3 else mask
+        if batch.ndim != 4 or batch.shape[1] != 1:
+            raise ValueError(
+                f"`mask` must be single-channel, (H, W), (1, H, W) or (N, 1, H, W), got shape {tuple(mask.shape)}."
+            )
+        if tuple(batch.shape[2:]) != (height, width) or batch.shape[0] not in (1, x0.shape[0]):
+            raise ValueError(
+                f"`mask` has shape {tuple(mask.shape)} but the images are {tuple(x0.shape)}; give one mask of the "
+                f"image's size {height}x{width} (or one per image)."
+            )
+        values = batch.float()
+        if not bool(((values == 0) | (values == 1)).all()):
+            raise ValueError("`mask` must be boolean-like: only 0 (regenerate) and 1 (keep), or False and True.")
+        return values.expand(x0.shape[0], 1, height, width).to(x0.device, x0.dtype)
+
+    @torch.no_grad()
+    def inpaint(
+        self,
+        image: Any,
+        mask: Any,
+        num_inference_steps: int = 250,
+        jump_length: int = 10,
+        jump_n_sample: int = 10,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        return_trajectory: bool = False,
+    ) -> DDPMPaperPipelineOutput | tuple:
+        """
+        Fills the masked region of images with the unconditional model: RePaint (Lugmayr et al. 2022, Algorithm 1).
+
+        Each reverse step draws the unknown region with Algorithm 2 of Ho et al. and replaces the known region with
+        a fresh forward-noised copy of the original, x_{t-1}^known ~ q(x_{t-1} | x_0) (Eq. 4):
+        x_{t-1} = m * x_{t-1}^known + (1 - m) * x_{t-1}^unknown. RePaint's resampling schedule then goes back up
+        `jump_length` steps with q(x_t | x_{t-1}) (Eq. 2), `jump_n_sample - 1` times at every `jump_length`-th step,
+        so that the regenerated region harmonises with the known one ([`repaint_schedule`]).
+
+        Args:
+            image: the images: PIL images (or one), float tensors (N, C, H, W) / (C, H, W) or arrays (N, H, W, C) /
+                (H, W, C) in [0, 1].
+            mask: 1 (white) = keep, 0 (black) = regenerate; see [`preprocess_mask`].
+            num_inference_steps (`int`, defaults to 250): steps of the respaced chain (RePaint's T = 250).
+            jump_length (`int`, defaults to 10), jump_n_sample (`int`, defaults to 10): RePaint's resampling
+                schedule; `jump_n_sample=1` is plain replacement without resampling.
+            generator: the source of all noise (one, or one per image).
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"`, `"pt"` or `"latent"`.
+            return_trajectory (`bool`, defaults to `False`): also return the input x_t and the x_0 estimate of
+                every reverse step (`trajectory_timesteps` holds each step's t, with repeats where the schedule
+                jumps); the known region of every frame but the first (pure noise) is a draw of q(x_t | x_0).
+
+        Returns:
+            [`DDPMPaperPipelineOutput`] or a tuple, as `__call__`.
+        """
+        _check_generator(generator)
+        x0 = self._preprocess_image_argument(image)
+        keep = self.preprocess_mask(mask, x0)
+        for name, value in (("jump_length", jump_length), ("jump_n_sample", jump_n_sample)):
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        self.check_inputs(x0.shape[0], generator, num_inference_steps, output_type, ())
+        self.scheduler.set_timesteps(num_inference_steps, device=x0.device)
+        chain = [int(t) for t in self.scheduler.timesteps.flip(0)]  # chain[i]: the i-th timestep from the bottom
+        alphas_cumprod = self.scheduler.alphas_cumprod.to(x0.device, torch.float64)
+        schedule = repaint_schedule(len(chain), jump_length, jump_n_sample)
+        self._num_timesteps = len(schedule) - 1
+        self._interrupt = False
+        step_kwargs = self._step_kwargs(generator)
+        x_t = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        trajectory = _Trajectory(range(len(schedule)) if return_trajectory else ())
+        self._check_trajectory_size(len(trajectory.indices), tuple(x0.shape))
+        for index, (current, following) in enumerate(self.progress_bar(list(zip(schedule[:-1], schedule[1:])))):
+            if following > current:  # resampling: x_t ~ q(x_t | x_{t'}) = N(sqrt(abar_t / abar_t') x_t', ...) (Eq. 2)
+                ratio = alphas_cumprod[chain[following]] / alphas_cumprod[chain[current]]
+                noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+                x_t = (ratio.sqrt() * x_t + (1 - ratio).sqrt() * noise).to(x0.dtype)
+                continue
+            t = chain[current]
+            model_output = self.unet(self.scheduler.scale_model_input(x_t, t), t).sample.to(x0.dtype)
+            step_output = self.scheduler.step(model_output, t, x_t, **step_kwargs)
+            trajectory.record(index, t, x_t, getattr(step_output, "pred_original_sample", None), self.scheduler)
+            unknown = step_output.prev_sample
+            if following < 0:
+                known = x0
+            else:
+                noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+                known = self.encode(x0, chain[following], noise)  # q(x_{t-1} | x_0), Eq. 4
+            x_t = keep * known + (1 - keep) * unknown
+        return self._edit_output(x_t, output_type, return_dict, trajectory if return_trajectory else None)
+
+    @torch.no_grad()
+    def img2img(
+        self,
+        image: Any,
+        strength: float = 0.5,
+        num_inference_steps: int = 50,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        return_trajectory: bool = False,
+    ) -> DDPMPaperPipelineOutput | tuple:
+        """
+        Image-to-image with the unconditional model: SDEdit (Meng et al. 2021, Algorithm 1 with the DDPM sampler).
+
+        The images are noised to the paper's t_0 = `strength` * T with q(x_t | x_0) (Eq. 4) and the reverse process
+        (Algorithm 2) runs from there on a chain of round(`strength` * `num_inference_steps`) steps, t_0 - 1 (0-based)
+        down to 0. Small strengths keep the input's layout and details; strength 1 ignores the input.
+
+        Args:
+            image: as [`inpaint`].
+            strength (`float`, defaults to 0.5): t_0 / T, in [0, 1]; 0 returns the input.
+            num_inference_steps (`int`, defaults to 50): the steps of a full (strength 1) chain.
+            generator, output_type, return_dict: as `__call__`.
+            return_trajectory (`bool`, defaults to `False`): also return x_t and the x_0 estimate at every step.
+
+        Returns:
+            [`DDPMPaperPipelineOutput`] or a tuple, as `__call__`; `num_timesteps` is the number of steps run.
+        """
+        _check_generator(generator)
+        x0 = self._preprocess_image_argument(image)
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
+            raise ValueError(f"`strength` must be a number in [0, 1], got {strength!r}.")
+        self.check_inputs(x0.shape[0], generator, num_inference_steps, output_type, ())
+        if "timesteps" not in inspect.signature(self.scheduler.set_timesteps).parameters:
+            raise ValueError(
+                f"img2img needs a scheduler whose `set_timesteps` takes explicit `timesteps`; "
+                f"{type(self.scheduler).__name__} does not (use DDPMPaperScheduler or DDPMScheduler)."
+            )
+        num_steps = round(strength * num_inference_steps)
+        self._num_timesteps = num_steps
+        self._interrupt = False
+        trajectory = _Trajectory(range(num_steps) if return_trajectory else ())
+        self._check_trajectory_size(len(trajectory.indices), tuple(x0.shape))
+        if num_steps == 0:
+            return self._edit_output(x0, output_type, return_dict, trajectory if return_trajectory else None)
+        start = round(strength * self.scheduler.config.num_train_timesteps) - 1  # t_0 = strength * T, 0-based
+        timesteps = np.linspace(start, 0, num_steps).round().astype(np.int64).tolist()
+        self.scheduler.set_timesteps(timesteps=timesteps, device=x0.device)
+        noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        x_t = self.encode(x0, start, noise)
+        x_t = self._reverse_process(x_t, self._step_kwargs(generator), trajectory=trajectory)
+        return self._edit_output(x_t, output_type, return_dict, trajectory if return_trajectory else None)
+
+    def _preprocess_image_argument(self, image: Any) -> torch.Tensor:
+        """[`preprocess`] with errors that name the `image` argument."""
+        try:
+            return self.preprocess(image)
+        except ValueError as error:
+            raise ValueError(f"`image`: {error}") from None
+
+    def _edit_output(
+        self, x0: torch.Tensor, output_type: str, return_dict: bool, trajectory: "_Trajectory | None"
+    ) -> DDPMPaperPipelineOutput | tuple:
+        images = x0 if output_type == "latent" else self._postprocess(x0, output_type)
+        self.maybe_free_model_hooks()
+        frames = trajectory.stacked() if trajectory is not None else (None, None, None)
+        if not return_dict:
+            return (images, *frames) if trajectory is not None else (images,)
+        return DDPMPaperPipelineOutput(
+            images=images, trajectory_timesteps=frames[0], trajectory_samples=frames[1], trajectory_x0=frames[2]
+        )
+
     def _figure_output(
         self, images: torch.Tensor, timesteps: list[int], latents: torch.Tensor, output_type: str, return_dict: bool
     ) -> DDPMPaperPipelineOutput | tuple:
@@ -612,6 +819,26 @@ class DDPMPaperPipeline(DiffusionPipeline):
         if not return_dict:
             return (images, timesteps, latents)
         return DDPMPaperPipelineOutput(images=images, trajectory_timesteps=timesteps, trajectory_samples=latents)
+
+
+def repaint_schedule(num_inference_steps: int, jump_length: int = 10, jump_n_sample: int = 10) -> list[int]:
+    """RePaint's resampling schedule (Lugmayr et al. 2022, Sec. 4.2; `get_schedule_jump` in the official code): the
+    sequence of chain indices (num_inference_steps - 1 down to -1, the end) that the sampler visits. Going down by
+    one is a reverse step; at every `jump_length`-th index below the top the sequence goes back up `jump_length`
+    indices, `jump_n_sample - 1` times, and comes down again."""
+    jumps = {j: jump_n_sample - 1 for j in range(0, num_inference_steps - jump_length, jump_length)}
+    t = num_inference_steps
+    schedule = []
+    while t >= 1:
+        t -= 1
+        schedule.append(t)
+        if jumps.get(t, 0) > 0:
+            jumps[t] -= 1
+            for _ in range(jump_length):
+                t += 1
+                schedule.append(t)
+    schedule.append(-1)
+    return schedule
 
 
 class _Trajectory:
