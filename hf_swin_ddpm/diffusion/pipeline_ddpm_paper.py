@@ -5,6 +5,7 @@ Self-contained (diffusers, torch and numpy only) so that it can be shipped as re
 """
 
 import contextlib
+import functools
 import importlib
 import inspect
 import json
@@ -20,8 +21,10 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline, SchedulerMixin, UNet2DModel
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
+
+logger = logging.get_logger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 # `callback_on_step_end_tensor_inputs` names: diffusers' "latents" (x_{t-1}), its alias "image" (this pipeline's first
@@ -33,6 +36,8 @@ MAX_TRAJECTORY_BYTES = 2**31
 # `from_pretrained` arguments that choose what to download rather than how to build the model
 _DOWNLOAD_ARGUMENTS = ("cache_dir", "force_download", "local_files_only", "token", "revision")
 _COMPONENT_LIBRARIES = ("diffusers", "transformers")
+# What `paper_scheduler` takes from a repository's scheduler config: the forward process and the model's parameterization
+_SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type")
 # `autocast_dtype` values: the UNet's forward under torch.autocast in one of these (the scheduler stays float32)
 AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 
@@ -118,9 +123,18 @@ class DDPMPaperPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> DiffusionPipeline:
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, paper_sampler: bool = False, **kwargs: Any
+    ) -> DiffusionPipeline:
         """
         Loads a pipeline from a folder or Hub repository, as `DiffusionPipeline.from_pretrained` does.
+
+        Any `DDPMPipeline` repository loads too, such as the paper's released models converted by diffusers
+        (`google/ddpm-cifar10-32`, `google/ddpm-ema-celebahq-256`, ...). With `paper_sampler=True` its scheduler is
+        replaced by a [`DDPMPaperScheduler`] built from the repository's scheduler config with the paper's sampling
+        choices (Algorithm 2 without clipping x_0; the variance the official code used for that model, see
+        [`paper_scheduler`]). Without it the repository's own scheduler runs, and a one-time log line says so when
+        it is not a `DDPMPaperScheduler`.
 
         A repository laid out as remote code (`model_index.json` naming this pipeline and its scheduler as
         `[file, class]` pairs, with the files beside it, as `hf_swin_ddpm.hub.save_for_hub` writes) is loaded with
@@ -131,7 +145,7 @@ class DDPMPaperPipeline(DiffusionPipeline):
         (re-download, or re-save with `save_pretrained`).
         """
         try:
-            return cls._load_pipeline(pretrained_model_name_or_path, **kwargs)
+            pipeline = cls._load_pipeline(pretrained_model_name_or_path, **kwargs)
         except Exception as error:
             download_kwargs = {name: kwargs[name] for name in _DOWNLOAD_ARGUMENTS if name in kwargs}
             damaged = _damaged_safetensors(pretrained_model_name_or_path, download_kwargs)
@@ -142,6 +156,31 @@ class DDPMPaperPipeline(DiffusionPipeline):
                 "Re-download it (`from_pretrained(..., force_download=True)` for a Hub repository) or re-save the "
                 "pipeline with `save_pretrained`."
             ) from error
+        if paper_sampler:
+            pipeline.scheduler = cls.paper_scheduler(pipeline.scheduler)
+        elif type(pipeline.scheduler).__name__ != "DDPMPaperScheduler":
+            _log_once(
+                f"{pretrained_model_name_or_path}: sampling with the repository's {type(pipeline.scheduler).__name__} "
+                f"({_sampler_summary(pipeline.scheduler.config)}), not Algorithm 2 as the paper runs it; pass "
+                "`paper_sampler=True` for DDPMPaperScheduler with the paper's choices."
+            )
+        return pipeline
+
+    @classmethod
+    def paper_scheduler(cls, scheduler: SchedulerMixin) -> SchedulerMixin:
+        """A [`DDPMPaperScheduler`] with the paper's sampling choices, built from `scheduler`'s betas (the config's
+        `_SCHEDULE_KEYS`; everything else at the paper scheduler's defaults): Algorithm 2 with no clipping of the x_0 estimate, and the variance the official code
+        used for the model. The official code sampled its CIFAR-10 model with sigma_t^2 = beta_t (`run_cifar.py`,
+        `model_var_type='fixedlarge'`) and its CelebA-HQ and LSUN models with sigma_t^2 = beta_tilde_t
+        (`run_celebahq.py`, `run_lsun.py`: the posterior variance), and diffusers' conversions record exactly that
+        as `variance_type` (`fixed_large` / `fixed_small`); that choice is kept, and any other falls back to the
+        paper's sigma_t^2 = beta_t."""
+        scheduler_class = cls._component_class("scheduler", "scheduling_ddpm_paper", "DDPMPaperScheduler")
+        variance_type = scheduler.config.get("variance_type")
+        if variance_type not in ("fixed_large", "fixed_small"):
+            variance_type = "fixed_large"
+        schedule = {key: scheduler.config[key] for key in _SCHEDULE_KEYS if key in scheduler.config}
+        return scheduler_class(**schedule, variance_type=variance_type, clip_sample=False)
 
     @classmethod
     def _load_pipeline(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> DiffusionPipeline:
@@ -871,6 +910,18 @@ class _Trajectory:
         if not self.samples:
             return self.timesteps, None, None
         return self.timesteps, torch.stack(self.samples), torch.stack(self.x0)
+
+
+@functools.cache
+def _log_once(message: str) -> None:
+    """Logs `message` at warning level the first time it is seen in this process."""
+    logger.warning(message)
+
+
+def _sampler_summary(config: Any) -> str:
+    """`variance_type=..., clip_sample=...` of a scheduler config, as far as it has them."""
+    keys = ("variance_type", "clip_sample")
+    return ", ".join(f"{key}={config[key]!r}" for key in keys if key in config) or "its own update rule"
 
 
 def _replaced_latents(latents: torch.Tensor, callback_outputs: dict[str, Any] | None) -> torch.Tensor:
