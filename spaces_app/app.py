@@ -1,12 +1,14 @@
 """The hf-swin-ddpm Space: Swin + FPN semantic segmentation and a DDPM (Ho et al. 2020), side by side.
 
-Four tabs, each also an API route:
+Five tabs, each also an API route:
 
 - ``/segment`` (image): overlay of the predicted classes, the class-id mask as a lossless PNG, a legend;
 - ``/generate`` (seed, number of images, inference steps, variance): samples, and the denoising trajectory;
 - ``/forward_diffusion`` (image, t, noise seed): a draw of q(x_t | x_0), the alpha-bar / SNR curve, the numbers;
 - ``/interpolate`` (two images, t, number of points, seed, inference steps, shared noise): the two images mixed in
-  the latent space at step t and decoded (the paper's Fig. 8).
+  the latent space at step t and decoded (the paper's Fig. 8);
+- ``/edit`` (an image editor's value, mode, strength, inference steps, seed): inpainting of the painted region
+  (RePaint) or image-to-image (SDEdit) with the DDPM; the input as the model sees it, the result, the trajectory.
 
 Models come from ``SWIN_FPN_MODEL`` and ``DDPM_MODEL`` (a local folder or a Hub repo id), by default
 ``demo_models/swin-fpn-shapes`` and ``demo_models/ddpm-digits`` at the repository root (``make demo-models``).
@@ -35,6 +37,16 @@ from hf_swin_ddpm.safe_loading import check_model_folder, named_loading_errors, 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tabs' modules beside this file, as on a Space
 from image_inputs import MAX_SEED, check_whole_number_range, read_upload  # noqa: E402
+from tab_edit import (  # noqa: E402
+    DEFAULT_EDIT_STEPS,
+    DEFAULT_STRENGTH,
+    INPAINT,
+    MAX_EDIT_STEPS,
+    MODES,
+    edit,
+    edit_how_it_works,
+    require_strength,
+)
 from tab_forward_process import forward_diffusion, forward_how_it_works  # noqa: E402
 from tab_generate import (  # noqa: E402
     DEFAULT_INFERENCE_STEPS,
@@ -395,6 +407,41 @@ def build_interpolate_tab(pipeline: DDPMPaperPipeline) -> None:
     )
 
 
+def build_edit_tab(pipeline: DDPMPaperPipeline) -> None:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            editor = gr.ImageEditor(
+                label="Image; paint over the region to regenerate",
+                type="pil",
+                image_mode="RGBA",
+                sources=["upload", "clipboard"],
+                brush=gr.Brush(colors=["#ff2d55", "#ffffff", "#000000"], default_size=3),
+                canvas_size=(224, 224),
+                height=340,
+                elem_id="edit-editor",
+            )
+            mode = gr.Radio(list(MODES), value=INPAINT, label="Edit", elem_id="edit-mode")
+            strength = gr.Slider(0, 1, value=DEFAULT_STRENGTH, step=0.05, label="Strength (image-to-image)")
+            strength.preprocess = require_strength
+            steps = whole_number_slider("Inference steps", 1, MAX_EDIT_STEPS, DEFAULT_EDIT_STEPS, elem_id="edit-steps")
+            seed = seed_input("Seed", elem_id="edit-seed")
+            button = gr.Button("Edit", variant="primary", elem_id="edit-button")
+            examples = example_images()
+            if examples:
+                gr.Examples(examples=examples[:4], inputs=[editor], label="Examples")
+        with gr.Column(scale=2):
+            with gr.Row():
+                seen = image_output("Input as the model sees it", elem_id="edit-input")
+                result = image_output("Edited", elem_id="edit-result")
+            strip = strip_image(elem_id="edit-trajectory")
+    gr.Markdown(edit_how_it_works(pipeline), elem_classes=["how-it-works"])
+
+    def run(value: Any, chosen: str, s: float, n: int, seed_value: int):
+        return edit(pipeline, value, chosen, s, n, seed_value)
+
+    on_click(button, run, "edit", inputs=[editor, mode, strength, steps, seed], outputs=[seen, result, strip])
+
+
 def save_pil_to_cache_atomically(
     img: PIL.Image.Image, cache_dir: str, name: str = "image", format: str = "webp"
 ) -> str:
@@ -445,6 +492,8 @@ def build_demo(
                 build_forward_tab(pipeline.scheduler)
             with gr.Tab("Interpolate", id="interpolate"):
                 build_interpolate_tab(pipeline)
+            with gr.Tab("Edit", id="edit"):
+                build_edit_tab(pipeline)
         gr.Markdown(f"Models: segmentation `{model_name(segmenter.source)}` · diffusion `{model_name(ddpm_source)}`")
     demo.queue(default_concurrency_limit=INFERENCE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     return demo
