@@ -428,7 +428,7 @@ def build_edit_tab(pipeline: DDPMPaperPipeline) -> None:
             button = gr.Button("Edit", variant="primary", elem_id="edit-button")
             examples = example_images()
             if examples:
-                gr.Examples(examples=examples[:4], inputs=[editor], label="Examples")
+                gr.Examples(examples=examples[:4], inputs=[editor], label="Examples", elem_id="edit-examples")
         with gr.Column(scale=2):
             with gr.Row():
                 seen = image_output("Input as the model sees it", elem_id="edit-input")

@@ -1,5 +1,5 @@
 """The Space in a real headless Chromium (Debian's `chromium`, driven by playwright): segment an example image,
-generate samples, run the forward process, see a corrupt upload's error; screenshots go to
+generate samples, run the forward process, paint a region of an example and inpaint it, see a corrupt upload's error; screenshots go to
 `build/test-artifacts/space/` (or `$SPACE_TEST_ARTIFACTS`)."""
 
 from __future__ import annotations
@@ -118,6 +118,27 @@ def test_forward_process_in_the_browser(page):
     loaded_image_size(page, "#forward-curve img")
     page.locator("#forward-summary").get_by_text("t = 100").wait_for()
     page.screenshot(path=ARTIFACTS / "forward.png", full_page=True)
+
+
+def test_edit_paint_a_region_and_inpaint_in_the_browser(page):
+    page.get_by_role("tab", name="Edit").click()
+    page.locator("#edit-examples img").first.click()  # an example becomes the editor's background
+    canvas = page.locator("#edit-editor canvas").first
+    canvas.wait_for()
+    page.wait_for_timeout(1000)  # the example lands on the canvas
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.6)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.65, steps=12)
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.75, steps=12)
+    page.mouse.up()
+    set_number(page, "edit-steps", 4)
+    page.click("#edit-button")
+    assert loaded_image_size(page, "#edit-result img") == (128, 128)
+    assert loaded_image_size(page, "#edit-input img") == (128, 128)
+    width, height = loaded_image_size(page, "#edit-trajectory img")
+    assert width > height
+    page.screenshot(path=ARTIFACTS / "edit.png", full_page=True)
 
 
 def test_a_corrupt_upload_shows_the_error_message(page, tmp_path):  # last: its toast would cover other screenshots
