@@ -31,7 +31,8 @@ from hf_swin_ddpm import (
     SwinFPNForSegmentation,
     SwinFPNImageProcessor,
 )
-from hf_swin_ddpm.hub import HubPublishError, _check_weights, push_to_hub, render_model_card, save_for_hub
+from hf_swin_ddpm.hub import HubPublishError, push_to_hub, render_model_card, save_for_hub
+from hf_swin_ddpm.hub.folders import _check_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -307,7 +308,7 @@ def test_save_for_hub_refuses_what_would_not_load(tmp_path, tiny_pipeline):
 
 def test_push_without_a_token_says_how_to_log_in(monkeypatch, tiny_pipeline):
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr("hf_swin_ddpm.hub.get_token", lambda: None)
+    monkeypatch.setattr("hf_swin_ddpm.hub.upload.get_token", lambda: None)
     with pytest.raises(HubPublishError, match="No Hugging Face token found: log in with `hf auth login`"):
         push_to_hub(tiny_pipeline, DDPM_REPO)
 
