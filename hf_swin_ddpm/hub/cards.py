@@ -38,8 +38,6 @@ class ModelKind:
     metric_field: str  # the card field holding the headline result
     metric_name: str
     image_file: str
-    # the evaluation command's result keys -> (metric type, metric name) in the card's `model-index`
-    evaluation_metrics: Mapping[str, tuple[str, str]]
 
 
 KINDS: dict[str, ModelKind] = {
@@ -51,14 +49,6 @@ KINDS: dict[str, ModelKind] = {
         metric_field="mean_iou",
         metric_name="Mean IoU",
         image_file="example_prediction.png",
-        # mmseg's summary metrics (`hf-swin-ddpm evaluate-seg`), mean_iou as the training card writes it
-        evaluation_metrics={
-            "mIoU": ("mean_iou", "mIoU"),
-            "aAcc": ("pixel_accuracy", "aAcc"),
-            "mAcc": ("mean_accuracy", "mAcc"),
-            "mDice": ("mean_dice", "mDice"),
-            "mFscore": ("mean_fscore", "mFscore"),
-        },
     ),
     DDPM: ModelKind(
         library_name="diffusers",
@@ -68,15 +58,25 @@ KINDS: dict[str, ModelKind] = {
         metric_field="bits_per_dim",
         metric_name="NLL (bits/dim)",
         image_file="sample_grid.png",
-        # sample quality (`hf-swin-ddpm evaluate-ddpm`)
-        evaluation_metrics={
-            "fid": ("fid", "FID"),
-            "kid_mean": ("kid", "KID"),
-            "inception_score_mean": ("inception_score", "Inception Score"),
-            "bits_per_dim": ("bits_per_dim", "NLL (bits/dim)"),
-        },
     ),
 }
+
+# `evaluate-ddpm` result keys -> (metric type, metric name) in the card's `model-index`
+SAMPLE_METRICS: dict[str, tuple[str, str]] = {
+    "fid": ("fid", "FID"),
+    "kid_mean": ("kid", "KID"),
+    "inception_score_mean": ("inception_score", "Inception Score"),
+    "bits_per_dim": ("bits_per_dim", "NLL (bits/dim)"),
+}
+# mmseg's summary metrics as `model-index` metric types (mean_iou as the training card writes it).
+SEGMENTATION_EVAL_METRICS: dict[str, tuple[str, str]] = {
+    "mIoU": ("mean_iou", "mIoU"),
+    "aAcc": ("pixel_accuracy", "aAcc"),
+    "mAcc": ("mean_accuracy", "mAcc"),
+    "mDice": ("mean_dice", "mDice"),
+    "mFscore": ("mean_fscore", "mFscore"),
+}
+EVALUATION_METRICS = {DDPM: SAMPLE_METRICS, SEGMENTATION: SEGMENTATION_EVAL_METRICS}
 SEGMENTATION_EVAL_SECTION = ("<!-- segmentation-eval:start -->", "<!-- segmentation-eval:end -->")
 
 # Fields `render_model_card` takes; `save_for_hub` and `push_to_hub` fill the model's facts (architecture,
@@ -321,11 +321,11 @@ def update_card_results(
         _eval_result(
             model_kind, dataset, split, metric, results[key], _measured_how(kind, key, results), dataset_config
         )
-        for key, metric in model_kind.evaluation_metrics.items()
+        for key, metric in EVALUATION_METRICS[kind].items()
         if results.get(key) is not None
     ]
     if not new:
-        names = list(model_kind.evaluation_metrics)
+        names = list(EVALUATION_METRICS[kind])
         raise ValueError(f"the results hold no {', '.join(names[:-1])} or {names[-1]} to record.")
     path = folder / CARD_FILE
     card = ModelCard.load(path) if path.is_file() else _minimal_card(model_kind, folder.resolve().name)
@@ -412,7 +412,7 @@ def _protocol_summary(results: Mapping[str, Any]) -> str:
 def _with_eval_section(text: str, results: Mapping[str, Any], dataset: str, split: str | None) -> str:
     """The card body with its marked segmentation evaluation section written (replacing an earlier one)."""
     start, end = SEGMENTATION_EVAL_SECTION
-    metrics = KINDS[SEGMENTATION].evaluation_metrics
+    metrics = SEGMENTATION_EVAL_METRICS
     summary = " | ".join(_percent_or_na(results.get(key)) for key in metrics)
     rows = [
         f"| {name} | {_percent_or_na(values.get('IoU'))} | {_percent_or_na(values.get('Acc'))} |"
