@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -220,7 +219,9 @@ def _load_eval_split(args: argparse.Namespace):
 
 def _check_model_source(name: str, what: str) -> None:
     """`name` must be an existing folder or look like a Hub repo id (`name` or `namespace/name`)."""
-    if Path(name).is_dir() or (not Path(name).exists() and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name)):
+    from .hub import is_repo_id
+
+    if Path(name).is_dir() or (not Path(name).exists() and is_repo_id(name)):
         return
     reason = "is a file, not a folder" if Path(name).exists() else "is neither an existing folder nor a Hub repo id"
     raise CLIError(f"{what}: {name} {reason}.")

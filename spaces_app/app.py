@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
 import sys
 import uuid
 from pathlib import Path
@@ -33,6 +32,8 @@ from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
 import hf_swin_ddpm  # noqa: F401  (registers SwinFPN with the transformers Auto classes)
 from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler
+from hf_swin_ddpm.hub import is_repo_id
+from hf_swin_ddpm.imaging import class_colours
 from hf_swin_ddpm.safe_loading import check_model_folder, named_loading_errors, safetensors_only
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tabs' modules beside this file, as on a Space
@@ -59,7 +60,7 @@ from tab_generate import (  # noqa: E402
     generate_how_it_works,
 )
 from tab_interpolate import DEFAULT_POINTS, MAX_POINTS, interpolate, interpolate_how_it_works  # noqa: E402
-from tab_segment import LEGEND_HEADERS, Segmenter, class_colours, segment, segment_how_it_works  # noqa: E402
+from tab_segment import LEGEND_HEADERS, Segmenter, segment, segment_how_it_works  # noqa: E402
 
 APP_DIR = Path(__file__).resolve().parent
 REPO_ROOT = APP_DIR.parent
@@ -90,7 +91,7 @@ def model_location(explicit: str | os.PathLike | None, env_var: str, default: Pa
 
 def looks_like_hub_repo_id(location: str) -> bool:
     """True for `name` or `org/name` that is not an existing path (the Hub's repo id syntax)."""
-    return not Path(location).exists() and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", location) is not None
+    return not Path(location).exists() and is_repo_id(location)
 
 
 def model_name(location: str) -> str:

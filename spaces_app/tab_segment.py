@@ -11,20 +11,8 @@ import PIL.Image
 import torch
 from image_inputs import MAX_IMAGE_SIDE, prepare_image
 
-BACKGROUND_NAMES = {"background", "bg"}
-BACKGROUND_COLOUR = (48, 52, 63)
-CLASS_PALETTE = [
-    (230, 57, 70),
-    (46, 196, 182),
-    (255, 183, 3),
-    (67, 97, 238),
-    (155, 93, 229),
-    (251, 133, 0),
-    (114, 201, 80),
-    (241, 91, 181),
-    (0, 187, 249),
-    (188, 108, 37),
-]
+from hf_swin_ddpm.imaging import is_background
+
 OVERLAY_OPACITY = 0.55
 LEGEND_HEADERS = ["class id", "class", "colour", "pixels (%)"]
 LEGEND_ALL_CLASSES_UP_TO = 12  # with more classes the legend lists only those present
@@ -37,32 +25,8 @@ class Segmenter:
     model: torch.nn.Module
     processor: Any
     id2label: dict[int, str]
-    colours: np.ndarray  # (num_labels, 3) uint8
+    colours: np.ndarray  # (num_labels, 3) uint8, from hf_swin_ddpm.imaging.class_colours
     source: str
-
-
-def class_colours(id2label: dict[int, str]) -> np.ndarray:
-    """One RGB colour per class id: a dark grey for background classes, a fixed palette, then golden-angle hues."""
-    num_labels = max(id2label) + 1 if id2label else 1
-    colours = np.zeros((num_labels, 3), dtype=np.uint8)
-    palette_index = 0
-    for class_id in range(num_labels):
-        if id2label.get(class_id, "").strip().lower() in BACKGROUND_NAMES:
-            colours[class_id] = BACKGROUND_COLOUR
-            continue
-        if palette_index < len(CLASS_PALETTE):
-            colours[class_id] = CLASS_PALETTE[palette_index]
-        else:
-            hue = (palette_index * 0.618033988749895) % 1.0
-            colours[class_id] = hsv_to_rgb(hue, 0.65, 0.95)
-        palette_index += 1
-    return colours
-
-
-def hsv_to_rgb(hue: float, saturation: float, value: float) -> tuple[int, int, int]:
-    """HSV in [0, 1] to 8-bit RGB."""
-    pil_colour = PIL.Image.new("HSV", (1, 1), (round(hue * 255), round(saturation * 255), round(value * 255)))
-    return pil_colour.convert("RGB").getpixel((0, 0))
 
 
 def training_size(processor) -> tuple[int, int] | None:
@@ -115,7 +79,7 @@ def overlay_image(image: PIL.Image.Image, classes: np.ndarray, segmenter: Segmen
     """The image with each non-background class tinted in its colour."""
     pixels = np.asarray(image, dtype=np.float32)
     tint = segmenter.colours[classes].astype(np.float32)
-    background_ids = [i for i, name in segmenter.id2label.items() if name.strip().lower() in BACKGROUND_NAMES]
+    background_ids = [i for i, name in segmenter.id2label.items() if is_background(name)]
     opacity = np.where(np.isin(classes, background_ids), 0.0, OVERLAY_OPACITY)[..., None]
     blended = pixels * (1.0 - opacity) + tint * opacity
     return PIL.Image.fromarray(np.round(blended).astype(np.uint8))

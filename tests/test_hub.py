@@ -31,7 +31,10 @@ from hf_swin_ddpm import (
     SwinFPNForSegmentation,
     SwinFPNImageProcessor,
 )
-from hf_swin_ddpm.hub import HubPublishError, _check_weights, push_to_hub, render_model_card, save_for_hub
+from hf_swin_ddpm.hub import HubPublishError, is_repo_id, push_to_hub, render_model_card, save_for_hub
+from hf_swin_ddpm.hub.folders import _check_weights
+from hf_swin_ddpm.hub.remote_code import check_self_contained, copy_code_files
+from hf_swin_ddpm.imaging import class_colours
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -305,9 +308,59 @@ def test_save_for_hub_refuses_what_would_not_load(tmp_path, tiny_pipeline):
         _check_weights(tmp_path / "pickled")
 
 
+def test_segmentation_example_uses_the_class_palette(tmp_path, tiny_segmentation):
+    model, processor = tiny_segmentation
+    folder = save_for_hub(model, tmp_path / "seg", image_processor=processor, example_input=example_image())
+    prediction = Image.open(folder / "example_prediction.png").convert("RGB").crop((40, 0, 80, 30))
+    colours = {tuple(colour) for colour in class_colours(model.config.id2label).tolist()}
+    assert {colour for _, colour in prediction.getcolors()} <= colours  # the Space's and the training images' colours
+
+
+def write_module(folder: Path, name: str, source: str) -> None:
+    (folder / f"{name}.py").write_text(textwrap.dedent(source))
+
+
+def test_remote_code_ships_the_sibling_files_its_classes_import(tmp_path, monkeypatch):
+    package = tmp_path / "remote_code_example"
+    package.mkdir()
+    write_module(package, "__init__", "")
+    write_module(package, "pipeline_example", "from .helpers import VALUE\n\n\nclass Example:\n    value = VALUE\n")
+    write_module(package, "helpers", "from .constants import NUMBER\n\nVALUE = NUMBER + 1\n")
+    write_module(package, "constants", "NUMBER = 1\n")
+    write_module(package, "unused", "NUMBER = 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from remote_code_example.pipeline_example import Example
+
+    copied = copy_code_files(Example, tmp_path / "shipped")
+    assert [path.name for path in copied] == ["pipeline_example.py", "constants.py", "helpers.py"]
+    check_self_contained(copied)
+
+    write_module(tmp_path / "shipped", "absolute", "from hf_swin_ddpm.imaging import class_colours\n")
+    write_module(tmp_path / "shipped", "missing", "from .not_shipped import VALUE\n")
+    write_module(tmp_path / "shipped", "parent", "from ..helpers import VALUE\n")
+    for name, message in [("absolute", "imports hf_swin_ddpm"), ("missing", ".not_shipped"), ("parent", "..helpers")]:
+        with pytest.raises(ValueError, match=message):
+            check_self_contained([tmp_path / "shipped" / f"{name}.py"])
+
+
+@pytest.mark.parametrize(
+    "name, repo_id, namespaced",
+    [
+        ("alice/my-model", True, True),
+        ("my_model.v2", True, False),
+        ("/no/such/folder", False, False),
+        ("a/b/c", False, False),
+        ("alice/model.", False, False),
+        ("alice/my--model", False, False),
+    ],
+)
+def test_repo_ids(name, repo_id, namespaced):
+    assert is_repo_id(name) == repo_id and is_repo_id(name, namespaced=True) == namespaced
+
+
 def test_push_without_a_token_says_how_to_log_in(monkeypatch, tiny_pipeline):
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr("hf_swin_ddpm.hub.get_token", lambda: None)
+    monkeypatch.setattr("hf_swin_ddpm.hub.upload.get_token", lambda: None)
     with pytest.raises(HubPublishError, match="No Hugging Face token found: log in with `hf auth login`"):
         push_to_hub(tiny_pipeline, DDPM_REPO)
 

@@ -48,6 +48,7 @@ from ..data import (
     collate_segmentation_lists,
     dataset_id2label,
 )
+from ..imaging import class_colours, colour_classes
 from ..safe_loading import ModelFileError, check_model_folder, named_loading_errors
 from ..segmentation_eval import InferenceProtocol, class_counts, predict_at_label_size, scores_from_counts
 from ..swin_fpn import SwinFPNConfig, SwinFPNForSegmentation, SwinFPNImageProcessor
@@ -492,34 +493,20 @@ def evaluate(accelerator, model, eval_dataloader, num_labels: int) -> Segmentati
     return SegmentationMetrics.from_counts(total, num_images)
 
 
-def label_palette(num_labels: int) -> np.ndarray:
-    """A fixed colour per class (class 0 black), uint8 (num_labels + 1, 3); the last row is the ignore colour."""
-    rng = np.random.default_rng(0)
-    palette = rng.integers(64, 256, size=(num_labels + 1, 3), dtype=np.uint8)
-    palette[0] = 0
-    palette[-1] = 255
-    return palette
-
-
-def colour_labels(labels: np.ndarray, palette: np.ndarray) -> Image.Image:
-    """A label map as an RGB image (the ignore index white)."""
-    index = np.where(labels == IGNORE_INDEX, len(palette) - 1, np.clip(labels, 0, len(palette) - 2))
-    return Image.fromarray(palette[index])
-
-
 @torch.no_grad()
-def example_prediction(model, eval_batch: dict[str, Any], num_labels: int, count: int = 4) -> Image.Image:
+def example_prediction(model, eval_batch: dict[str, Any], id2label: dict[int, str], count: int = 4) -> Image.Image:
     """Rows of (image, ground truth, prediction) for the first ``count`` images of a held-out batch, each at its
     label map's size (tiles brought to the first one's size for the grid)."""
     model.eval()
     mean, std = np.asarray(IMAGENET_MEAN), np.asarray(IMAGENET_STD)
-    palette = label_palette(num_labels)
+    colours = class_colours(id2label)
     tiles = []
     for pixel_values, labels in zip(eval_batch["pixel_values"][:count], eval_batch["labels"][:count], strict=True):
         prediction = predict_at_label_size(model, pixel_values, labels.shape, InferenceProtocol()).cpu().numpy()
         image = (pixel_values.cpu().numpy().transpose(1, 2, 0) * std + mean).clip(0, 1)
         image = Image.fromarray((image * 255).round().astype(np.uint8)).resize(prediction.shape[::-1])
-        tiles += [image, colour_labels(labels.cpu().numpy(), palette), colour_labels(prediction, palette)]
+        truth = colour_classes(labels.cpu().numpy(), colours, ignore_index=IGNORE_INDEX)
+        tiles += [image, truth, colour_classes(prediction, colours)]
     size = tiles[0].size
     tiles = [tile if tile.size == size else tile.resize(size, Image.Resampling.NEAREST) for tile in tiles]
     model.train()
@@ -656,7 +643,7 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
         results["eval_split"] = data.eval_split
         results["eval_source"] = data.eval_source
         if accelerator.is_main_process:
-            example = example_prediction(unwrapped, next(iter(eval_dataloader)), len(id2label))
+            example = example_prediction(unwrapped, next(iter(eval_dataloader)), id2label)
     image_processor = SwinFPNImageProcessor(
         size={"height": resolution, "width": resolution}, do_reduce_labels=args.do_reduce_labels
     )
