@@ -105,14 +105,16 @@ def sample(args: argparse.Namespace) -> None:
     print(f"Saved {len(images)} samples ({args.steps} steps{', bf16 autocast' if args.bf16 else ''}) to {args.output}")
 
 
-EVAL_SPLITS = ("validation", "test")
-
-
 def evaluate_seg(args: argparse.Namespace) -> None:
     """Evaluate a SwinFPN segmenter with mmsegmentation's protocol: keep-ratio resize, whole/slide inference,
     optional multi-scale + flip TTA, metrics at each label map's own size (aAcc, mIoU, mAcc, mDice, mFscore)."""
-    from .data import IMAGENET_MEAN, IMAGENET_STD
-    from .segmentation_eval import MMSEG_TTA_SCALES, InferenceProtocol, evaluate_segmentation, format_results_table
+    from .data import IMAGENET_MEAN, IMAGENET_STD, load_evaluation_split
+    from .evaluation.segmentation import (
+        MMSEG_TTA_SCALES,
+        InferenceProtocol,
+        evaluate_segmentation,
+        format_results_table,
+    )
 
     if (args.dataset_name is None) == (args.train_data_dir is None):
         raise CLIError("give exactly one of --dataset_name and --train_data_dir.")
@@ -133,7 +135,9 @@ def evaluate_seg(args: argparse.Namespace) -> None:
     if output.is_dir():
         raise CLIError(f"--output: {output} is a folder; give a file name such as eval_results.json.")
     model, processor = _load_segmenter(args.model, args.allow_pickle)
-    dataset, split = _load_eval_split(args)
+    dataset, split = load_evaluation_split(
+        args.dataset_name, args.dataset_config_name, args.train_data_dir, args.split, task="segmentation"
+    )
     if args.max_eval_samples is not None:
         dataset = dataset.select(range(min(args.max_eval_samples, len(dataset))))
     size = processor.size if processor is not None else None
@@ -193,29 +197,6 @@ def _load_segmenter(name: str, allow_pickle: bool):
         with named_loading_errors(name, "SwinFPN image processor"):
             processor = SwinFPNImageProcessor.from_pretrained(name)
     return model, processor
-
-
-def _load_eval_split(args: argparse.Namespace):
-    """The `--split` (default: the first of validation and test that exists) as a segmentation dataset."""
-    from .data import load_image_dataset
-
-    candidates = (args.split,) if args.split else EVAL_SPLITS
-    errors = []
-    for split in candidates:
-        try:
-            dataset = load_image_dataset(
-                dataset_name=args.dataset_name,
-                dataset_config_name=args.dataset_config_name,
-                train_data_dir=args.train_data_dir,
-                split=split,
-                task="segmentation",
-            )
-            return dataset, split
-        except ValueError as error:
-            errors.append(error)
-    if args.split:
-        raise errors[0]
-    raise CLIError(f"no validation or test split found ({_one_line(errors[-1])}); name one with --split.")
 
 
 def _check_model_source(name: str, what: str) -> None:
@@ -335,8 +316,7 @@ def _reference_bits_per_dim(pipeline, reference, args: argparse.Namespace) -> fl
     """The variational bound (bits/dim) of the pipeline on the first `--bpd_images` reference images."""
     import torch
 
-    from .diffusion import variational_bound
-    from .evaluation import reference_batches
+    from .evaluation import mean_bits_per_dim, reference_batches
     from .evaluation.sampling import pipeline_resolution
 
     if not reference.is_dataset or not args.bpd_images or not args.bpd_timesteps:
@@ -344,13 +324,9 @@ def _reference_bits_per_dim(pipeline, reference, args: argparse.Namespace) -> fl
     side, channels = pipeline_resolution(pipeline)
     generator = torch.Generator().manual_seed(args.seed)
     timesteps = min(args.bpd_timesteps, pipeline.scheduler.config.num_train_timesteps - 1)
-    totals = [
-        variational_bound(pipeline.unet, pipeline.scheduler, batch, generator=generator, num_timesteps=timesteps)[
-            "total_bpd"
-        ]
-        for batch in reference_batches(reference, side, channels, args.batch_size, args.bpd_images)
-    ]
-    return float(torch.cat(totals).mean())
+    batches = reference_batches(reference, side, channels, args.batch_size, args.bpd_images)
+    bound = mean_bits_per_dim(pipeline.unet, pipeline.scheduler, batches, generator=generator, num_timesteps=timesteps)
+    return float(bound["total_bpd"]) if bound else None
 
 
 def evaluate_ddpm(args: argparse.Namespace) -> None:
