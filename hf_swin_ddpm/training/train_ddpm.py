@@ -491,14 +491,7 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
     progress = loop.TrainingProgress()  # saved with the EMA in every checkpoint (checkpoints.save_checkpoint)
     set_seed(args.seed, device_specific=True)  # different noise on every process
     checkpoints.resume_if_requested(accelerator, args.resume_from_checkpoint, output_dir, progress, ema)
-    accelerator.init_trackers(args.tracker_project_name or "train_ddpm", config=reporting.tracker_config(args))
-    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-    logger.info(
-        f"Training {sum(p.numel() for p in unet.parameters()):,} parameters for {max_train_steps} steps "
-        f"(batch {total_batch_size} = {args.train_batch_size} x {accelerator.num_processes} processes x "
-        f"{args.gradient_accumulation_steps} accumulation), images {resolution}x{resolution}",
-        main_process_only=True,
-    )
+    total_batch_size = _start_trackers(accelerator, args, unet, max_train_steps, resolution)
 
     # 5. the optimizer steps (Algorithm 1), each followed by the EMA update; sample grids and FID every so often
     forward_unet = runtime.training_forward_module(unet, args)
@@ -544,13 +537,9 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
     training_weights = {name: tensor.detach().clone() for name, tensor in unwrapped.state_dict().items()}
     if ema is not None:
         ema.copy_to(unwrapped.parameters())
-    if eval_dataloader is not None:
-        results.update(evaluate_bpd(accelerator, unwrapped, noise_scheduler, eval_dataloader, args))
-        results.update(
-            eval_bpd_timesteps=args.eval_bpd_timesteps, eval_source=data.eval_source, eval_split=data.eval_split
-        )
-    if fid_metrics is not None:
-        results.update(evaluate_fid(unwrapped, noise_scheduler, fid_metrics, args))
+    results.update(
+        _final_evaluation(accelerator, unwrapped, noise_scheduler, eval_dataloader, data, fid_metrics, args)
+    )
     if accelerator.is_main_process:
         with publishing.final_outputs_written(output_dir):
             _save_outputs(args, unwrapped, noise_scheduler, results, output_dir)
@@ -558,6 +547,35 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return DDPMTrainingResult(unwrapped, training_weights, noise_scheduler, results, accelerator.process_index)
+
+
+def _start_trackers(accelerator, args: argparse.Namespace, unet, max_train_steps: int, resolution: int) -> int:
+    """Start the trackers and log what is trained; returns the total batch size."""
+    accelerator.init_trackers(args.tracker_project_name or PROGRAM, config=reporting.tracker_config(args))
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info(
+        f"Training {sum(p.numel() for p in unet.parameters()):,} parameters for {max_train_steps} steps "
+        f"(batch {total_batch_size} = {args.train_batch_size} x {accelerator.num_processes} processes x "
+        f"{args.gradient_accumulation_steps} accumulation), images {resolution}x{resolution}",
+        main_process_only=True,
+    )
+    return total_batch_size
+
+
+def _final_evaluation(
+    accelerator, unet, noise_scheduler, eval_dataloader, data: TrainingData, fid_metrics, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The results of the saved weights: the held-out bits/dim (with where the images come from) and, with
+    ``--eval_fid_steps``, FID / KID / IS (main process)."""
+    results: dict[str, Any] = {}
+    if eval_dataloader is not None:
+        results.update(evaluate_bpd(accelerator, unet, noise_scheduler, eval_dataloader, args))
+        results.update(
+            eval_bpd_timesteps=args.eval_bpd_timesteps, eval_source=data.eval_source, eval_split=data.eval_split
+        )
+    if fid_metrics is not None:
+        results.update(evaluate_fid(unet, noise_scheduler, fid_metrics, args))
+    return results
 
 
 def _log_samples(accelerator, unet, ema, noise_scheduler, args: argparse.Namespace, step: int) -> None:

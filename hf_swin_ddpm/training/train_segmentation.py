@@ -548,14 +548,8 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
     progress = loop.TrainingProgress()  # saved in every checkpoint (checkpoints.save_checkpoint)
     set_seed(args.seed, device_specific=True)  # different drop-path draws on every process
     checkpoints.resume_if_requested(accelerator, args.resume_from_checkpoint, output_dir, progress)
-    accelerator.init_trackers(args.tracker_project_name or PROGRAM, config=reporting.tracker_config(args))
-    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     unwrapped = accelerator.unwrap_model(model)
-    logger.info(
-        f"Training {sum(p.numel() for p in unwrapped.parameters()):,} parameters, {len(id2label)} classes, for "
-        f"{max_train_steps} steps (batch {total_batch_size}), crops {resolution}x{resolution}",
-        main_process_only=True,
-    )
+    total_batch_size = _start_trackers(accelerator, args, unwrapped, max_train_steps, resolution)
 
     # 5. the optimizer steps, evaluating every --eval_steps
     optimizer_steps = loop.OptimizerSteps(accelerator, args, progress, max_train_steps, lr_scheduler)
@@ -590,7 +584,7 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
     if eval_dataloader is not None:
         results.update(evaluate(accelerator, model, eval_dataloader, id2label))
         results.update(eval_split=data.eval_split, eval_source=data.eval_source)
-        if accelerator.is_main_process:
+        if accelerator.is_main_process:  # rows of image, ground truth and prediction
             example = example_prediction(unwrapped, next(iter(eval_dataloader)), len(id2label))
     image_processor = SwinFPNImageProcessor(
         size={"height": resolution, "width": resolution}, do_reduce_labels=args.do_reduce_labels
@@ -603,6 +597,18 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return SegmentationTrainingResult(unwrapped, image_processor, results, accelerator.process_index)
+
+
+def _start_trackers(accelerator, args: argparse.Namespace, model, max_train_steps: int, resolution: int) -> int:
+    """Start the trackers and log what is trained; returns the total batch size."""
+    accelerator.init_trackers(args.tracker_project_name or PROGRAM, config=reporting.tracker_config(args))
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info(
+        f"Training {sum(p.numel() for p in model.parameters()):,} parameters, {model.config.num_labels} classes, "
+        f"for {max_train_steps} steps (batch {total_batch_size}), crops {resolution}x{resolution}",
+        main_process_only=True,
+    )
+    return total_batch_size
 
 
 def _log_evaluation(accelerator, model, eval_dataloader, id2label: dict[int, str], progress_bar, step: int) -> None:
