@@ -30,7 +30,7 @@ from bench_support import alternate, resident_mib, timed
 from torch.utils.flop_counter import FlopCounterMode
 
 from hf_swin_ddpm import SwinFPNConfig, SwinFPNForSegmentation
-from hf_swin_ddpm.segmentation_eval import MMSEG_TTA_SCALES
+from hf_swin_ddpm.evaluation.segmentation import MMSEG_TTA_SCALES
 from hf_swin_ddpm.training.train_segmentation import SEGMENTATION_PRESETS
 
 RESULTS = Path(__file__).parent / "results"

@@ -104,20 +104,36 @@ def sample(args: argparse.Namespace) -> None:
     print(f"Saved {len(images)} samples ({args.steps} steps{', bf16 autocast' if args.bf16 else ''}) to {args.output}")
 
 
-EVAL_SPLITS = ("validation", "test")
-
-
 def evaluate_seg(args: argparse.Namespace) -> None:
     """Evaluate a SwinFPN segmenter with mmsegmentation's protocol: keep-ratio resize, whole/slide inference,
     optional multi-scale + flip TTA, metrics at each label map's own size (aAcc, mIoU, mAcc, mDice, mFscore)."""
-    from .data import IMAGENET_MEAN, IMAGENET_STD
-    from .segmentation_eval import MMSEG_TTA_SCALES, InferenceProtocol, evaluate_segmentation, format_results_table
+    from .data import load_evaluation_split
+    from .evaluation.segmentation import evaluate_segmentation, format_results_table
 
+    _check_evaluate_seg_arguments(args)
+    model, processor = _load_segmenter(args.model, args.allow_pickle)
+    dataset, split = load_evaluation_split(
+        args.dataset_name, args.dataset_config_name, args.train_data_dir, args.split, task="segmentation"
+    )
+    if args.max_eval_samples is not None:
+        dataset = dataset.select(range(min(args.max_eval_samples, len(dataset))))
+    settings = _segmentation_settings(args, model, processor)
+    results = evaluate_segmentation(model, dataset, **settings)
+    source = args.dataset_name or str(args.train_data_dir)
+    results.update(model=str(args.model), dataset=source, split=split, reduce_labels=settings["reduce_labels"])
+    _write_results(results, Path(args.output), format_results_table(results))
+    if args.update_card:
+        from .hub import update_segmentation_card_results
+
+        card = update_segmentation_card_results(args.model, results, source, split, args.dataset_config_name)
+        print(f"Updated the model-index of {card}")
+
+
+def _check_evaluate_seg_arguments(args: argparse.Namespace) -> None:
     if (args.dataset_name is None) == (args.train_data_dir is None):
         raise CLIError("give exactly one of --dataset_name and --train_data_dir.")
-    scales = tuple(args.scales) if args.scales else (MMSEG_TTA_SCALES if args.tta else (1.0,))
-    if any(not scale > 0 for scale in scales):
-        raise CLIError(f"--scales: expected positive ratios such as 0.5 0.75 1.0, got {list(scales)}.")
+    if args.scales and any(not scale > 0 for scale in args.scales):
+        raise CLIError(f"--scales: expected positive ratios such as 0.5 0.75 1.0, got {list(args.scales)}.")
     for name in ("crop_size", "stride", "max_eval_samples"):
         value = getattr(args, name)
         if value is not None and any(v < 1 for v in (value if isinstance(value, list) else [value])):
@@ -128,46 +144,40 @@ def evaluate_seg(args: argparse.Namespace) -> None:
         raise CLIError("--crop_size and --stride apply to --mode slide; add --mode slide or leave them out.")
     if args.update_card and not Path(args.model).is_dir():
         raise CLIError(f"--update_card: {args.model} is not a local model folder; the card is updated in place.")
-    output = Path(args.output)
-    if output.is_dir():
-        raise CLIError(f"--output: {output} is a folder; give a file name such as eval_results.json.")
-    model, processor = _load_segmenter(args.model, args.allow_pickle)
-    dataset, split = _load_eval_split(args)
-    if args.max_eval_samples is not None:
-        dataset = dataset.select(range(min(args.max_eval_samples, len(dataset))))
+    if Path(args.output).is_dir():
+        raise CLIError(f"--output: {args.output} is a folder; give a file name such as eval_results.json.")
+
+
+def _segmentation_settings(args: argparse.Namespace, model, processor) -> dict:
+    """`evaluate_segmentation`'s keyword arguments: the flags, else the image processor's values, else the model's
+    (its image size) and ImageNet's normalisation."""
+    from .data import IMAGENET_MEAN, IMAGENET_STD
+    from .evaluation.segmentation import MMSEG_TTA_SCALES, InferenceProtocol
+
     size = processor.size if processor is not None else None
-    scale = args.scale or ([size["height"], size["width"]] if size else [model.config.image_size] * 2)
     protocol = InferenceProtocol(
         mode=args.mode,
         crop_size=_int_or_pair(args.crop_size) or (model.config.image_size if args.mode == "slide" else None),
         stride=_int_or_pair(args.stride),
-        scales=scales,
+        scales=tuple(args.scales) if args.scales else (MMSEG_TTA_SCALES if args.tta else (1.0,)),
         flip=args.flip or args.tta,
     )
-    mean = processor.image_mean if processor is not None else IMAGENET_MEAN
-    std = processor.image_std if processor is not None else IMAGENET_STD
-    reduce_labels = args.do_reduce_labels or bool(processor is not None and processor.do_reduce_labels)
-    results = evaluate_segmentation(
-        model,
-        dataset,
-        scale=scale,
-        protocol=protocol,
-        mean=mean,
-        std=std,
-        reduce_labels=reduce_labels,
-        ignore_index=model.config.semantic_loss_ignore_index,
-    )
-    source = args.dataset_name or str(args.train_data_dir)
-    results.update(model=str(args.model), dataset=source, split=split, reduce_labels=reduce_labels)
-    print(format_results_table(results))
+    return {
+        "scale": args.scale or ([size["height"], size["width"]] if size else [model.config.image_size] * 2),
+        "protocol": protocol,
+        "mean": processor.image_mean if processor is not None else IMAGENET_MEAN,
+        "std": processor.image_std if processor is not None else IMAGENET_STD,
+        "reduce_labels": args.do_reduce_labels or bool(processor is not None and processor.do_reduce_labels),
+        "ignore_index": model.config.semantic_loss_ignore_index,
+    }
+
+
+def _write_results(results: dict, output: Path, table: str) -> None:
+    """Print the results table and write the results as JSON to `output`."""
+    print(table)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"Wrote {output}")
-    if args.update_card:
-        from .hub import update_segmentation_card_results
-
-        card = update_segmentation_card_results(args.model, results, source, split, args.dataset_config_name)
-        print(f"Updated the model-index of {card}")
 
 
 def _int_or_pair(value: list[int] | None) -> int | tuple[int, int] | None:
@@ -192,29 +202,6 @@ def _load_segmenter(name: str, allow_pickle: bool):
         with named_loading_errors(name, "SwinFPN image processor"):
             processor = SwinFPNImageProcessor.from_pretrained(name)
     return model, processor
-
-
-def _load_eval_split(args: argparse.Namespace):
-    """The `--split` (default: the first of validation and test that exists) as a segmentation dataset."""
-    from .data import load_image_dataset
-
-    candidates = (args.split,) if args.split else EVAL_SPLITS
-    errors = []
-    for split in candidates:
-        try:
-            dataset = load_image_dataset(
-                dataset_name=args.dataset_name,
-                dataset_config_name=args.dataset_config_name,
-                train_data_dir=args.train_data_dir,
-                split=split,
-                task="segmentation",
-            )
-            return dataset, split
-        except ValueError as error:
-            errors.append(error)
-    if args.split:
-        raise errors[0]
-    raise CLIError(f"no validation or test split found ({_one_line(errors[-1])}); name one with --split.")
 
 
 def _check_model_source(name: str, what: str) -> None:
@@ -336,8 +323,7 @@ def _reference_bits_per_dim(pipeline, reference, args: argparse.Namespace) -> fl
     """The variational bound (bits/dim) of the pipeline on the first `--bpd_images` reference images."""
     import torch
 
-    from .diffusion import variational_bound
-    from .evaluation import reference_batches
+    from .evaluation import mean_bits_per_dim, reference_batches
     from .evaluation.sampling import pipeline_resolution
 
     if not reference.is_dataset or not args.bpd_images or not args.bpd_timesteps:
@@ -345,13 +331,9 @@ def _reference_bits_per_dim(pipeline, reference, args: argparse.Namespace) -> fl
     side, channels = pipeline_resolution(pipeline)
     generator = torch.Generator().manual_seed(args.seed)
     timesteps = min(args.bpd_timesteps, pipeline.scheduler.config.num_train_timesteps - 1)
-    totals = [
-        variational_bound(pipeline.unet, pipeline.scheduler, batch, generator=generator, num_timesteps=timesteps)[
-            "total_bpd"
-        ]
-        for batch in reference_batches(reference, side, channels, args.batch_size, args.bpd_images)
-    ]
-    return float(torch.cat(totals).mean())
+    batches = reference_batches(reference, side, channels, args.batch_size, args.bpd_images)
+    bound = mean_bits_per_dim(pipeline.unet, pipeline.scheduler, batches, generator=generator, num_timesteps=timesteps)
+    return float(bound["total_bpd"]) if bound else None
 
 
 def evaluate_ddpm(args: argparse.Namespace) -> None:
@@ -394,11 +376,7 @@ def evaluate_ddpm(args: argparse.Namespace) -> None:
     if results["bits_per_dim"] is not None:
         results["bits_per_dim_images"] = min(args.bpd_images, results["num_real"])
         results["bits_per_dim_timesteps"] = args.bpd_timesteps
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
-    print(_results_table(results))
-    print(f"Wrote {output}")
+    _write_results(results, Path(args.output), _results_table(results))
     if args.update_card:
         from .hub import update_card_results
 

@@ -15,7 +15,7 @@ from huggingface_hub import ModelCard
 from hf_swin_ddpm import SwinFPNConfig, SwinFPNForSegmentation, SwinFPNImageProcessor
 from hf_swin_ddpm.cli import main
 from hf_swin_ddpm.data import IMAGENET_MEAN, IMAGENET_STD, SHAPES_ID2LABEL, embedded_dataset
-from hf_swin_ddpm.segmentation_eval import InferenceProtocol, evaluate_segmentation
+from hf_swin_ddpm.evaluation.segmentation import InferenceProtocol, evaluate_segmentation
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("hf-swin-ddpm")
 SAMPLES = 3

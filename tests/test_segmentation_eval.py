@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from hf_swin_ddpm.data import IMAGENET_MEAN, IMAGENET_STD, SegmentationEvalTransform, keep_ratio_size
-from hf_swin_ddpm.segmentation_eval import (
+from hf_swin_ddpm.evaluation.segmentation import (
     InferenceProtocol,
     class_counts,
     evaluate_segmentation,

@@ -10,7 +10,7 @@ from test_training_segmentation import one_thread  # noqa: F401  (the autouse fi
 from training_support import with_flags
 
 from hf_swin_ddpm.data import IMAGENET_MEAN, IMAGENET_STD, embedded_dataset
-from hf_swin_ddpm.segmentation_eval import evaluate_segmentation
+from hf_swin_ddpm.evaluation.segmentation import evaluate_segmentation
 from hf_swin_ddpm.training import train_segmentation
 
 # the training tests' tiny run, smaller: 8 training images, 4 held out in batches of 3, 2 steps

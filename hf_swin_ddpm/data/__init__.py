@@ -1,7 +1,7 @@
 """Datasets and transforms for training: the embedded ``digits`` and ``shapes`` sets, Hub datasets, local folders."""
 
 from .embedded import DIGITS_ID2LABEL, EMBEDDED_DATASETS, dataset_id2label, embedded_dataset
-from .loading import load_image_dataset, normalize_columns
+from .loading import EVALUATION_SPLITS, load_evaluation_split, load_image_dataset, normalize_columns
 from .shapes import SHAPES_ID2LABEL
 from .transforms import (
     IMAGENET_MEAN,
@@ -27,6 +27,7 @@ from .transforms import (
 __all__ = [
     "DIGITS_ID2LABEL",
     "EMBEDDED_DATASETS",
+    "EVALUATION_SPLITS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "INDEX_COLUMN",
@@ -48,6 +49,7 @@ __all__ = [
     "example_rng",
     "keep_ratio_size",
     "photo_metric_distortion",
+    "load_evaluation_split",
     "load_image_dataset",
     "normalize_columns",
 ]

@@ -1,7 +1,8 @@
 """One entry point for the training scripts' data: embedded datasets, Hub datasets and local folders.
 
 :func:`load_image_dataset` returns a ``datasets.Dataset`` (or ``IterableDataset`` when streaming) whose columns are
-normalised to ``image`` (generation) or ``image`` + ``annotation`` (segmentation). Every problem the user can cause
+normalised to ``image`` (generation) or ``image`` + ``annotation`` (segmentation); :func:`load_evaluation_split` the
+held-out split an evaluation reads. Every problem the user can cause
 (a missing folder, an unknown dataset, missing columns) raises ``ValueError`` with one line naming it.
 """
 
@@ -38,6 +39,7 @@ SPLIT_DIR_ALIASES: dict[str, tuple[str, ...]] = {
 }
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 TABLE_SUFFIXES = frozenset({".parquet", ".arrow"})
+EVALUATION_SPLITS = ("validation", "test")  # the held-out splits, in order of preference
 
 AnyDataset = datasets.Dataset | datasets.IterableDataset
 
@@ -253,3 +255,30 @@ def load_image_dataset(
         source = f"dataset {dataset_name!r}"
         dataset = _load_hub_or_path(dataset_name, dataset_config_name, split, streaming, cache_dir)
     return normalize_columns(dataset, task, source)
+
+
+def load_evaluation_split(
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    train_data_dir: str | Path | None = None,
+    split: str | None = None,
+    task: Task = "segmentation",
+) -> tuple[AnyDataset, str]:
+    """The split to evaluate and its name: `split` when given (it must exist), else the first of
+    :data:`EVALUATION_SPLITS` that exists; the source as :func:`load_image_dataset` takes it."""
+    errors = []
+    for candidate in (split,) if split else EVALUATION_SPLITS:
+        try:
+            dataset = load_image_dataset(
+                dataset_name=dataset_name,
+                dataset_config_name=dataset_config_name,
+                train_data_dir=train_data_dir,
+                split=candidate,
+                task=task,
+            )
+            return dataset, candidate
+        except ValueError as error:
+            errors.append(error)
+    if split:
+        raise errors[0]
+    raise ValueError(f"no validation or test split found ({errors[-1]}); name one with --split.")

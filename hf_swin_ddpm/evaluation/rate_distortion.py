@@ -3,7 +3,7 @@
 Sending x_T, then x_{T-1}, ..., costs the bound's terms in turn: after the step at t the receiver holds
 rate(t) = L_T + sum_{s >= t} L_s bits/dim (the paper's L_{s-1}, 0-based here) and can estimate x_0 from x_t with
 distortion RMSE(t) = sqrt(E ||x_0 - x0_hat(x_t)||^2 / D) on the [0, 255] scale. `calc_bpd_loop`'s `terms_bpd` and
-`mse` give both (`variational_bound(..., return_terms=True)`).
+`mse` give both (`variational_bound(..., return_terms=True)`, averaged by `mean_bits_per_dim`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..diffusion import variational_bound
+from .bits_per_dim import mean_bits_per_dim
 
 PIXEL_SCALE = 127.5  # [-1, 1] -> [0, 255]
 
@@ -27,33 +27,22 @@ def rate_distortion_curve(
     """Rate (bits/dim) and distortion (RMSE, [0, 255]) at every evaluated t, averaged over the images of `batches`
     ((B, C, H, W) in [-1, 1]). All T terms unless `num_timesteps` (stratified, weighted as in the bound)."""
     generator = torch.Generator().manual_seed(seed)
-    terms, mse, priors, totals = [], [], [], []
-    timesteps = weights = None
-    for batch in batches:
-        bound = variational_bound(
-            unet, scheduler, batch, generator=generator, num_timesteps=num_timesteps, return_terms=True
-        )
-        if timesteps is not None and not torch.equal(timesteps, bound["timesteps"]):
-            raise ValueError("the stratified timesteps differ between batches; use num_timesteps=None.")
-        timesteps, weights = bound["timesteps"], bound["term_weights"]
-        terms.append(bound["terms_bpd"])
-        mse.append(bound["mse"])
-        priors.append(bound["prior_bpd"])
-        totals.append(bound["total_bpd"])
-    if timesteps is None:
+    bound = mean_bits_per_dim(
+        unet, scheduler, batches, generator=generator, num_timesteps=num_timesteps, return_terms=True
+    )
+    if not bound:
         raise ValueError("no images to measure; give at least one.")
-    mean_terms = torch.cat(terms).mean(0) * weights  # (k,), each term as it counts in the sum
-    prior = torch.cat(priors).mean()
-    rate = prior + mean_terms.flip(0).cumsum(0).flip(0)  # rate(t) = L_T + sum_{s >= t}
-    distortion = torch.cat(mse).mean(0).sqrt() * PIXEL_SCALE
+    mean_terms = bound["terms_bpd"] * bound["term_weights"]  # (k,), each term as it counts in the sum
+    rate = bound["prior_bpd"] + mean_terms.flip(0).cumsum(0).flip(0)  # rate(t) = L_T + sum_{s >= t}
+    distortion = bound["mse"].sqrt() * PIXEL_SCALE
     return {
-        "timesteps": timesteps.numpy(),
+        "timesteps": bound["timesteps"].numpy(),
         "rate_bpd": rate.numpy(),
         "distortion_rmse": distortion.numpy(),
         "term_bpd": mean_terms.numpy(),
-        "prior_bpd": float(prior),
-        "total_bpd": float(torch.cat(totals).mean()),
-        "num_images": int(torch.cat(totals).numel()),
+        "prior_bpd": float(bound["prior_bpd"]),
+        "total_bpd": float(bound["total_bpd"]),
+        "num_images": bound["num_images"],
     }
 
 

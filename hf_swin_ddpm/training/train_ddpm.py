@@ -31,10 +31,9 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from PIL import Image
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..data import DDPMTransform, collate_ddpm
-from ..diffusion import PAPER_UNET_PRESETS, DDPMPaperPipeline, DDPMPaperScheduler, variational_bound
+from ..diffusion import PAPER_UNET_PRESETS, DDPMPaperPipeline, DDPMPaperScheduler
 from ..diffusion.scheduling_ddpm_paper import MAX_NUM_TRAIN_TIMESTEPS
 from . import arguments, checkpoints, loop, publishing, reporting, runtime
 from .data import (
@@ -332,20 +331,25 @@ def save_sample_grid(images: list, path: Path) -> Image.Image:
 def evaluate_bpd(
     accelerator, unet: UNet2DModel, noise_scheduler: DDPMPaperScheduler, eval_dataloader, args: argparse.Namespace
 ) -> dict[str, float]:
-    """The variational bound (bits/dim) averaged over the held-out images, gathered over all processes."""
+    """The variational bound (bits/dim) averaged over the held-out images, gathered over all processes
+    (:func:`~hf_swin_ddpm.evaluation.mean_bits_per_dim`), as ``eval_*_bpd`` results and ``eval_samples``."""
+    from ..evaluation import mean_bits_per_dim
+
     generator = torch.Generator(device=accelerator.device).manual_seed(args.seed + 1 + accelerator.process_index)
-    totals: dict[str, list[torch.Tensor]] = {}
-    for batch in tqdm(eval_dataloader, desc="bits/dim", disable=not accelerator.is_local_main_process, leave=False):
-        terms = variational_bound(
-            unet, noise_scheduler, batch["input"], generator=generator, num_timesteps=args.eval_bpd_timesteps
-        )
-        for name, values in terms.items():
-            totals.setdefault(name, []).append(accelerator.gather_for_metrics(values.float()))
-    if not totals:
+    bound = mean_bits_per_dim(
+        unet,
+        noise_scheduler,
+        eval_dataloader,
+        generator=generator,
+        num_timesteps=args.eval_bpd_timesteps,
+        accelerator=accelerator,
+        desc="bits/dim",
+        leave=False,
+    )
+    if not bound:
         return {}
-    results = {f"eval_{name}": torch.cat(values).mean().item() for name, values in totals.items()}
-    results["eval_samples"] = int(torch.cat(totals["total_bpd"]).numel())
-    return results
+    num_images = bound.pop("num_images")
+    return {**{f"eval_{name}": value.item() for name, value in bound.items()}, "eval_samples": num_images}
 
 
 def build_fid_metrics(args: argparse.Namespace):
@@ -425,14 +429,38 @@ class DDPMTrainingResult:
     process_index: int
 
 
+def build_optimizer(args: argparse.Namespace, unet: UNet2DModel) -> torch.optim.Optimizer:
+    """Adam (the paper's; decoupled weight decay with ``--adam_weight_decay``)."""
+    return torch.optim.AdamW(
+        unet.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+        weight_decay=args.adam_weight_decay,
+    )
+
+
+def build_lr_scheduler(args: argparse.Namespace, accelerator, optimizer, max_train_steps: int):
+    """``--lr_scheduler`` after ``--lr_warmup_steps`` (the paper: constant after 5,000); stepped once per process by
+    accelerate, so counted in process-steps."""
+    return get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_train_steps * accelerator.num_processes,
+    )
+
+
 def train(args: argparse.Namespace) -> DDPMTrainingResult:
     """Train as the flags say; returns the result on every process (used by the multi-process tests)."""
+    # 1. the accelerator, the output folder, the same initial weights on every process
     accelerator = runtime.make_accelerator(args)
     output_dir = Path(args.output_dir)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-    set_seed(args.seed)  # same initial weights on every process
+    set_seed(args.seed)
 
+    # 2. the UNet, the forward process and the data
     unet = build_unet(args)
     if args.gradient_checkpointing:
         runtime.enable_gradient_checkpointing(unet)
@@ -443,44 +471,29 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
         train_dataloader, eval_dataloader, train_transform, data = build_dataloaders(
             args, resolution, unet.config.in_channels
         )
-    optimizer = torch.optim.AdamW(
-        unet.parameters(),
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        eps=args.adam_epsilon,
-        weight_decay=args.adam_weight_decay,
-    )
+
+    # 3. the optimizer and the learning-rate schedule, prepared by accelerate with the dataloaders; the EMA
+    optimizer = build_optimizer(args, unet)
     streaming = isinstance(train_dataloader.dataset, datasets.IterableDataset)
     train_dataloader = accelerator.prepare(train_dataloader)
     batches_per_epoch = None if streaming else len(train_dataloader)  # per process
-    max_train_steps, num_epochs, _ = loop.resolve_training_length(args, batches_per_epoch, DEFAULT_NUM_EPOCHS)
-    lr_scheduler = get_scheduler(  # stepped once per process by accelerate: count in process-steps
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=max_train_steps * accelerator.num_processes,
-    )
+    max_train_steps, _, _ = loop.resolve_training_length(args, batches_per_epoch, DEFAULT_NUM_EPOCHS)
+    lr_scheduler = build_lr_scheduler(args, accelerator, optimizer, max_train_steps)
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     if eval_dataloader is not None:
         eval_dataloader = accelerator.prepare(eval_dataloader)
-    ema = build_ema(args, accelerator.unwrap_model(unet))
+    unwrapped = accelerator.unwrap_model(unet)
+    ema = build_ema(args, unwrapped)
     if ema is not None:
         ema.to(accelerator.device)
+
+    # 4. resume from a checkpoint when asked, start the trackers
     progress = loop.TrainingProgress()  # saved with the EMA in every checkpoint (checkpoints.save_checkpoint)
     set_seed(args.seed, device_specific=True)  # different noise on every process
-
     checkpoints.resume_if_requested(accelerator, args.resume_from_checkpoint, output_dir, progress, ema)
+    total_batch_size = _start_trackers(accelerator, args, unet, max_train_steps, resolution)
 
-    accelerator.init_trackers(args.tracker_project_name or "train_ddpm", config=reporting.tracker_config(args))
-    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-    logger.info(
-        f"Training {sum(p.numel() for p in unet.parameters()):,} parameters for {max_train_steps} steps "
-        f"(batch {total_batch_size} = {args.train_batch_size} x {accelerator.num_processes} processes x "
-        f"{args.gradient_accumulation_steps} accumulation), images {resolution}x{resolution}",
-        main_process_only=True,
-    )
-
-    unwrapped = accelerator.unwrap_model(unet)
+    # 5. the optimizer steps (Algorithm 1), each followed by the EMA update; sample grids and FID every so often
     forward_unet = runtime.training_forward_module(unet, args)
     fid_metrics = build_fid_metrics(args) if accelerator.is_main_process else None
     optimizer_steps = loop.OptimizerSteps(
@@ -517,22 +530,16 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
             _log_samples(accelerator, unwrapped, ema, noise_scheduler, args, step)
         if args.eval_fid_steps and step % args.eval_fid_steps == 0 and step != max_train_steps:
             _log_fid(accelerator, unwrapped, ema, noise_scheduler, fid_metrics, args, step)
-    loop_results = optimizer_steps.results(total_batch_size)
+    results: dict[str, Any] = optimizer_steps.results(total_batch_size)
 
+    # 6. the EMA weights in the model; the final evaluation; the pipeline, the results and the card saved (and pushed)
     accelerator.wait_for_everyone()
     training_weights = {name: tensor.detach().clone() for name, tensor in unwrapped.state_dict().items()}
     if ema is not None:
         ema.copy_to(unwrapped.parameters())
-    results: dict[str, Any] = {
-        **loop_results,
-    }
-    if eval_dataloader is not None:
-        results.update(evaluate_bpd(accelerator, unwrapped, noise_scheduler, eval_dataloader, args))
-        results["eval_bpd_timesteps"] = args.eval_bpd_timesteps
-        results["eval_source"] = data.eval_source
-        results["eval_split"] = data.eval_split
-    if fid_metrics is not None:
-        results.update(evaluate_fid(unwrapped, noise_scheduler, fid_metrics, args))
+    results.update(
+        _final_evaluation(accelerator, unwrapped, noise_scheduler, eval_dataloader, data, fid_metrics, args)
+    )
     if accelerator.is_main_process:
         with publishing.final_outputs_written(output_dir):
             _save_outputs(args, unwrapped, noise_scheduler, results, output_dir)
@@ -540,6 +547,35 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return DDPMTrainingResult(unwrapped, training_weights, noise_scheduler, results, accelerator.process_index)
+
+
+def _start_trackers(accelerator, args: argparse.Namespace, unet, max_train_steps: int, resolution: int) -> int:
+    """Start the trackers and log what is trained; returns the total batch size."""
+    accelerator.init_trackers(args.tracker_project_name or PROGRAM, config=reporting.tracker_config(args))
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info(
+        f"Training {sum(p.numel() for p in unet.parameters()):,} parameters for {max_train_steps} steps "
+        f"(batch {total_batch_size} = {args.train_batch_size} x {accelerator.num_processes} processes x "
+        f"{args.gradient_accumulation_steps} accumulation), images {resolution}x{resolution}",
+        main_process_only=True,
+    )
+    return total_batch_size
+
+
+def _final_evaluation(
+    accelerator, unet, noise_scheduler, eval_dataloader, data: TrainingData, fid_metrics, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The results of the saved weights: the held-out bits/dim (with where the images come from) and, with
+    ``--eval_fid_steps``, FID / KID / IS (main process)."""
+    results: dict[str, Any] = {}
+    if eval_dataloader is not None:
+        results.update(evaluate_bpd(accelerator, unet, noise_scheduler, eval_dataloader, args))
+        results.update(
+            eval_bpd_timesteps=args.eval_bpd_timesteps, eval_source=data.eval_source, eval_split=data.eval_split
+        )
+    if fid_metrics is not None:
+        results.update(evaluate_fid(unet, noise_scheduler, fid_metrics, args))
+    return results
 
 
 def _log_samples(accelerator, unet, ema, noise_scheduler, args: argparse.Namespace, step: int) -> None:

@@ -34,9 +34,7 @@ from diffusers.optimization import get_scheduler
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from ..cli import KEEP_RATIO_SCALE
 from ..data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -48,9 +46,15 @@ from ..data import (
     collate_segmentation_lists,
     dataset_id2label,
 )
+from ..evaluation.loop import prepare_evaluation_dataloader
+from ..evaluation.segmentation import (
+    InferenceProtocol,
+    predict_at_label_size,
+    scores_from_counts,
+    segmentation_counts,
+)
 from ..imaging import class_colours, colour_classes
 from ..safe_loading import ModelFileError, check_model_folder, named_loading_errors
-from ..segmentation_eval import InferenceProtocol, class_counts, predict_at_label_size, scores_from_counts
 from ..swin_fpn import SwinFPNConfig, SwinFPNForSegmentation, SwinFPNImageProcessor
 from ..swin_fpn.configuration_swin_fpn import SWIN_FPN_PRESETS
 from . import arguments, checkpoints, loop, publishing, reporting, runtime
@@ -97,6 +101,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "checkpointing_steps": 16_000,
     }
 }
+# mmseg's keep-ratio resize scale (long side, short side), as --train_scale and --eval_scale take it
+KEEP_RATIO_SCALE = {"type": int, "nargs": 2, "metavar": ("LONG", "SHORT")}
 NO_WEIGHT_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)
 NO_WEIGHT_DECAY_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
 
@@ -172,14 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: random scale of the short side, crop, flip; mmseg: mmseg's ADE20K pipeline (RandomResize of "
         "--train_scale by 0.5-2.0, RandomCrop with cat_max_ratio 0.75, flip, PhotoMetricDistortion).",
     )
-    seg.add_argument(
-        "--train_scale",
-        type=int,
-        nargs=2,
-        default=(2048, 512),
-        metavar=("LONG", "SHORT"),
-        help="mmseg pipeline scale.",
-    )
+    seg.add_argument("--train_scale", **KEEP_RATIO_SCALE, default=(2048, 512), help="mmseg pipeline scale.")
     seg.add_argument(
         "--eval_protocol",
         choices=EVAL_PROTOCOLS,
@@ -385,112 +384,41 @@ def default_warmup_steps(max_train_steps: int) -> int:
 # --- evaluation -------------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class SegmentationMetrics:
-    """mmseg's IoUMetric (see ``hf_swin_ddpm.segmentation_eval``): mean IoU (over the classes that occur in the labels
-    or the predictions), per-class IoU (NaN for a class that occurs in neither), pixel accuracy (aAcc), mean class
-    accuracy, mean Dice and F-score, and the number of evaluated images."""
-
-    mean_iou: float
-    per_class_iou: list[float]
-    pixel_accuracy: float
-    mean_accuracy: float
-    num_images: int
-    mean_dice: float = float("nan")
-    mean_fscore: float = float("nan")
-    per_class_accuracy: list[float] = dataclasses.field(default_factory=list)
-
-    @classmethod
-    def from_counts(cls, counts: torch.Tensor, num_images: int) -> SegmentationMetrics:
-        """From summed per-class (intersection, predicted, labelled) counts."""
-        scores = scores_from_counts(counts)
-        per_class = list(scores["per_class"].values())
-        return cls(
-            mean_iou=scores["mIoU"],
-            per_class_iou=[row["IoU"] for row in per_class],
-            pixel_accuracy=scores["aAcc"],
-            mean_accuracy=scores["mAcc"],
-            num_images=num_images,
-            mean_dice=scores["mDice"],
-            mean_fscore=scores["mFscore"],
-            per_class_accuracy=[row["Acc"] for row in per_class],
-        )
-
-    def as_results(self, id2label: dict[int, str], prefix: str = "eval_") -> dict[str, Any]:
-        results = {
-            f"{prefix}mean_iou": self.mean_iou,
-            f"{prefix}pixel_accuracy": self.pixel_accuracy,
-            f"{prefix}mean_accuracy": self.mean_accuracy,
-            f"{prefix}mean_dice": self.mean_dice,
-            f"{prefix}mean_fscore": self.mean_fscore,
-            f"{prefix}samples": self.num_images,
-        }
-        for name, values in (("iou", self.per_class_iou), ("accuracy", self.per_class_accuracy)):
-            results[f"{prefix}per_class_{name}"] = {
-                id2label.get(index, str(index)): None if math.isnan(value) else value
-                for index, value in enumerate(values)
-            }
-        return results
+# mmseg's summary metrics under the names of the training results (``eval_mean_iou``, ...)
+RESULT_METRICS = {
+    "mean_iou": "mIoU",
+    "pixel_accuracy": "aAcc",
+    "mean_accuracy": "mAcc",
+    "mean_dice": "mDice",
+    "mean_fscore": "mFscore",
+}
 
 
-def prepare_evaluation_dataloader(accelerator, eval_dataloader: DataLoader) -> DataLoader:
-    """``accelerator.prepare``, except for a stream of list batches (the keep-ratio protocol) on several processes:
-    accelerate dispatches a stream's batches from the main process by slicing stacked tensors, which lists of images
-    of different sizes are not; each process then reads its own shard of the stream
-    (``datasets.distributed.split_dataset_by_node``), and :func:`evaluate` sums the counts over processes."""
-    dataset = eval_dataloader.dataset
-    lists = eval_dataloader.collate_fn is collate_segmentation_lists
-    if not (lists and isinstance(dataset, datasets.IterableDataset) and accelerator.num_processes > 1):
-        return accelerator.prepare(eval_dataloader)
-    from datasets.distributed import split_dataset_by_node
-
-    shard = split_dataset_by_node(dataset, rank=accelerator.process_index, world_size=accelerator.num_processes)
-    return DataLoader(
-        shard,
-        batch_size=eval_dataloader.batch_size,
-        collate_fn=eval_dataloader.collate_fn,
-        num_workers=eval_dataloader.num_workers,
-    )
-
-
-@torch.no_grad()
-def evaluate(accelerator, model, eval_dataloader, num_labels: int) -> SegmentationMetrics:
-    """Predict every held-out image on its process and count, per image, each class's intersection, predicted and
-    labelled pixels (torchmetrics' stat scores); the counts are gathered over all processes with
-    ``gather_for_metrics`` (which drops the padding of the last batch) and summed into mmseg's metrics, or, for a
-    stream sharded by :func:`prepare_evaluation_dataloader`, summed on each process and then over the processes.
+def evaluate(accelerator, model, eval_dataloader, id2label: dict[int, str]) -> dict[str, Any]:
+    """mmseg's metrics (``hf_swin_ddpm.evaluation.segmentation``) of the held-out images, as ``eval_*`` results:
+    every process predicts its images and counts each class's intersection, predicted and labelled pixels, and the
+    counts of all processes are gathered and summed (:func:`~hf_swin_ddpm.evaluation.segmentation_counts`).
 
     Batches of lists (the keep-ratio protocol) are predicted one image at a time, whole, at each label map's size;
-    stacked batches (``--eval_protocol square``) in one forward at the batch's size."""
-    unwrapped = accelerator.unwrap_model(model)
-    was_training = model.training
-    model.eval()
-    total = torch.zeros(num_labels, 3, dtype=torch.long)
-    num_images = 0
-    sharded = type(eval_dataloader) is DataLoader  # not prepared: see prepare_evaluation_dataloader
-    for batch in tqdm(eval_dataloader, desc="eval", disable=not accelerator.is_local_main_process, leave=False):
-        if isinstance(batch["pixel_values"], torch.Tensor):
-            predictions = list(model(pixel_values=batch["pixel_values"]).logits.argmax(dim=1))
-        else:
-            predictions = [
-                predict_at_label_size(unwrapped, pixels, labels.shape, InferenceProtocol())
-                for pixels, labels in zip(batch["pixel_values"], batch["labels"], strict=True)
-            ]
-        counts = torch.stack(
-            [
-                class_counts(prediction, labels, num_labels, IGNORE_INDEX)
-                for prediction, labels in zip(predictions, batch["labels"], strict=True)
-            ]
-        )
-        if not sharded:
-            counts = accelerator.gather_for_metrics(counts.to(accelerator.device)).cpu()
-        total += counts.sum(dim=0)
-        num_images += counts.shape[0]
-    model.train(was_training)
-    if sharded:
-        summed = accelerator.reduce(torch.cat([total.flatten(), torch.tensor([num_images])]).to(accelerator.device))
-        total, num_images = summed[:-1].cpu().view_as(total), int(summed[-1])
-    return SegmentationMetrics.from_counts(total, num_images)
+    stacked batches (``--eval_protocol square``) in one forward at the batch's size. Per-class values that are
+    undefined (a class in neither the labels nor the predictions) are None."""
+    counts, num_images = segmentation_counts(
+        model,
+        eval_dataloader,
+        len(id2label),
+        ignore_index=IGNORE_INDEX,
+        accelerator=accelerator,
+        desc="eval",
+        leave=False,
+    )
+    scores = scores_from_counts(counts, id2label)
+    results: dict[str, Any] = {f"eval_{ours}": scores[theirs] for ours, theirs in RESULT_METRICS.items()}
+    results["eval_samples"] = num_images
+    for name, metric in (("iou", "IoU"), ("accuracy", "Acc")):
+        results[f"eval_per_class_{name}"] = {
+            label: None if math.isnan(row[metric]) else row[metric] for label, row in scores["per_class"].items()
+        }
+    return results
 
 
 @torch.no_grad()
@@ -548,14 +476,40 @@ def training_step(
     return loop.accumulated_step(accelerator, model, optimizer, lr_scheduler, compute_loss, max_grad_norm, guard)
 
 
+def build_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW over :func:`parameter_groups` (the Swin recipe's weight decay)."""
+    return torch.optim.AdamW(
+        parameter_groups(model, args.weight_decay),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+    )
+
+
+def build_lr_scheduler(args: argparse.Namespace, accelerator, optimizer, max_train_steps: int):
+    """Linear warm-up (``--lr_warmup_steps``, by default :func:`default_warmup_steps`), then ``--lr_scheduler``
+    (polynomial decay of power ``--lr_power``); stepped once per process by accelerate, so counted in process-steps."""
+    if args.lr_warmup_steps is None:
+        args.lr_warmup_steps = default_warmup_steps(max_train_steps)
+    return get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_train_steps * accelerator.num_processes,
+        power=args.lr_power,
+    )
+
+
 def train(args: argparse.Namespace) -> SegmentationTrainingResult:
     """Train as the flags say; returns the result on every process (used by the multi-process tests)."""
+    # 1. the accelerator, the output folder, the same initial weights on every process
     accelerator = runtime.make_accelerator(args)
     output_dir = Path(args.output_dir)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(args.seed)
 
+    # 2. the data, its classes and the model
     with accelerator.main_process_first():
         data = load_train_and_eval_datasets(args, "segmentation")
         id2label = resolve_id2label(args, data.train)
@@ -564,43 +518,27 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
         runtime.enable_gradient_checkpointing(model)
     runtime.use_channels_last(model, args)
     resolution = args.resolution or model.config.image_size
+
+    # 3. the dataloaders, the optimizer and the learning-rate schedule, prepared by accelerate
     train_dataloader, eval_dataloader, train_transform = build_dataloaders(args, data, resolution, len(id2label))
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, args.weight_decay),
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        eps=args.adam_epsilon,
-    )
+    optimizer = build_optimizer(args, model)
     streaming = isinstance(data.train, datasets.IterableDataset)
     train_dataloader = accelerator.prepare(train_dataloader)
     batches_per_epoch = None if streaming else len(train_dataloader)
     max_train_steps, _, _ = loop.resolve_training_length(args, batches_per_epoch, DEFAULT_NUM_EPOCHS)
-    if args.lr_warmup_steps is None:
-        args.lr_warmup_steps = default_warmup_steps(max_train_steps)
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=max_train_steps * accelerator.num_processes,
-        power=args.lr_power,
-    )
+    lr_scheduler = build_lr_scheduler(args, accelerator, optimizer, max_train_steps)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     if eval_dataloader is not None:
         eval_dataloader = prepare_evaluation_dataloader(accelerator, eval_dataloader)
+
+    # 4. resume from a checkpoint when asked, start the trackers
     progress = loop.TrainingProgress()  # saved in every checkpoint (checkpoints.save_checkpoint)
     set_seed(args.seed, device_specific=True)  # different drop-path draws on every process
-
     checkpoints.resume_if_requested(accelerator, args.resume_from_checkpoint, output_dir, progress)
-
-    accelerator.init_trackers(args.tracker_project_name or PROGRAM, config=reporting.tracker_config(args))
-    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     unwrapped = accelerator.unwrap_model(model)
-    logger.info(
-        f"Training {sum(p.numel() for p in unwrapped.parameters()):,} parameters, {len(id2label)} classes, for "
-        f"{max_train_steps} steps (batch {total_batch_size}), crops {resolution}x{resolution}",
-        main_process_only=True,
-    )
+    total_batch_size = _start_trackers(accelerator, args, unwrapped, max_train_steps, resolution)
 
+    # 5. the optimizer steps, evaluating every --eval_steps
     optimizer_steps = loop.OptimizerSteps(accelerator, args, progress, max_train_steps, lr_scheduler)
     forward_model = runtime.training_forward_module(model, args)
     model.train()
@@ -623,26 +561,17 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
 
     for step in optimizer_steps.steps(batches, train_step):
         if args.eval_steps and step % args.eval_steps == 0 and step != max_train_steps and eval_dataloader:
-            metrics = evaluate(accelerator, model, eval_dataloader, len(id2label))
-            accelerator.log(
-                {"eval_mean_iou": metrics.mean_iou, "eval_pixel_accuracy": metrics.pixel_accuracy}, step=step
-            )
-            optimizer_steps.progress_bar.write(f"step {step}: mean IoU {metrics.mean_iou:.4f}")
+            _log_evaluation(accelerator, model, eval_dataloader, id2label, optimizer_steps.progress_bar, step)
     loop_results = optimizer_steps.results(total_batch_size)
 
+    # 6. the final evaluation; the model, its image processor, the results and the card saved (and pushed)
     accelerator.wait_for_everyone()
-    results: dict[str, Any] = {
-        **loop_results,
-        "num_labels": len(id2label),
-        "resolution": resolution,
-    }
+    results: dict[str, Any] = {**loop_results, "num_labels": len(id2label), "resolution": resolution}
     example = None
     if eval_dataloader is not None:
-        metrics = evaluate(accelerator, model, eval_dataloader, len(id2label))
-        results.update(metrics.as_results(id2label))
-        results["eval_split"] = data.eval_split
-        results["eval_source"] = data.eval_source
-        if accelerator.is_main_process:
+        results.update(evaluate(accelerator, model, eval_dataloader, id2label))
+        results.update(eval_split=data.eval_split, eval_source=data.eval_source)
+        if accelerator.is_main_process:  # rows of image, ground truth and prediction
             example = example_prediction(unwrapped, next(iter(eval_dataloader)), id2label)
     image_processor = SwinFPNImageProcessor(
         size={"height": resolution, "width": resolution}, do_reduce_labels=args.do_reduce_labels
@@ -655,6 +584,25 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return SegmentationTrainingResult(unwrapped, image_processor, results, accelerator.process_index)
+
+
+def _start_trackers(accelerator, args: argparse.Namespace, model, max_train_steps: int, resolution: int) -> int:
+    """Start the trackers and log what is trained; returns the total batch size."""
+    accelerator.init_trackers(args.tracker_project_name or PROGRAM, config=reporting.tracker_config(args))
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info(
+        f"Training {sum(p.numel() for p in model.parameters()):,} parameters, {model.config.num_labels} classes, "
+        f"for {max_train_steps} steps (batch {total_batch_size}), crops {resolution}x{resolution}",
+        main_process_only=True,
+    )
+    return total_batch_size
+
+
+def _log_evaluation(accelerator, model, eval_dataloader, id2label: dict[int, str], progress_bar, step: int) -> None:
+    """The held-out mean IoU and pixel accuracy during training, to the trackers and the progress bar."""
+    results = evaluate(accelerator, model, eval_dataloader, id2label)
+    accelerator.log({name: results[name] for name in ("eval_mean_iou", "eval_pixel_accuracy")}, step=step)
+    progress_bar.write(f"step {step}: mean IoU {results['eval_mean_iou']:.4f}")
 
 
 def _save_outputs(

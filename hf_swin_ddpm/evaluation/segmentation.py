@@ -5,7 +5,8 @@ The protocol: each image resized keeping its aspect ratio to a scale (``(2048, 5
 (:meth:`SwinFPNForSegmentation.inference`), the prediction resized (bilinear, on the logits) to the label map's own
 size, and the metrics of mmseg's ``IoUMetric`` on the original labels: aAcc, mIoU, mAcc, mDice, mFscore (with
 mPrecision and mRecall), per class too. Classes are counted with torchmetrics' ``multiclass_stat_scores``; per-image
-counts add up, so they can be gathered from several processes (``gather_for_metrics``) and summed.
+counts add up, so they are gathered from several processes (:func:`~.loop.evaluation_loop`) and summed. Training
+(``train_segmentation``) and ``evaluate-seg`` count with :func:`segmentation_counts`.
 
 Metric definitions (mmseg ``IoUMetric.total_area_to_metrics``), for class c with I = |pred = c and label = c|,
 P = |pred = c|, L = |label = c| over the pixels whose label is not the ignore index:
@@ -27,9 +28,9 @@ from typing import Any
 
 import torch
 from torchmetrics.functional.classification import multiclass_stat_scores
-from tqdm.auto import tqdm
 
-from .data.transforms import DEFAULT_IGNORE_INDEX, SegmentationKeepRatioEvalTransform, keep_ratio_size
+from ..data.transforms import DEFAULT_IGNORE_INDEX, SegmentationKeepRatioEvalTransform, keep_ratio_size
+from .loop import evaluation_loop
 
 ADE20K_SCALE: tuple[int, int] = (2048, 512)
 MMSEG_TTA_SCALES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -47,6 +48,7 @@ __all__ = [
     "keep_ratio_size",
     "predict_at_label_size",
     "scores_from_counts",
+    "segmentation_counts",
 ]
 
 
@@ -143,7 +145,58 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-@torch.no_grad()
+def _batch_counts(
+    model, forward, batch: dict[str, Any], num_labels: int, ignore_index: int, protocol: InferenceProtocol
+) -> dict[str, torch.Tensor]:
+    """``counts`` (batch, num_labels, 3) of one batch: lists (keep-ratio) predicted one image at a time with
+    `protocol` at each label map's size, stacked tensors (a square resize) in one forward of `forward`."""
+    if isinstance(batch["pixel_values"], torch.Tensor):
+        predictions = list(forward(pixel_values=batch["pixel_values"]).logits.argmax(dim=1))
+    else:
+        predictions = [
+            predict_at_label_size(model, pixels, labels.shape, protocol)
+            for pixels, labels in zip(batch["pixel_values"], batch["labels"], strict=True)
+        ]
+    counts = [
+        class_counts(prediction.to(labels.device), labels, num_labels, ignore_index)
+        for prediction, labels in zip(predictions, batch["labels"], strict=True)
+    ]
+    return {"counts": torch.stack(counts)}
+
+
+def segmentation_counts(
+    model,
+    batches: Iterable[dict[str, Any]],
+    num_labels: int,
+    *,
+    ignore_index: int = DEFAULT_IGNORE_INDEX,
+    protocol: InferenceProtocol = InferenceProtocol(),
+    accelerator=None,
+    desc: str | None = None,
+    total: int | None = None,
+    leave: bool = True,
+) -> tuple[torch.Tensor, int]:
+    """The summed :func:`class_counts` (num_labels, 3) of every image of `batches` (``pixel_values`` + ``labels``
+    batches of the segmentation transforms) and the number of images, with the model in eval mode, gathered over the
+    processes of `accelerator` when given (`model` may then be the prepared model); see
+    :func:`~.loop.evaluation_loop`."""
+    unwrapped = model if accelerator is None else accelerator.unwrap_model(model)
+    was_training = model.training
+    model.eval()
+    try:
+        counts = evaluation_loop(
+            batches,
+            lambda batch: _batch_counts(unwrapped, model, batch, num_labels, ignore_index, protocol),
+            accelerator=accelerator,
+            desc=desc,
+            total=total,
+            leave=leave,
+        ).get("counts", torch.zeros(0, num_labels, 3, dtype=torch.long))
+    finally:
+        model.train(was_training)
+    return counts.cpu().sum(dim=0), counts.shape[0]
+
+
 def evaluate_segmentation(
     model,
     dataset: Iterable[dict[str, Any]],
@@ -165,18 +218,19 @@ def evaluate_segmentation(
     transform = SegmentationKeepRatioEvalTransform(
         scale, mean=mean, std=std, num_labels=len(id2label), reduce_labels=reduce_labels, ignore_index=ignore_index
     )
-    was_training = model.training
-    model.eval()
-    total = torch.zeros(len(id2label), 3, dtype=torch.long)
-    num_images = 0
-    total_images = len(dataset) if hasattr(dataset, "__len__") else None
-    for index, example in enumerate(tqdm(dataset, total=total_images, desc="evaluate", disable=not progress)):
-        batch = transform({"image": [example["image"]], "annotation": [example["annotation"]]}, indices=[index])
-        labels = batch["labels"][0]
-        prediction = predict_at_label_size(model, batch["pixel_values"][0], labels.shape, protocol)
-        total += class_counts(prediction.cpu(), labels, len(id2label), ignore_index)
-        num_images += 1
-    model.train(was_training)
+    batches = (
+        transform({"image": [example["image"]], "annotation": [example["annotation"]]}, indices=[index])
+        for index, example in enumerate(dataset)
+    )
+    total, num_images = segmentation_counts(
+        model,
+        batches,
+        len(id2label),
+        ignore_index=ignore_index,
+        protocol=protocol,
+        desc="evaluate" if progress else None,
+        total=len(dataset) if hasattr(dataset, "__len__") else None,
+    )
     if num_images == 0:
         raise ValueError("the evaluation dataset is empty; give a split that holds images")
     results = scores_from_counts(total, id2label)
