@@ -28,7 +28,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_swin_fpn import SwinFPNConfig
 from .convert_swin_fpn import convert_swin_checkpoint, convert_upernet_checkpoint, damaged_weights_error
-from .cpu_kernels_swin_fpn import ONEDNN_LINEAR
+from .cpu_kernels_swin_fpn import ONEDNN_LINEAR, head_memory_format
 
 # Value the shifted-window mask adds between tokens of different sub-windows (as in the reference implementation).
 SHIFTED_WINDOW_MASK_VALUE = -100.0
@@ -208,14 +208,10 @@ class SwinFPNWindowAttention(nn.Module):
     def attention_bias(
         self, shift_mask: torch.Tensor | None, dtype: torch.dtype, batch: int = 1, layout_key: tuple | None = None
     ) -> torch.Tensor:
-        """B + mask of the attention for `batch` images: (1, heads, M^2, M^2) without `shift_mask` (broadcast over
-        the windows), (batch * nW, heads, M^2, M^2) with it.
-
-        Without autograd and with a `layout_key` (the window geometry `shift_mask` was built for) it is built once
-        and cached until the table changes (an optimizer step, `load_state_dict`, `.to()`: its storage or version
-        counter moves); the copy per image of a shifted block's bias is cached only up to `BIAS_CACHE_BYTES`, above
-        that it is repeated per call. With autograd it is gathered from the table on every call, so the table gets
-        its gradient.
+        """B + mask of Eq. 4 for `batch` images: (1, heads, M^2, M^2) without `shift_mask` (broadcast over the
+        windows), (batch * nW, heads, M^2, M^2) with it. With autograd it is gathered from the table on every call;
+        without, it is cached per `layout_key` (the window geometry) until the table changes (its storage or version
+        moves), a shifted block's copy per image only up to `BIAS_CACHE_BYTES` (above, repeated per call).
         """
         table = self.relative_position_bias_table
         if torch.is_grad_enabled() or layout_key is None or torch.compiler.is_compiling():
@@ -262,15 +258,8 @@ class SwinFPNWindowAttention(nn.Module):
             attention = ALL_ATTENTION_FUNCTIONS.get_interface(
                 self.config._attn_implementation, eager_attention_forward
             )
-        context, weights = attention(
-            self,
-            query,
-            key,
-            value,
-            bias,
-            scaling=self.scaling,
-            dropout=self.attention_dropout if self.training else 0.0,
-        )
+        dropout = self.attention_dropout if self.training else 0.0
+        context, weights = attention(self, query, key, value, bias, scaling=self.scaling, dropout=dropout)
         return context.reshape(batch, num_windows, tokens, channels), weights if output_attentions else None
 
     def project(self, context: torch.Tensor, residual: torch.Tensor, drop_path: nn.Module) -> torch.Tensor:
@@ -446,21 +435,13 @@ class SwinFPNBackbone(nn.Module):
         super().__init__()
         self.patch_embed = SwinFPNPatchEmbedding(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        total_blocks = sum(config.depths)
+        depths, total_blocks = config.depths, sum(config.depths)
         drop_paths = [config.drop_path_rate * i / max(total_blocks - 1, 1) for i in range(total_blocks)]
-        self.stages = nn.ModuleList()
-        for index, (depth, heads, channels) in enumerate(zip(config.depths, config.num_heads, config.stage_channels)):
-            first = sum(config.depths[:index])
-            self.stages.append(
-                SwinFPNStage(
-                    config,
-                    channels,
-                    depth,
-                    heads,
-                    drop_paths[first : first + depth],
-                    merge=index < len(config.depths) - 1,
-                )
-            )
+        drop_paths = [drop_paths[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(len(depths))]
+        self.stages = nn.ModuleList(
+            SwinFPNStage(config, channels, depth, heads, drop_paths[i], merge=i < len(depths) - 1)
+            for i, (depth, heads, channels) in enumerate(zip(depths, config.num_heads, config.stage_channels))
+        )
         self.stage_norms = nn.ModuleList(nn.LayerNorm(channels) for channels in config.stage_channels)
 
     def encode(
@@ -488,15 +469,6 @@ class SwinFPNBackbone(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.encode(pixel_values)[0]
-
-
-def _head_memory_format(feature_maps: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """The backbone's maps are NCHW views of channels-last tensors, so the FPN and head convolutions run
-    channels-last: 1.13x faster for the whole Swin-T segmenter's inference on CPU (512x512, batch 2), but their
-    backward is slower there (a training step 1.04x slower), so on CPU with autograd recording they get NCHW copies."""
-    if torch.is_grad_enabled() and feature_maps[0].device.type == "cpu":
-        return tuple(feature_map.contiguous() for feature_map in feature_maps)
-    return feature_maps
 
 
 class SwinFPNFeaturePyramid(nn.Module):
@@ -790,7 +762,7 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
         """Logits at the input size from the decode head and, when `with_auxiliary` (a loss is computed) and the
         model has one, from the auxiliary head. UperNet's logits are upsampled bilinearly straight to the input size,
         as mmseg and transformers' `UperNetForSemanticSegmentation` do."""
-        feature_maps = _head_memory_format(feature_maps)
+        feature_maps = head_memory_format(feature_maps)
         if self.config.decode_head_type == "upernet":
             logits = F.interpolate(
                 self.decode_head(feature_maps), size=input_size, mode="bilinear", align_corners=False
