@@ -22,14 +22,14 @@ def inference(
     model: SwinFPNForSegmentation,
     pixel_values: torch.Tensor,
     mode: str = "whole",
+    output_size: tuple[int, int] | None = None,
     crop_size: int | tuple[int, int] | None = None,
     stride: int | tuple[int, int] | None = None,
     scales: tuple[float, ...] | list[float] = (1.0,),
     flip: bool = False,
-    output_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """Logits (batch, num_labels, *output_size) for normalised `pixel_values` of any size, the way
-    mmsegmentation tests segmenters.
+    """`model`'s logits (batch, num_labels, *output_size) for normalised `pixel_values` of any size, as mmseg's
+    test modes give them; `SwinFPNForSegmentation.inference` calls it.
 
     `mode="whole"` runs the model on the full image. `mode="slide"` runs it on `crop_size` windows placed every
     `stride` pixels (the last window of a row or column is moved back to end at the image border) and averages
@@ -44,6 +44,7 @@ def inference(
     its softmax is that average and its argmax the TTA prediction. With one view (the default) the model's raw
     logits are returned, resized to `output_size`.
     """
+    # 1. the arguments checked, with their defaults
     if mode not in ("whole", "slide"):
         raise ValueError(f"inference: mode must be 'whole' or 'slide', got {mode!r}.")
     check_pixel_values(pixel_values, model.config, whole_forward=False)
@@ -61,26 +62,43 @@ def inference(
             f"inference: stride {window_stride} exceeds crop_size {crop}, which would leave pixels between the "
             "windows unpredicted; use a stride <= the crop size."
         )
+    # 2. each view's logits at the output size; one view: the model's logits
     views = [(scale, flipped) for scale in scales for flipped in ((False, True) if flip else (False,))]
     total = None
     for scale, flipped in views:
-        view = pixel_values.flip(-1) if flipped else pixel_values
-        if scale != 1.0:
-            size = (max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5)))
-            view = F.interpolate(view, size=size, mode="bilinear", align_corners=False)
-        if mode == "slide":
-            logits = slide_inference(model, view, crop, window_stride)
-        else:
-            logits = model(pixel_values=view, return_dict=True).logits
-        if tuple(logits.shape[-2:]) != output_size:
-            logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
-        if flipped:
-            logits = logits.flip(-1)
+        logits = _view_logits(
+            model, pixel_values, scale, flipped, output_size, (crop, window_stride) if mode == "slide" else None
+        )
         if len(views) == 1:
             return logits
+        # 3. several views: their softmax probabilities averaged
         probabilities = logits.float().softmax(dim=1)
         total = probabilities if total is None else total + probabilities
     return (total / len(views)).log()
+
+
+def _view_logits(
+    model: SwinFPNForSegmentation,
+    pixel_values: torch.Tensor,
+    scale: float,
+    flipped: bool,
+    output_size: tuple[int, int],
+    slide: tuple[tuple[int, int], tuple[int, int]] | None,
+) -> torch.Tensor:
+    """The logits of one test-time view (`pixel_values` resized by `scale`, mirrored if `flipped`), resized to
+    `output_size` and mirrored back; `slide` is (crop size, stride) in slide mode, None in whole mode."""
+    height, width = pixel_values.shape[-2:]
+    view = pixel_values.flip(-1) if flipped else pixel_values
+    if scale != 1.0:
+        size = (max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5)))
+        view = F.interpolate(view, size=size, mode="bilinear", align_corners=False)
+    if slide is not None:
+        logits = slide_inference(model, view, *slide)
+    else:
+        logits = model(pixel_values=view, return_dict=True).logits
+    if tuple(logits.shape[-2:]) != output_size:
+        logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
+    return logits.flip(-1) if flipped else logits
 
 
 def slide_inference(

@@ -859,7 +859,7 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
                 "SwinFPNForSegmentation.inference needs the hf-swin-ddpm package (`pip install hf-swin-ddpm`), and "
                 f"the model loaded with its SwinFPNForSegmentation rather than as remote code: {error}"
             ) from error
-        return segmentation_inference.inference(self, pixel_values, mode, crop_size, stride, scales, flip, output_size)
+        return segmentation_inference.inference(self, pixel_values, mode, output_size, crop_size, stride, scales, flip)
 
 
 __all__ = ["SwinFPNForSegmentation", "SwinFPNPreTrainedModel", "SwinFPNBackbone"]
