@@ -317,7 +317,8 @@ class WindowLayout:
         return rows, cols
 
     def _gather_indices(self, shift: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(source token of each window slot, the slots that hold padding, the window slot of each token)."""
+        """The cyclic shift by -`shift` and the partition as indices: (source token of each window slot, the slots
+        that hold padding, the window slot of each token)."""
         window, windows_per_row = self.window_size, self.padded_width // self.window_size
         rows, cols = self._window_slot_coordinates(device)
         source_rows = (rows + shift) % self.padded_height  # torch.roll by -shift reads from i + shift
@@ -335,7 +336,8 @@ class WindowLayout:
         return slot_sources, padding_slots, token_slots.flatten()
 
     def _shift_mask(self, device: torch.device) -> torch.Tensor:
-        """(nW, M^2, M^2) mask: 0 within a sub-window of the shifted map, -100 across (Sec. 3.2, Fig. 4)."""
+        """The SW-MSA mask of the cyclically shifted map, (nW, M^2, M^2): 0 within a sub-window, -100 across (Sec.
+        3.2, Fig. 4: after the shift a window may join sub-windows that are not adjacent in the feature map)."""
         window, shift = self.window_size, self.shift
         rows, cols = self._window_slot_coordinates(device)
         row_region = (rows >= self.padded_height - window).long() + (rows >= self.padded_height - shift).long()
