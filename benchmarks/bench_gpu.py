@@ -30,7 +30,7 @@ from diffusers import DDPMPipeline, DDPMScheduler
 from transformers import SwinBackbone, SwinConfig
 
 from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler, SwinFPNConfig, SwinFPNForSegmentation, paper_unet
-from hf_swin_ddpm.swin_fpn.modeling_swin_fpn import _swin_geometry, convert_swin_backbone_state_dict
+from hf_swin_ddpm.swin_fpn.convert_swin_fpn import convert_swin_backbone_state_dict, swin_geometry
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors' data sheets (SXM parts where there are two);
 # the first name that occurs in `torch.cuda.get_device_name()` is used, `--peak-tflops` overrides.
@@ -83,7 +83,7 @@ def swin_pair(device: str, geometry: dict | None = None) -> tuple[SwinBackbone, 
         **(geometry or {}), out_features=["stage1", "stage2", "stage3", "stage4"], drop_path_rate=0.0
     )
     reference = SwinBackbone(swin_config).to(device).eval()
-    config = SwinFPNConfig(**_swin_geometry(swin_config), num_labels=150, drop_path_rate=0.0)
+    config = SwinFPNConfig(**swin_geometry(swin_config), num_labels=150, drop_path_rate=0.0)
     model = SwinFPNForSegmentation(config).to(device).eval()
     model.backbone.load_state_dict(convert_swin_backbone_state_dict(reference.state_dict()))
     return reference, model

@@ -29,7 +29,7 @@ from bench_support import counted_flops
 from transformers import SwinBackbone, SwinConfig
 
 from hf_swin_ddpm import SwinFPNConfig, SwinFPNForSegmentation
-from hf_swin_ddpm.swin_fpn.modeling_swin_fpn import _swin_geometry, convert_swin_backbone_state_dict
+from hf_swin_ddpm.swin_fpn.convert_swin_fpn import convert_swin_backbone_state_dict, swin_geometry
 
 RESULTS = Path(__file__).parent / "results"
 # `--clock cpu` times with this process's CPU time: with one thread, what other jobs on a shared machine take from
@@ -57,7 +57,7 @@ def build_pair() -> tuple[torch.nn.Module, SwinFPNForSegmentation]:
     reference = SwinBackbone(swin_config).eval()
     # same stochastic depth on both sides (none): SwinFPNConfig's default of 0.1 would add drop-path work to ours
     ours = SwinFPNForSegmentation(
-        SwinFPNConfig(**_swin_geometry(swin_config), num_labels=150, drop_path_rate=0.0)
+        SwinFPNConfig(**swin_geometry(swin_config), num_labels=150, drop_path_rate=0.0)
     ).eval()
     ours.backbone.load_state_dict(convert_swin_backbone_state_dict(reference.state_dict()))
     return reference, ours

@@ -51,6 +51,8 @@ SEG_FILES = {
     "config.json",
     "configuration_swin_fpn.py",
     "modeling_swin_fpn.py",
+    "convert_swin_fpn.py",
+    "cpu_kernels_swin_fpn.py",
     "image_processing_swin_fpn.py",
     "preprocessor_config.json",
     "model.safetensors",

@@ -10,7 +10,8 @@ from transformers import SwinBackbone, SwinConfig
 
 from hf_swin_ddpm import SwinFPNConfig, SwinFPNForSegmentation
 from hf_swin_ddpm.swin_fpn import modeling_swin_fpn
-from hf_swin_ddpm.swin_fpn.modeling_swin_fpn import _swin_geometry, convert_swin_backbone_state_dict
+from hf_swin_ddpm.swin_fpn.convert_swin_fpn import convert_swin_backbone_state_dict, swin_geometry
+from hf_swin_ddpm.swin_fpn.cpu_kernels_swin_fpn import ONEDNN_LINEAR
 
 GEOMETRIES = {
     "window7-patch4": dict(embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4], window_size=7, patch_size=4),
@@ -27,7 +28,7 @@ def pair(geometry: dict, seed: int = 0) -> tuple[SwinBackbone, SwinFPNForSegment
     with torch.no_grad():
         for parameter in reference.parameters():
             parameter.normal_(0.0, 0.1)
-    config = SwinFPNConfig(**_swin_geometry(reference.config), num_labels=3, drop_path_rate=0.0)
+    config = SwinFPNConfig(**swin_geometry(reference.config), num_labels=3, drop_path_rate=0.0)
     ours = SwinFPNForSegmentation(config)
     ours.backbone.load_state_dict(convert_swin_backbone_state_dict(reference.state_dict()))
     return reference, ours
@@ -53,7 +54,7 @@ def test_inference_runs_fused_linears_and_matches_transformers(geometry, size):
     for a, b in zip(first, second):
         assert torch.equal(a, b)
     linears = [m for m in ours.backbone.modules() if isinstance(m, torch.nn.Linear)]
-    assert all(linear in modeling_swin_fpn._PACKED_WEIGHTS for linear in linears if linear.bias is not None)
+    assert all(linear in ONEDNN_LINEAR.packed_weights for linear in linears if linear.bias is not None)
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES.values(), ids=GEOMETRIES.keys())
@@ -150,8 +151,8 @@ def test_a_torch_whose_onednn_op_refuses_the_call_falls_back_to_the_plain_ops(mo
         calls.append(len(args))
         raise RuntimeError("mkldnn::_linear_pointwise: unexpected arguments")
 
-    monkeypatch.setattr(modeling_swin_fpn, "_ONEDNN_LINEAR", refusing)
+    monkeypatch.setattr(ONEDNN_LINEAR, "op", refusing)
     with torch.inference_mode():
         expected, actual = reference(pixel_values).feature_maps, ours.backbone(pixel_values)
-    assert calls == [calls[0]] and modeling_swin_fpn._ONEDNN_LINEAR is None  # tried once, then never again
+    assert calls == [calls[0]] and ONEDNN_LINEAR.op is None  # tried once, then never again
     assert_maps_close(actual, expected)

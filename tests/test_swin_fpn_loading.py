@@ -175,7 +175,13 @@ def test_saved_folder_loads_as_remote_code_without_the_package(tmp_path):
     processor.save_pretrained(folder)
     saved = json.loads((folder / "config.json").read_text())
     assert saved["auto_map"]["AutoModelForSemanticSegmentation"] == "modeling_swin_fpn.SwinFPNForSegmentation"
-    for name in ("configuration_swin_fpn.py", "modeling_swin_fpn.py", "image_processing_swin_fpn.py"):
+    for name in (
+        "configuration_swin_fpn.py",
+        "modeling_swin_fpn.py",
+        "image_processing_swin_fpn.py",
+        "convert_swin_fpn.py",
+        "cpu_kernels_swin_fpn.py",
+    ):
         assert (folder / name).exists(), name
         assert "hf_swin_ddpm" not in (folder / name).read_text()
 

@@ -16,7 +16,7 @@ from transformers import (
 )
 
 from hf_swin_ddpm import SwinFPNConfig, SwinFPNForSegmentation
-from hf_swin_ddpm.swin_fpn.modeling_swin_fpn import _swin_geometry, convert_swin_backbone_state_dict
+from hf_swin_ddpm.swin_fpn.convert_swin_fpn import convert_swin_backbone_state_dict, swin_geometry
 
 GEOMETRIES = {
     "window7-patch4": dict(embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4], window_size=7, patch_size=4),
@@ -37,7 +37,7 @@ def reference_and_ours(geometry: dict, seed: int = 0) -> tuple[SwinBackbone, Swi
     with torch.no_grad():  # random weights of a realistic scale, so that every path contributes
         for parameter in reference.parameters():
             parameter.normal_(0.0, 0.1)
-    ours = SwinFPNForSegmentation(SwinFPNConfig(**_swin_geometry(swin_config), num_labels=3)).eval()
+    ours = SwinFPNForSegmentation(SwinFPNConfig(**swin_geometry(swin_config), num_labels=3)).eval()
     ours.backbone.load_state_dict(convert_swin_backbone_state_dict(reference.state_dict()))
     return reference, ours
 

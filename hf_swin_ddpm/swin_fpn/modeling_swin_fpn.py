@@ -1,16 +1,20 @@
-"""SwinFPN: the Swin Transformer (Liu et al. 2021, arXiv 2103.14030) with a Semantic FPN head (Kirillov et al. 2019).
+"""SwinFPN: the Swin Transformer (Liu et al. 2021, arXiv 2103.14030) with a Semantic FPN head (Kirillov et al. 2019)
+or UperNet (Xiao et al. 2018).
 
 The backbone keeps feature maps channels-last, (batch, height, width, channels), from the patch embedding to the stage
 outputs, as the paper's reference code does, and fuses the query/key/value projections into one linear layer. The
-shifted-window attention mask and the window gather are built once per stage and resolution, shared by its blocks.
+shifted-window attention mask and the window partition are built once per stage and resolution, shared by its blocks.
+
+Beside this file: `convert_swin_fpn.py` (transformers' Swin and UperNet checkpoints in), `cpu_kernels_swin_fpn.py`
+(the fused oneDNN linear behind `linear` in CPU inference); mmseg's whole/slide/TTA inference is in the package's
+`evaluation/segmentation_inference.py`.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
-import weakref
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +27,8 @@ from transformers.modeling_outputs import SemanticSegmenterOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_swin_fpn import SwinFPNConfig
+from .convert_swin_fpn import convert_swin_checkpoint, convert_upernet_checkpoint, damaged_weights_error
+from .cpu_kernels_swin_fpn import ONEDNN_LINEAR, head_memory_format
 
 # Value the shifted-window mask adds between tokens of different sub-windows (as in the reference implementation).
 SHIFTED_WINDOW_MASK_VALUE = -100.0
@@ -31,65 +37,28 @@ SHIFTED_WINDOW_MASK_VALUE = -100.0
 BIAS_CACHE_BYTES = 32 * 2**20
 
 
-def _onednn_linear_op():
-    """oneDNN's CPU linear with fused epilogues (`torch.ops.mkldnn._linear_pointwise`, what inductor emits), or None
-    where this torch build has no oneDNN."""
-    try:
-        return torch.ops.mkldnn._linear_pointwise if torch.backends.mkldnn.is_available() else None
-    except (AttributeError, RuntimeError):
-        return None
-
-
-_ONEDNN_LINEAR = _onednn_linear_op()
-# oneDNN's blocked copy of each linear layer's weight, (storage, version) -> packed, kept beside the layer (not in
-# it: `deepcopy`, pickling and `state_dict` never see it) and repacked when the weight changes.
-_PACKED_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def fused_linear_applies(hidden_states: torch.Tensor, layer: nn.Linear) -> bool:
-    """Whether `fused_linear` may run `layer` as one oneDNN kernel with its bias, GELU or residual add fused in:
-    CPU fp32 inference without autograd, autocast or compilation (oneDNN's op has no backward; the compilers fuse
-    on their own)."""
-    return (
-        _ONEDNN_LINEAR is not None
-        and not torch.is_grad_enabled()
-        and hidden_states.device.type == "cpu"
-        and hidden_states.dtype == layer.weight.dtype == torch.float32
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
-    )
-
-
-def packed_weight(layer: nn.Linear, rows: int) -> torch.Tensor:
-    """`layer.weight` reordered once into oneDNN's blocked layout (what inductor does for CPU inference), so that
-    each call skips the reorder; repacked after the weight changes (an optimizer step, `load_state_dict`, `.to()`)."""
-    weight = layer.weight
-    source = (weight.device, weight.data_ptr(), weight._version)
-    cached = _PACKED_WEIGHTS.get(layer)
-    if cached is None or cached[0] != source:
-        cached = (source, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows))
-        _PACKED_WEIGHTS[layer] = cached
-    return cached[1]
-
-
-def fused_linear(
-    hidden_states: torch.Tensor, layer: nn.Linear, gelu: bool = False, residual: torch.Tensor | None = None
+def linear(
+    hidden_states: torch.Tensor,
+    layer: nn.Linear,
+    activation: nn.Module | None = None,
+    residual: torch.Tensor | None = None,
+    dropouts: tuple[nn.Module, ...] = (),
 ) -> torch.Tensor:
-    """`layer(hidden_states)`, then exact (erf) GELU if `gelu`, plus `residual` if given, in one pass over the output
-    where `fused_linear_applies` (the bias, GELU and sum are the matmul's epilogue: no bias copy before it, no
-    elementwise pass after it); the plain ops otherwise. Equal to the plain ops up to float rounding."""
-    global _ONEDNN_LINEAR
-    if fused_linear_applies(hidden_states, layer) and (residual is None or residual.is_contiguous()):
-        try:
-            weight = packed_weight(layer, hidden_states.numel() // hidden_states.shape[-1])
-            if residual is not None and not gelu:
-                return _ONEDNN_LINEAR.binary(hidden_states, residual, weight, layer.bias, "add")
-            output = _ONEDNN_LINEAR(hidden_states, weight, layer.bias, "gelu" if gelu else "none", [], "none")
-            return output if residual is None else output.add_(residual)
-        except (RuntimeError, TypeError, AttributeError, NotImplementedError):  # a torch whose private op differs
-            _ONEDNN_LINEAR = None
+    """`residual + dropouts(activation(layer(hidden_states)))`: a block's linear layer with its activation, the
+    dropouts of its branch and the residual add of Eq. 3.
+
+    Where the dropouts are off (inference), `ONEDNN_LINEAR` computes the same on CPU as one oneDNN kernel, the bias,
+    GELU and sum fused into the matmul (`cpu_kernels_swin_fpn.py`); it returns None where it does not apply.
+    """
+    if not any(dropout.training for dropout in dropouts):
+        fused = ONEDNN_LINEAR(hidden_states, layer, activation, residual)
+        if fused is not None:
+            return fused
     output = layer(hidden_states)
-    output = F.gelu(output) if gelu else output
+    if activation is not None:
+        output = activation(output)
+    for dropout in dropouts:
+        output = dropout(output)
     return output if residual is None else output + residual
 
 
@@ -239,14 +208,10 @@ class SwinFPNWindowAttention(nn.Module):
     def attention_bias(
         self, shift_mask: torch.Tensor | None, dtype: torch.dtype, batch: int = 1, layout_key: tuple | None = None
     ) -> torch.Tensor:
-        """B + mask of the attention for `batch` images: (1, heads, M^2, M^2) without `shift_mask` (broadcast over
-        the windows), (batch * nW, heads, M^2, M^2) with it.
-
-        Without autograd and with a `layout_key` (the window geometry `shift_mask` was built for) it is built once
-        and cached until the table changes (an optimizer step, `load_state_dict`, `.to()`: its storage or version
-        counter moves); the copy per image of a shifted block's bias is cached only up to `BIAS_CACHE_BYTES`, above
-        that it is repeated per call. With autograd it is gathered from the table on every call, so the table gets
-        its gradient.
+        """B + mask of Eq. 4 for `batch` images: (1, heads, M^2, M^2) without `shift_mask` (broadcast over the
+        windows), (batch * nW, heads, M^2, M^2) with it. With autograd it is gathered from the table on every call;
+        without, it is cached per `layout_key` (the window geometry) until the table changes (its storage or version
+        moves), a shifted block's copy per image only up to `BIAS_CACHE_BYTES` (above, repeated per call).
         """
         table = self.relative_position_bias_table
         if torch.is_grad_enabled() or layout_key is None or torch.compiler.is_compiling():
@@ -274,30 +239,18 @@ class SwinFPNWindowAttention(nn.Module):
         return bias.repeat(batch, 1, 1, 1) if batch > 1 else bias
 
     def forward(
-        self, windows: torch.Tensor, shift_mask: torch.Tensor | None, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`windows`: (B, nW, M^2, C); `shift_mask`: (nW, M^2, M^2) or None. Returns (B, nW, M^2, C)."""
-        context, weights = self.attend(windows, shift_mask, output_attentions)
-        return self.project(context), weights
-
-    def project(self, context: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """The output projection (and its dropout) of `attend`'s context, plus `residual` if given (fused in
-        inference, see `fused_linear`). It is per token, so it can run after the windows are undone."""
-        if self.training:
-            projected = self.proj_dropout(self.proj(context))
-            return projected if residual is None else projected + residual
-        return fused_linear(context, self.proj, residual=residual)
-
-    def attend(
         self,
         windows: torch.Tensor,
         shift_mask: torch.Tensor | None,
         output_attentions: bool = False,
         layout_key: tuple | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The heads' attention outputs, concatenated, before the output projection: (B, nW, M^2, C)."""
+        """The heads' attention outputs for `windows` (B, nW, M^2, C), concatenated, before the output projection:
+        (B, nW, M^2, C). `shift_mask` is the SW-MSA mask (nW, M^2, M^2) or None; `layout_key` names the window
+        geometry for the bias cache (see `attention_bias`). The output projection is `project`: it is per token,
+        so the block runs it after the windows are undone, skipping the padding slots."""
         batch, num_windows, tokens, channels = windows.shape
-        qkv = fused_linear(windows, self.qkv).view(batch * num_windows, tokens, 3, self.num_heads, self.head_dim)
+        qkv = linear(windows, self.qkv).view(batch * num_windows, tokens, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.attention_bias(shift_mask, query.dtype, batch, layout_key)
         attention = eager_attention_forward
@@ -305,47 +258,39 @@ class SwinFPNWindowAttention(nn.Module):
             attention = ALL_ATTENTION_FUNCTIONS.get_interface(
                 self.config._attn_implementation, eager_attention_forward
             )
-        context, weights = attention(
-            self,
-            query,
-            key,
-            value,
-            bias,
-            scaling=self.scaling,
-            dropout=self.attention_dropout if self.training else 0.0,
-        )
+        dropout = self.attention_dropout if self.training else 0.0
+        context, weights = attention(self, query, key, value, bias, scaling=self.scaling, dropout=dropout)
         return context.reshape(batch, num_windows, tokens, channels), weights if output_attentions else None
+
+    def project(self, context: torch.Tensor, residual: torch.Tensor, drop_path: nn.Module) -> torch.Tensor:
+        """`residual + DropPath(Dropout(context W_O + b_O))`: the output projection and the residual add of Eq. 3."""
+        return linear(context, self.proj, residual=residual, dropouts=(self.proj_dropout, drop_path))
 
 
 class SwinFPNMLP(nn.Module):
+    """The block's 2-layer MLP with GELU non-linearity in between (Sec. 3.1), `mlp_ratio` times wider inside."""
+
     def __init__(self, config: SwinFPNConfig, channels: int) -> None:
         super().__init__()
         hidden = int(channels * config.mlp_ratio)
         self.fc1 = nn.Linear(channels, hidden)
         self.activation = ACT2FN[config.hidden_act]
-        self.exact_gelu = config.hidden_act == "gelu"
         self.fc2 = nn.Linear(hidden, channels)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """fc2(act(fc1(x))), plus `residual` if given; in inference the bias, GELU and sum are fused into the
-        matmuls where `fused_linear` applies."""
-        if self.training:
-            hidden_states = self.dropout(self.activation(self.fc1(hidden_states)))
-            hidden_states = self.dropout(self.fc2(hidden_states))
-            return hidden_states if residual is None else hidden_states + residual
-        if self.exact_gelu:
-            hidden_states = fused_linear(hidden_states, self.fc1, gelu=True)
-        else:
-            hidden_states = self.activation(self.fc1(hidden_states))
-        return fused_linear(hidden_states, self.fc2, residual=residual)
+    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor, drop_path: nn.Module) -> torch.Tensor:
+        """`residual + DropPath(MLP(hidden_states))`, MLP(x) = fc2(GELU(fc1(x))) with dropout after each: the
+        second half of Eq. 3."""
+        hidden_states = linear(hidden_states, self.fc1, self.activation, dropouts=(self.dropout,))
+        return linear(hidden_states, self.fc2, residual=residual, dropouts=(self.dropout, drop_path))
 
 
 class WindowLayout:
-    """How a stage's (H, W) map is cut into M x M windows: padding, cyclic shift and the SW-MSA mask.
+    """How a stage's (H, W) map is cut into M x M windows (Sec. 3.2): `window_partition` and `window_reverse`, for
+    W-MSA and, after the cyclic shift by -floor(M/2) (Fig. 4), for SW-MSA with its `shift_mask`.
 
     Built once per stage and forward from shapes only and shared by the stage's blocks. Padding to whole windows, the
-    cyclic shift by -floor(M/2) (Sec. 3.2) and the window partition are one gather along the token axis, and their
+    cyclic shift (`torch.roll` in the paper's code) and the partition are one gather along the token axis, and their
     inverse (partition reversed, shift undone, padding cropped) is one gather too: two copies per block instead of
     the five of pad, roll, partition, reverse and roll back.
     """
@@ -372,7 +317,8 @@ class WindowLayout:
         return rows, cols
 
     def _gather_indices(self, shift: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(source token of each window slot, the slots that hold padding, the window slot of each token)."""
+        """The cyclic shift by -`shift` and the partition as indices: (source token of each window slot, the slots
+        that hold padding, the window slot of each token)."""
         window, windows_per_row = self.window_size, self.padded_width // self.window_size
         rows, cols = self._window_slot_coordinates(device)
         source_rows = (rows + shift) % self.padded_height  # torch.roll by -shift reads from i + shift
@@ -390,7 +336,8 @@ class WindowLayout:
         return slot_sources, padding_slots, token_slots.flatten()
 
     def _shift_mask(self, device: torch.device) -> torch.Tensor:
-        """(nW, M^2, M^2) mask: 0 within a sub-window of the shifted map, -100 across (Sec. 3.2, Fig. 4)."""
+        """The SW-MSA mask of the cyclically shifted map, (nW, M^2, M^2): 0 within a sub-window, -100 across (Sec.
+        3.2, Fig. 4: after the shift a window may join sub-windows that are not adjacent in the feature map)."""
         window, shift = self.window_size, self.shift
         rows, cols = self._window_slot_coordinates(device)
         row_region = (rows >= self.padded_height - window).long() + (rows >= self.padded_height - shift).long()
@@ -399,8 +346,9 @@ class WindowLayout:
         mask = regions[:, None, :] != regions[:, :, None]
         return torch.zeros(mask.shape, device=device).masked_fill_(mask, SHIFTED_WINDOW_MASK_VALUE)
 
-    def to_windows(self, hidden_states: torch.Tensor, shifted: bool) -> torch.Tensor:
-        """(B, H, W, C) -> (B, nW, M^2, C): zero-pad to whole windows, shift by -floor(M/2) if `shifted`, partition."""
+    def window_partition(self, hidden_states: torch.Tensor, shifted: bool) -> torch.Tensor:
+        """(B, H, W, C) -> (B, nW, M^2, C): zero-pad to whole windows, shift cyclically by -floor(M/2) if `shifted`,
+        cut into M x M windows."""
         batch, _, _, channels = hidden_states.shape
         slot_sources, padding_slots, _ = self._gathers[shifted]
         windows = hidden_states.reshape(batch, -1, channels).index_select(1, slot_sources)
@@ -408,8 +356,8 @@ class WindowLayout:
             windows.index_fill_(1, padding_slots, 0.0)
         return windows.view(batch, self.num_windows, -1, channels)
 
-    def from_windows(self, windows: torch.Tensor, shifted: bool) -> torch.Tensor:
-        """Inverse of `to_windows`: (B, nW, M^2, C) -> (B, H, W, C)."""
+    def window_reverse(self, windows: torch.Tensor, shifted: bool) -> torch.Tensor:
+        """Inverse of `window_partition`: (B, nW, M^2, C) -> (B, H, W, C)."""
         batch, _, _, channels = windows.shape
         tokens = windows.reshape(batch, -1, channels).index_select(1, self._gathers[shifted][2])
         return tokens.view(batch, self.height, self.width, channels)
@@ -431,16 +379,12 @@ class SwinFPNBlock(GradientCheckpointingLayer):
         self, hidden_states: torch.Tensor, layout: WindowLayout, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         shifted = self.shifted and layout.shift > 0
-        windows = layout.to_windows(self.norm1(hidden_states), shifted)
+        windows = layout.window_partition(self.norm1(hidden_states), shifted)
         shift_mask = layout.shift_mask if shifted else None
-        context, weights = self.attn.attend(windows, shift_mask, output_attentions, (layout.height, layout.width))
-        # the output projection is per token: after the windows are undone it skips the padding slots
-        context = layout.from_windows(context, shifted)
-        if self.training:
-            hidden_states = hidden_states + self.drop_path(self.attn.project(context))
-            return hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states))), weights
-        hidden_states = self.attn.project(context, residual=hidden_states)
-        return self.mlp(self.norm2(hidden_states), residual=hidden_states), weights
+        context, weights = self.attn(windows, shift_mask, output_attentions, (layout.height, layout.width))
+        # the output projection is per token: after the window reverse it skips the padding slots
+        hidden_states = self.attn.project(layout.window_reverse(context, shifted), hidden_states, self.drop_path)
+        return self.mlp(self.norm2(hidden_states), hidden_states, self.drop_path), weights
 
 
 class SwinFPNStage(nn.Module):
@@ -493,21 +437,13 @@ class SwinFPNBackbone(nn.Module):
         super().__init__()
         self.patch_embed = SwinFPNPatchEmbedding(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        total_blocks = sum(config.depths)
+        depths, total_blocks = config.depths, sum(config.depths)
         drop_paths = [config.drop_path_rate * i / max(total_blocks - 1, 1) for i in range(total_blocks)]
-        self.stages = nn.ModuleList()
-        for index, (depth, heads, channels) in enumerate(zip(config.depths, config.num_heads, config.stage_channels)):
-            first = sum(config.depths[:index])
-            self.stages.append(
-                SwinFPNStage(
-                    config,
-                    channels,
-                    depth,
-                    heads,
-                    drop_paths[first : first + depth],
-                    merge=index < len(config.depths) - 1,
-                )
-            )
+        drop_paths = [drop_paths[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(len(depths))]
+        self.stages = nn.ModuleList(
+            SwinFPNStage(config, channels, depth, heads, drop_paths[i], merge=i < len(depths) - 1)
+            for i, (depth, heads, channels) in enumerate(zip(depths, config.num_heads, config.stage_channels))
+        )
         self.stage_norms = nn.ModuleList(nn.LayerNorm(channels) for channels in config.stage_channels)
 
     def encode(
@@ -535,15 +471,6 @@ class SwinFPNBackbone(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.encode(pixel_values)[0]
-
-
-def _head_memory_format(feature_maps: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """The backbone's maps are NCHW views of channels-last tensors, so the FPN and head convolutions run
-    channels-last: 1.13x faster for the whole Swin-T segmenter's inference on CPU (512x512, batch 2), but their
-    backward is slower there (a training step 1.04x slower), so on CPU with autograd recording they get NCHW copies."""
-    if torch.is_grad_enabled() and feature_maps[0].device.type == "cpu":
-        return tuple(feature_map.contiguous() for feature_map in feature_maps)
-    return feature_maps
 
 
 class SwinFPNFeaturePyramid(nn.Module):
@@ -708,6 +635,34 @@ class SwinFPNAuxiliaryHead(nn.Module):
         return self.classifier(hidden_states)
 
 
+def check_pixel_values(pixel_values: torch.Tensor, config: SwinFPNConfig, whole_forward: bool = True) -> None:
+    """Raise `ValueError` naming the problem: not a tensor, wrong rank or channels, not floating point, empty and,
+    with `whole_forward`, more than `config.max_input_pixels` pixels or NaN/inf values. Inference at any size checks
+    without `whole_forward` and leaves the rest to each forward, so that the bound applies to one slide crop."""
+    expected = f"(batch, {config.num_channels}, height, width)"
+    hint = "the image processor gives a floating-point torch.Tensor"
+    if not isinstance(pixel_values, torch.Tensor):
+        raise ValueError(f"pixel_values: expected a torch.Tensor of shape {expected}, got {type(pixel_values)}.")
+    if pixel_values.ndim != 4 or pixel_values.shape[1] != config.num_channels:
+        raise ValueError(f"pixel_values: expected shape {expected}, got {tuple(pixel_values.shape)} ({hint}).")
+    if not pixel_values.is_floating_point():
+        raise ValueError(f"pixel_values: expected a floating-point tensor ({hint}), got {pixel_values.dtype}.")
+    if min(pixel_values.shape) < 1:
+        raise ValueError(f"pixel_values: every dimension must be >= 1, got {tuple(pixel_values.shape)}.")
+    if not whole_forward:
+        return
+    batch, _, height, width = pixel_values.shape
+    max_pixels = config.max_input_pixels
+    if max_pixels is not None and batch * height * width > max_pixels:
+        raise ValueError(
+            f"pixel_values: batch * height * width = {batch} * {height} * {width} = {batch * height * width:,} "
+            f"exceeds config.max_input_pixels = {max_pixels:,}; split the batch, downscale the images or raise "
+            "the bound if the memory allows."
+        )
+    if not torch.compiler.is_compiling() and not torch.isfinite(pixel_values).all():
+        raise ValueError("pixel_values: expected finite values, got NaN or infinity.")
+
+
 class SwinFPNPreTrainedModel(PreTrainedModel):
     config_class = SwinFPNConfig
     config: SwinFPNConfig
@@ -727,14 +682,10 @@ class SwinFPNPreTrainedModel(PreTrainedModel):
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         except Exception as error:
-            damaged = _damaged_weights_file(pretrained_model_name_or_path, kwargs)
+            damaged = damaged_weights_error(pretrained_model_name_or_path, kwargs, error)
             if damaged is None:
                 raise
-            raise OSError(
-                f"{damaged}: truncated or damaged safetensors file ({' '.join(str(error).split())}). Re-download it "
-                "(`from_pretrained(..., force_download=True)` for a Hub repository) or re-save the model with "
-                "`save_pretrained`."
-            ) from error
+            raise damaged from error
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -789,7 +740,7 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
         output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
         output_attentions = bool(output_attentions or self.config.output_attentions)
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        self._check_pixel_values(pixel_values)
+        check_pixel_values(pixel_values, self.config)
         if labels is not None:
             self._check_labels(labels, pixel_values)
 
@@ -813,7 +764,7 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
         """Logits at the input size from the decode head and, when `with_auxiliary` (a loss is computed) and the
         model has one, from the auxiliary head. UperNet's logits are upsampled bilinearly straight to the input size,
         as mmseg and transformers' `UperNetForSemanticSegmentation` do."""
-        feature_maps = _head_memory_format(feature_maps)
+        feature_maps = head_memory_format(feature_maps)
         if self.config.decode_head_type == "upernet":
             logits = F.interpolate(
                 self.decode_head(feature_maps), size=input_size, mode="bilinear", align_corners=False
@@ -846,31 +797,6 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
         logits = F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)
         return logits[..., : input_size[0], : input_size[1]]
 
-    def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
-        """Raise `ValueError` naming the problem: not a tensor, wrong rank or channels, not floating point, empty,
-        more than `config.max_input_pixels` pixels, or NaN/inf values."""
-        expected = f"(batch, {self.config.num_channels}, height, width)"
-        if not isinstance(pixel_values, torch.Tensor):
-            raise ValueError(f"pixel_values: expected a torch.Tensor of shape {expected}, got {type(pixel_values)}.")
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
-            raise ValueError(f"pixel_values: expected shape {expected}, got {tuple(pixel_values.shape)}.")
-        if not pixel_values.is_floating_point():
-            raise ValueError(
-                f"pixel_values: expected a floating-point tensor (use the image processor), got {pixel_values.dtype}."
-            )
-        if min(pixel_values.shape) < 1:
-            raise ValueError(f"pixel_values: every dimension must be >= 1, got {tuple(pixel_values.shape)}.")
-        batch, _, height, width = pixel_values.shape
-        max_pixels = self.config.max_input_pixels
-        if max_pixels is not None and batch * height * width > max_pixels:
-            raise ValueError(
-                f"pixel_values: batch * height * width = {batch} * {height} * {width} = {batch * height * width:,} "
-                f"exceeds config.max_input_pixels = {max_pixels:,}; split the batch, downscale the images or raise "
-                "the bound if the memory allows."
-            )
-        if not torch.compiler.is_compiling() and not torch.isfinite(pixel_values).all():
-            raise ValueError("pixel_values: expected finite values, got NaN or infinity.")
-
     def _check_labels(self, labels: torch.Tensor, pixel_values: torch.Tensor) -> None:
         """Raise `ValueError` unless `labels` is an integer (batch, height, width) tensor of class ids in
         [0, num_labels) or the ignore index."""
@@ -900,57 +826,17 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
         cls, name_or_path: str, allow_pickle: bool = False, **config_kwargs
     ) -> SwinFPNForSegmentation:
         """Build the model from a transformers Swin checkpoint (`SwinModel`, `SwinForImageClassification` or
-        `SwinBackbone`; v5 or legacy key names), e.g. `microsoft/swin-tiny-patch4-window7-224`.
+        `SwinBackbone`), e.g. `microsoft/swin-tiny-patch4-window7-224`: see `convert_swin_checkpoint`."""
+        return convert_swin_checkpoint(cls, name_or_path, allow_pickle, **config_kwargs)
 
-        The checkpoint's geometry and backbone weights are taken; the FPN and head start fresh, and so do the stage
-        norms when the checkpoint has none. `config_kwargs` set the rest (`num_labels`, `id2label`, dropouts, ...).
-        The weights are read from safetensors only, unless `allow_pickle=True` lets transformers read a
-        `pytorch_model.bin` (with `torch.load(weights_only=True)`).
-        """
-        from transformers import SwinBackbone, SwinConfig
+    @classmethod
+    def from_pretrained_upernet(
+        cls, name_or_path: str, allow_pickle: bool = False, **config_kwargs
+    ) -> SwinFPNForSegmentation:
+        """Convert a transformers `UperNetForSemanticSegmentation` with a Swin backbone, e.g. the ADE20K-trained
+        `openmmlab/upernet-swin-tiny`, into a `decode_head_type="upernet"` SwinFPN: see `convert_upernet_checkpoint`."""
+        return convert_upernet_checkpoint(cls, name_or_path, allow_pickle, **config_kwargs)
 
-        swin_config = SwinConfig.from_pretrained(name_or_path)
-        if swin_config.model_type != "swin":
-            raise ValueError(
-                f"from_pretrained_backbone: {name_or_path!r} is a {swin_config.model_type!r} checkpoint; expected a "
-                "transformers Swin ('swin') checkpoint such as microsoft/swin-tiny-patch4-window7-224."
-            )
-        if config_kwargs.get("patch_embedding_type", "linear") != "linear":
-            raise ValueError(
-                "from_pretrained_backbone: Swin checkpoints have the linear patch embedding; leave out "
-                f"patch_embedding_type={config_kwargs['patch_embedding_type']!r}."
-            )
-        if swin_config.use_absolute_embeddings:
-            raise ValueError(
-                f"from_pretrained_backbone: {name_or_path!r} uses absolute position embeddings, which SwinFPN does "
-                "not have; use a checkpoint with use_absolute_embeddings=False."
-            )
-        geometry = _swin_geometry(swin_config)
-        clashes = {k: v for k, v in config_kwargs.items() if k in geometry and _as_list(v) != _as_list(geometry[k])}
-        if clashes:
-            raise ValueError(
-                f"from_pretrained_backbone: {sorted(clashes)} differ from the checkpoint's geometry "
-                f"{ {k: geometry[k] for k in clashes} }; leave them out to take the checkpoint's."
-            )
-        config = SwinFPNConfig(**{**geometry, **config_kwargs, "backbone_checkpoint": str(name_or_path)})
-        stage_names = [f"stage{i + 1}" for i in range(len(swin_config.depths))]
-        swin_backbone, info = SwinBackbone.from_pretrained(
-            name_or_path,
-            out_features=stage_names,
-            output_loading_info=True,
-            **({} if allow_pickle else {"use_safetensors": True}),
-        )
-        model = cls(config)
-        converted = convert_swin_backbone_state_dict(swin_backbone.state_dict())
-        missing_norms = any(key.startswith("hidden_states_norms") for key in info["missing_keys"])
-        if missing_norms:
-            converted = {k: v for k, v in converted.items() if not k.startswith("stage_norms.")}
-        model.backbone.load_state_dict(converted, strict=not missing_norms)
-        return model
-
-    # --- inference at any image size (mmsegmentation's `whole` / `slide` test modes and its TTA) -------------------
-
-    @torch.no_grad()
     def inference(
         self,
         pixel_values: torch.Tensor,
@@ -962,269 +848,20 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
         output_size: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """Logits (batch, num_labels, *output_size) for normalised `pixel_values` of any size, the way
-        mmsegmentation tests segmenters.
+        mmsegmentation tests segmenters: `whole` or `slide` mode, multi-scale and flip test-time augmentation.
 
-        `mode="whole"` runs the model on the full image. `mode="slide"` runs it on `crop_size` windows placed every
-        `stride` pixels (the last window of a row or column is moved back to end at the image border) and averages
-        the logits of overlapping windows with a count map: memory is bounded by the crop, whatever the image size.
-        `crop_size` defaults to `config.image_size` and `stride` to two thirds of the crop (512 -> 341, mmseg's
-        ADE20K setting); both take an int or (height, width).
-
-        Test-time augmentation: each of `scales` resizes the input (bilinear) by that ratio, `flip=True` adds the
-        horizontal mirror of every scale. Every view's logits are resized (bilinear) to `output_size` (default: the
-        input's size), flipped views are mirrored back, and the views' **softmax probabilities** are averaged, as
-        mmseg's `SegTTAModel` (and the Swin repo's `aug_test`) do; the result is returned as log-probabilities, so
-        its softmax is that average and its argmax the TTA prediction. With one view (the default) the model's raw
-        logits are returned, resized to `output_size`.
+        Implemented in the installed package's `evaluation/segmentation_inference.py` (see its `inference` for the
+        arguments), which remote code does not carry.
         """
-        if mode not in ("whole", "slide"):
-            raise ValueError(f"inference: mode must be 'whole' or 'slide', got {mode!r}.")
-        self._check_pixel_values_shape(pixel_values)
-        scales = tuple(float(scale) for scale in scales)
-        if not scales or any(not (0.0 < scale < math.inf) for scale in scales):
-            raise ValueError(f"inference: scales must be positive finite ratios, got {scales!r}.")
-        height, width = pixel_values.shape[-2:]
-        output_size = (int(height), int(width)) if output_size is None else tuple(int(s) for s in output_size)
-        if len(output_size) != 2 or min(output_size) < 1:
-            raise ValueError(f"inference: output_size must be (height, width) >= 1, got {output_size!r}.")
-        crop = _pair(crop_size if crop_size is not None else self.config.image_size, "crop_size")
-        window_stride = _pair(stride if stride is not None else tuple(max(1, 2 * c // 3) for c in crop), "stride")
-        if any(s > c for s, c in zip(window_stride, crop)):
-            raise ValueError(
-                f"inference: stride {window_stride} exceeds crop_size {crop}, which would leave pixels between the "
-                "windows unpredicted; use a stride <= the crop size."
-            )
-        views = [(scale, flipped) for scale in scales for flipped in ((False, True) if flip else (False,))]
-        total = None
-        for scale, flipped in views:
-            view = pixel_values.flip(-1) if flipped else pixel_values
-            if scale != 1.0:
-                size = (max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5)))
-                view = F.interpolate(view, size=size, mode="bilinear", align_corners=False)
-            if mode == "slide":
-                logits = self.slide_logits(view, crop, window_stride)
-            else:
-                logits = self(pixel_values=view, return_dict=True).logits
-            if tuple(logits.shape[-2:]) != output_size:
-                logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
-            if flipped:
-                logits = logits.flip(-1)
-            if len(views) == 1:
-                return logits
-            probabilities = logits.float().softmax(dim=1)
-            total = probabilities if total is None else total + probabilities
-        return (total / len(views)).log()
-
-    def slide_logits(
-        self, pixel_values: torch.Tensor, crop_size: tuple[int, int], stride: tuple[int, int]
-    ) -> torch.Tensor:
-        """mmseg's `slide_inference`: logits of `crop_size` windows every `stride` pixels, summed into place and
-        divided by the count map (how many windows cover each pixel). (batch, num_labels, height, width)."""
-        batch, _, height, width = pixel_values.shape
-        logits_sum = count = None
-        for top, left in _window_origins((height, width), crop_size, stride):
-            bottom, right = min(top + crop_size[0], height), min(left + crop_size[1], width)
-            crop_logits = self(pixel_values=pixel_values[..., top:bottom, left:right], return_dict=True).logits
-            if logits_sum is None:
-                logits_sum = crop_logits.new_zeros(batch, crop_logits.shape[1], height, width)
-                count = crop_logits.new_zeros(1, 1, height, width)
-            logits_sum[..., top:bottom, left:right] += crop_logits
-            count[..., top:bottom, left:right] += 1
-        return logits_sum.div_(count)
-
-    def _check_pixel_values_shape(self, pixel_values: torch.Tensor) -> None:
-        """`inference` checks type, rank, channels and dtype; each forward (one crop in slide mode) checks the rest,
-        so `config.max_input_pixels` bounds a crop, not the image."""
-        expected = f"a floating-point torch.Tensor (batch, {self.config.num_channels}, height, width)"
-        is_tensor = isinstance(pixel_values, torch.Tensor)
-        if not is_tensor or pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
-            shape = tuple(pixel_values.shape) if is_tensor else type(pixel_values).__name__
-            raise ValueError(f"inference: pixel_values must be {expected}, got {shape}.")
-        if not pixel_values.is_floating_point() or pixel_values.numel() == 0:
-            raise ValueError(
-                f"inference: pixel_values must be {expected}, got {pixel_values.dtype} {tuple(pixel_values.shape)}."
-            )
-
-    @classmethod
-    def from_pretrained_upernet(
-        cls, name_or_path: str, allow_pickle: bool = False, **config_kwargs
-    ) -> SwinFPNForSegmentation:
-        """Convert a transformers `UperNetForSemanticSegmentation` with a Swin backbone, e.g. the ADE20K-trained
-        `openmmlab/upernet-swin-tiny` (-small, -base, -large), into a `decode_head_type="upernet"` SwinFPN: the
-        backbone (q/k/v fused), the UperNet decode head, the auxiliary FCN head (if any) and the labels
-        (`id2label`, `loss_ignore_index`). The converted model gives the same logits and loss in eval mode.
-
-        `config_kwargs` may set what does not change the weights' shapes (dropouts, `drop_path_rate`,
-        `image_size`, `max_input_pixels`, ...). Weights are read from safetensors only unless `allow_pickle=True`.
-        """
-        from transformers import UperNetConfig, UperNetForSemanticSegmentation
-
-        upernet_config = UperNetConfig.from_pretrained(name_or_path)
-        swin_config = upernet_config.backbone_config
-        if swin_config is None or swin_config.model_type != "swin":
-            kind = None if swin_config is None else swin_config.model_type
-            raise ValueError(
-                f"from_pretrained_upernet: {name_or_path!r} has a {kind!r} backbone; expected a UperNet with a Swin "
-                "backbone such as openmmlab/upernet-swin-tiny."
-            )
-        stages = [f"stage{i + 1}" for i in range(len(swin_config.depths))]
-        if list(swin_config.out_features) != stages or swin_config.use_absolute_embeddings:
-            raise ValueError(
-                f"from_pretrained_upernet: {name_or_path!r}: expected a Swin backbone without absolute position "
-                f"embeddings that outputs every stage {stages}, got out_features={list(swin_config.out_features)}."
-            )
-        expected_in = swin_config.embed_dim * 2 ** min(2, len(stages) - 1)
-        if upernet_config.auxiliary_in_channels not in (None, expected_in):
-            raise ValueError(
-                f"from_pretrained_upernet: auxiliary_in_channels={upernet_config.auxiliary_in_channels} does not "
-                f"match the third stage's {expected_in} channels."
-            )
-        shaped = _swin_geometry(swin_config) | {
-            "decode_head_type": "upernet",
-            "upernet_hidden_size": upernet_config.hidden_size,
-            "pool_scales": list(upernet_config.pool_scales),
-            "use_auxiliary_head": upernet_config.use_auxiliary_head,
-            "auxiliary_channels": upernet_config.auxiliary_channels,
-            "auxiliary_num_convs": upernet_config.auxiliary_num_convs,
-            "auxiliary_concat_input": upernet_config.auxiliary_concat_input,
-            "auxiliary_in_index": min(2, len(stages) - 1),
-            "id2label": {int(k): v for k, v in upernet_config.id2label.items()},
-        }
-        clashes = sorted(key for key in config_kwargs if key in shaped or key in ("num_labels", "label2id"))
-        if clashes:
-            raise ValueError(
-                f"from_pretrained_upernet: {clashes} are fixed by the checkpoint; leave them out to take its values."
-            )
-        config = SwinFPNConfig(
-            **shaped,
-            label2id={v: int(k) for k, v in upernet_config.id2label.items()},
-            auxiliary_loss_weight=upernet_config.auxiliary_loss_weight,
-            semantic_loss_ignore_index=upernet_config.loss_ignore_index,
-            drop_path_rate=swin_config.drop_path_rate,
-            hidden_dropout_prob=swin_config.hidden_dropout_prob,
-            attention_probs_dropout_prob=swin_config.attention_probs_dropout_prob,
-            backbone_checkpoint=str(name_or_path),
-            **config_kwargs,
-        )
-        upernet = UperNetForSemanticSegmentation.from_pretrained(
-            name_or_path, **({} if allow_pickle else {"use_safetensors": True})
-        )
-        model = cls(config)
-        model.backbone.load_state_dict(convert_swin_backbone_state_dict(upernet.backbone.state_dict()))
-        model.decode_head.load_state_dict(upernet.decode_head.state_dict())
-        if model.auxiliary_head is not None:
-            model.auxiliary_head.load_state_dict(upernet.auxiliary_head.state_dict())
-        return model.train(upernet.training)
-
-
-def _pair(value, name: str) -> tuple[int, int]:
-    """An int or (height, width) of positive ints as (height, width)."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
-        raise ValueError(
-            f"inference: {name} must be a positive int or (height, width) of positive ints, got {value!r}."
-        )
-    return int(pair[0]), int(pair[1])
-
-
-def _window_origins(
-    size: tuple[int, int], crop_size: tuple[int, int], stride: tuple[int, int]
-) -> list[tuple[int, int]]:
-    """Top-left corners of mmseg's sliding windows: ceil((size - crop) / stride) + 1 per axis, the last one moved back
-    to end at the border; a crop larger than the image gives one window, the whole image."""
-    origins = []
-    for axis in range(2):
-        grids = max(size[axis] - crop_size[axis] + stride[axis] - 1, 0) // stride[axis] + 1
-        origins.append(
-            [max(min(i * stride[axis] + crop_size[axis], size[axis]) - crop_size[axis], 0) for i in range(grids)]
-        )
-    return [(top, left) for top in origins[0] for left in origins[1]]
-
-
-def _as_list(value):
-    return list(value) if isinstance(value, (list, tuple)) else value
-
-
-def _swin_geometry(swin_config) -> dict:
-    """The fields of a transformers `SwinConfig` that fix the backbone's shape and arithmetic."""
-    image_size = swin_config.image_size
-    return {
-        "image_size": image_size if isinstance(image_size, int) else int(image_size[0]),
-        "patch_size": swin_config.patch_size if isinstance(swin_config.patch_size, int) else swin_config.patch_size[0],
-        "num_channels": swin_config.num_channels,
-        "embed_dim": swin_config.embed_dim,
-        "depths": list(swin_config.depths),
-        "num_heads": list(swin_config.num_heads),
-        "window_size": swin_config.window_size,
-        "mlp_ratio": swin_config.mlp_ratio,
-        "qkv_bias": swin_config.qkv_bias,
-        "hidden_act": swin_config.hidden_act,
-        "layer_norm_eps": swin_config.layer_norm_eps,
-    }
-
-
-def convert_swin_backbone_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a transformers `SwinBackbone` state dict (v5 names) to `SwinFPNBackbone`'s, fusing q/k/v into qkv."""
-    converted: dict[str, torch.Tensor] = {}
-    for key, tensor in state_dict.items():
-        key = key.removeprefix("swin.")
-        if key.startswith("hidden_states_norms.stage"):
-            stage, param = key.removeprefix("hidden_states_norms.stage").split(".", 1)
-            converted[f"stage_norms.{int(stage) - 1}.{param}"] = tensor
-            continue
-        if key.startswith("layernorm.") or "relative_position_index" in key or key.startswith("pooler"):
-            continue
-        for old, new in _SWIN_KEY_RENAMES:
-            key = key.replace(old, new)
-        converted[key] = tensor
-    for key in [k for k in converted if ".attn.q_proj." in k]:
-        suffix = key.rsplit(".", 1)[1]
-        prefix = key.split(".attn.q_proj.")[0]
-        parts = [converted.pop(f"{prefix}.attn.{name}_proj.{suffix}") for name in ("q", "k", "v")]
-        converted[f"{prefix}.attn.qkv.{suffix}"] = torch.cat(parts, dim=0)
-    return converted
-
-
-_SWIN_KEY_RENAMES = (
-    ("embeddings.patch_embeddings.projection", "patch_embed.projection"),
-    ("embeddings.norm", "patch_embed.norm"),
-    ("encoder.layers.", "stages."),
-    ("layernorm_before", "norm1"),
-    ("layernorm_after", "norm2"),
-    ("attention.relative_position_bias.relative_position_bias_table", "attn.relative_position_bias_table"),
-    ("attention.o_proj", "attn.proj"),
-    ("attention.q_proj", "attn.q_proj"),
-    ("attention.k_proj", "attn.k_proj"),
-    ("attention.v_proj", "attn.v_proj"),
-)
-
-
-def _damaged_weights_file(source: str | os.PathLike | None, kwargs: dict) -> Path | None:
-    """The first safetensors file of a local folder (or of its Hub cache snapshot) whose header does not read."""
-    from safetensors import safe_open
-
-    subfolder = kwargs.get("subfolder") or ""
-    if source is None:
-        return None
-    if os.path.isdir(source):
-        folder = Path(source) / subfolder
-    else:
-        from huggingface_hub import try_to_load_from_cache
-
-        config_file = f"{subfolder}/config.json" if subfolder else "config.json"
-        cached = try_to_load_from_cache(
-            str(source), config_file, cache_dir=kwargs.get("cache_dir"), revision=kwargs.get("revision")
-        )
-        if not isinstance(cached, str):
-            return None
-        folder = Path(cached).parent
-    for path in sorted(folder.glob("*.safetensors")):
         try:
-            with safe_open(str(path), framework="pt") as opened:
-                opened.keys()
-        except Exception:  # safetensors raises its own SafetensorError for a header it cannot read
-            return path
-    return None
+            # a module name, not a `from ..` line, which transformers' remote-code copier would take for a sibling file
+            segmentation_inference = importlib.import_module("..evaluation.segmentation_inference", __package__)
+        except ImportError as error:
+            raise ImportError(
+                "SwinFPNForSegmentation.inference needs the hf-swin-ddpm package (`pip install hf-swin-ddpm`), and "
+                f"the model loaded with its SwinFPNForSegmentation rather than as remote code: {error}"
+            ) from error
+        return segmentation_inference.inference(self, pixel_values, mode, output_size, crop_size, stride, scales, flip)
 
 
 __all__ = ["SwinFPNForSegmentation", "SwinFPNPreTrainedModel", "SwinFPNBackbone"]

@@ -1,0 +1,143 @@
+"""Segmentation inference at any image size, as mmsegmentation tests segmenters: `whole` and `slide` modes and
+multi-scale + flip test-time augmentation. `SwinFPNForSegmentation.inference` is the entry point; the evaluation
+protocol that uses it (resizing, metrics) is in `evaluation.segmentation`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from ..swin_fpn.modeling_swin_fpn import check_pixel_values
+
+if TYPE_CHECKING:
+    from ..swin_fpn.modeling_swin_fpn import SwinFPNForSegmentation
+
+
+@torch.no_grad()
+def inference(
+    model: SwinFPNForSegmentation,
+    pixel_values: torch.Tensor,
+    mode: str = "whole",
+    output_size: tuple[int, int] | None = None,
+    crop_size: int | tuple[int, int] | None = None,
+    stride: int | tuple[int, int] | None = None,
+    scales: tuple[float, ...] | list[float] = (1.0,),
+    flip: bool = False,
+) -> torch.Tensor:
+    """`model`'s logits (batch, num_labels, *output_size) for normalised `pixel_values` of any size, as mmseg's
+    test modes give them; `SwinFPNForSegmentation.inference` calls it.
+
+    `mode="whole"` runs the model on the full image. `mode="slide"` runs it on `crop_size` windows placed every
+    `stride` pixels (the last window of a row or column is moved back to end at the image border) and averages
+    the logits of overlapping windows with a count map: memory is bounded by the crop, whatever the image size.
+    `crop_size` defaults to `config.image_size` and `stride` to two thirds of the crop (512 -> 341, mmseg's
+    ADE20K setting); both take an int or (height, width).
+
+    Test-time augmentation: each of `scales` resizes the input (bilinear) by that ratio, `flip=True` adds the
+    horizontal mirror of every scale. Every view's logits are resized (bilinear) to `output_size` (default: the
+    input's size), flipped views are mirrored back, and the views' **softmax probabilities** are averaged, as
+    mmseg's `SegTTAModel` (and the Swin repo's `aug_test`) do; the result is returned as log-probabilities, so
+    its softmax is that average and its argmax the TTA prediction. With one view (the default) the model's raw
+    logits are returned, resized to `output_size`.
+    """
+    # 1. the arguments checked, with their defaults
+    if mode not in ("whole", "slide"):
+        raise ValueError(f"inference: mode must be 'whole' or 'slide', got {mode!r}.")
+    check_pixel_values(pixel_values, model.config, whole_forward=False)
+    scales = tuple(float(scale) for scale in scales)
+    if not scales or any(not (0.0 < scale < math.inf) for scale in scales):
+        raise ValueError(f"inference: scales must be positive finite ratios, got {scales!r}.")
+    height, width = pixel_values.shape[-2:]
+    output_size = (int(height), int(width)) if output_size is None else tuple(int(s) for s in output_size)
+    if len(output_size) != 2 or min(output_size) < 1:
+        raise ValueError(f"inference: output_size must be (height, width) >= 1, got {output_size!r}.")
+    crop = _pair(crop_size if crop_size is not None else model.config.image_size, "crop_size")
+    window_stride = _pair(stride if stride is not None else tuple(max(1, 2 * c // 3) for c in crop), "stride")
+    if any(s > c for s, c in zip(window_stride, crop)):
+        raise ValueError(
+            f"inference: stride {window_stride} exceeds crop_size {crop}, which would leave pixels between the "
+            "windows unpredicted; use a stride <= the crop size."
+        )
+    # 2. each view's logits at the output size; one view: the model's logits
+    views = [(scale, flipped) for scale in scales for flipped in ((False, True) if flip else (False,))]
+    total = None
+    for scale, flipped in views:
+        logits = _view_logits(
+            model, pixel_values, scale, flipped, output_size, (crop, window_stride) if mode == "slide" else None
+        )
+        if len(views) == 1:
+            return logits
+        # 3. several views: their softmax probabilities averaged
+        probabilities = logits.float().softmax(dim=1)
+        total = probabilities if total is None else total + probabilities
+    return (total / len(views)).log()
+
+
+def _view_logits(
+    model: SwinFPNForSegmentation,
+    pixel_values: torch.Tensor,
+    scale: float,
+    flipped: bool,
+    output_size: tuple[int, int],
+    slide: tuple[tuple[int, int], tuple[int, int]] | None,
+) -> torch.Tensor:
+    """The logits of one test-time view (`pixel_values` resized by `scale`, mirrored if `flipped`), resized to
+    `output_size` and mirrored back; `slide` is (crop size, stride) in slide mode, None in whole mode."""
+    height, width = pixel_values.shape[-2:]
+    view = pixel_values.flip(-1) if flipped else pixel_values
+    if scale != 1.0:
+        size = (max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5)))
+        view = F.interpolate(view, size=size, mode="bilinear", align_corners=False)
+    if slide is not None:
+        logits = slide_inference(model, view, *slide)
+    else:
+        logits = model(pixel_values=view, return_dict=True).logits
+    if tuple(logits.shape[-2:]) != output_size:
+        logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
+    return logits.flip(-1) if flipped else logits
+
+
+def slide_inference(
+    model: SwinFPNForSegmentation, pixel_values: torch.Tensor, crop_size: tuple[int, int], stride: tuple[int, int]
+) -> torch.Tensor:
+    """mmseg's `slide_inference`: logits of `crop_size` windows every `stride` pixels, summed into place and
+    divided by the count map (how many windows cover each pixel). (batch, num_labels, height, width)."""
+    batch, _, height, width = pixel_values.shape
+    logits_sum = count = None
+    for top, left in window_origins((height, width), crop_size, stride):
+        bottom, right = min(top + crop_size[0], height), min(left + crop_size[1], width)
+        crop_logits = model(pixel_values=pixel_values[..., top:bottom, left:right], return_dict=True).logits
+        if logits_sum is None:
+            logits_sum = crop_logits.new_zeros(batch, crop_logits.shape[1], height, width)
+            count = crop_logits.new_zeros(1, 1, height, width)
+        logits_sum[..., top:bottom, left:right] += crop_logits
+        count[..., top:bottom, left:right] += 1
+    return logits_sum.div_(count)
+
+
+def _pair(value, name: str) -> tuple[int, int]:
+    """An int or (height, width) of positive ints as (height, width)."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
+        raise ValueError(
+            f"inference: {name} must be a positive int or (height, width) of positive ints, got {value!r}."
+        )
+    return int(pair[0]), int(pair[1])
+
+
+def window_origins(
+    size: tuple[int, int], crop_size: tuple[int, int], stride: tuple[int, int]
+) -> list[tuple[int, int]]:
+    """Top-left corners of mmseg's sliding windows: ceil((size - crop) / stride) + 1 per axis, the last one moved back
+    to end at the border; a crop larger than the image gives one window, the whole image."""
+    origins = []
+    for axis in range(2):
+        grids = max(size[axis] - crop_size[axis] + stride[axis] - 1, 0) // stride[axis] + 1
+        origins.append(
+            [max(min(i * stride[axis] + crop_size[axis], size[axis]) - crop_size[axis], 0) for i in range(grids)]
+        )
+    return [(top, left) for top in origins[0] for left in origins[1]]
