@@ -7,60 +7,55 @@
 
     from hf_swin_ddpm.evaluation import evaluate_segmentation, feature_statistics, frechet_distance, SampleMetrics
 
-Not part of the remote-code files: it needs torchmetrics and scipy (the `train` or `eval` extra), and the
-`inception` features torch-fidelity (the `eval` extra).
+Not part of the remote-code files. The names below are imported on first use, so that ``segmentation_inference``
+(what `SwinFPNForSegmentation.inference` runs) needs torch only; the metrics need torchmetrics and scipy (the `train`
+or `eval` extra), and the `inception` features torch-fidelity (the `eval` extra).
 """
 
-from .bits_per_dim import mean_bits_per_dim
-from .extractors import (
-    CLASSIFIER_DATASETS,
-    ClassifierFeatures,
-    DigitClassifier,
-    EvaluationError,
-    InceptionFeatures,
-    load_classifier,
-    load_extractor,
-    train_classifier,
-)
-from .loop import evaluation_loop, prepare_evaluation_dataloader
-from .metrics import SampleMetrics
-from .reference import Reference, parse_reference, reference_batches, reference_statistics
-from .sampling import add_pipeline_samples, check_sample_count
-from .segmentation import InferenceProtocol, evaluate_segmentation, format_results_table, segmentation_counts
-from .statistics import (
-    ReferenceStatistics,
-    StaleStatisticsError,
-    feature_statistics,
-    frechet_distance,
-    load_statistics,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "CLASSIFIER_DATASETS",
-    "ClassifierFeatures",
-    "DigitClassifier",
-    "EvaluationError",
-    "InceptionFeatures",
-    "InferenceProtocol",
-    "Reference",
-    "ReferenceStatistics",
-    "SampleMetrics",
-    "StaleStatisticsError",
-    "add_pipeline_samples",
-    "check_sample_count",
-    "evaluate_segmentation",
-    "evaluation_loop",
-    "feature_statistics",
-    "format_results_table",
-    "frechet_distance",
-    "load_classifier",
-    "load_extractor",
-    "load_statistics",
-    "mean_bits_per_dim",
-    "parse_reference",
-    "prepare_evaluation_dataloader",
-    "reference_batches",
-    "reference_statistics",
-    "segmentation_counts",
-    "train_classifier",
-]
+# name -> the submodule that defines it
+_SUBMODULE_OF = {
+    "mean_bits_per_dim": "bits_per_dim",
+    **dict.fromkeys(
+        (
+            "CLASSIFIER_DATASETS",
+            "ClassifierFeatures",
+            "DigitClassifier",
+            "EvaluationError",
+            "InceptionFeatures",
+            "load_classifier",
+            "load_extractor",
+            "train_classifier",
+        ),
+        "extractors",
+    ),
+    "evaluation_loop": "loop",
+    "prepare_evaluation_dataloader": "loop",
+    "SampleMetrics": "metrics",
+    **dict.fromkeys(("Reference", "parse_reference", "reference_batches", "reference_statistics"), "reference"),
+    "add_pipeline_samples": "sampling",
+    "check_sample_count": "sampling",
+    **dict.fromkeys(
+        ("InferenceProtocol", "evaluate_segmentation", "format_results_table", "segmentation_counts"), "segmentation"
+    ),
+    **dict.fromkeys(
+        ("ReferenceStatistics", "StaleStatisticsError", "feature_statistics", "frechet_distance", "load_statistics"),
+        "statistics",
+    ),
+}
+
+__all__ = sorted(_SUBMODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SUBMODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_SUBMODULE_OF[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
