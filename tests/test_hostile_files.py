@@ -23,7 +23,7 @@ from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler, SwinFPNForSegmen
 from hf_swin_ddpm.cli import main as cli_main
 from hf_swin_ddpm.hub import load_saved, save_for_hub
 from hf_swin_ddpm.safe_loading import ModelFileError, check_model_folder
-from hf_swin_ddpm.training import common, train_ddpm
+from hf_swin_ddpm.training import checkpoints, train_ddpm
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "hf_swin_ddpm"
 SPACE_APP = Path(__file__).resolve().parents[1] / "spaces_app" / "app.py"
@@ -341,10 +341,15 @@ def damaged_checkpoint(checkpoint: Path, tmp_path: Path, change) -> Path:
 
 def test_checkpoints_hold_no_unpickled_custom_objects_and_a_manifest(checkpoint):
     names = {path.name for path in checkpoint.iterdir()}
-    assert {common.MANIFEST_FILE, common.TRAINING_STATE_FILE, common.EMA_WEIGHTS_FILE, "model.safetensors"} <= names
+    assert {
+        checkpoints.MANIFEST_FILE,
+        checkpoints.TRAINING_STATE_FILE,
+        checkpoints.EMA_WEIGHTS_FILE,
+        "model.safetensors",
+    } <= names
     assert not [name for name in names if name.startswith("custom_checkpoint")]
-    manifest = json.loads((checkpoint / common.MANIFEST_FILE).read_text())["files"]
-    assert set(manifest) == names - {common.MANIFEST_FILE}
+    manifest = json.loads((checkpoint / checkpoints.MANIFEST_FILE).read_text())["files"]
+    assert set(manifest) == names - {checkpoints.MANIFEST_FILE}
 
 
 def test_an_intact_checkpoint_resumes(checkpoint, tmp_path, capsys):
@@ -366,10 +371,13 @@ def flip_middle_byte(path: Path) -> None:
         (lambda folder: (folder / "optimizer.bin").unlink(), "optimizer.bin is missing from the checkpoint"),
         (lambda folder: truncate(folder / "optimizer.bin"), "optimizer.bin is truncated or altered"),
         (lambda folder: flip_middle_byte(folder / "model.safetensors"), "model.safetensors is altered"),
-        (lambda folder: flip_middle_byte(folder / common.EMA_WEIGHTS_FILE), "ema_weights.safetensors is altered"),
-        (lambda folder: (folder / common.TRAINING_STATE_FILE).write_text("{}"), "training_state.json is truncated"),
-        (lambda folder: (folder / common.MANIFEST_FILE).unlink(), "has no checkpoint_manifest.json"),
-        (lambda folder: (folder / common.MANIFEST_FILE).write_text("[1"), "checkpoint_manifest.json is damaged"),
+        (lambda folder: flip_middle_byte(folder / checkpoints.EMA_WEIGHTS_FILE), "ema_weights.safetensors is altered"),
+        (
+            lambda folder: (folder / checkpoints.TRAINING_STATE_FILE).write_text("{}"),
+            "training_state.json is truncated",
+        ),
+        (lambda folder: (folder / checkpoints.MANIFEST_FILE).unlink(), "has no checkpoint_manifest.json"),
+        (lambda folder: (folder / checkpoints.MANIFEST_FILE).write_text("[1"), "checkpoint_manifest.json is damaged"),
     ],
 )
 def test_a_damaged_checkpoint_is_refused_naming_the_file(checkpoint, tmp_path, capsys, change, message):
@@ -387,7 +395,7 @@ def test_a_hostile_pickle_in_a_checkpoint_never_runs(checkpoint, tmp_path, capsy
     def plant(folder: Path) -> None:
         write_hostile_pickle(folder / "optimizer.bin", marker)
         write_hostile_pickle(folder / "custom_checkpoint_0.pkl", marker)
-        common.write_manifest(folder)
+        checkpoints.write_manifest(folder)
 
     status, stderr = resume(damaged_checkpoint(checkpoint, tmp_path, plant), tmp_path, capsys)
     assert status == 2 and "could not be loaded" in one_error_line(stderr)

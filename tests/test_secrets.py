@@ -22,7 +22,7 @@ from training_support import CONSOLE_SCRIPT, flags
 
 from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler, paper_unet
 from hf_swin_ddpm.hub import HubPublishError, push_to_hub
-from hf_swin_ddpm.training.common import command_line
+from hf_swin_ddpm.training.arguments import command_line
 
 TOKEN = "hf_fakeSecretToken4SecretsTests0123456789abcd"
 REJECTED_TOKEN = "hf_rejectedSecretToken4SecretsTests98765432"

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import hub
 from .checkpoints import free_mib, is_write_failure, latest_checkpoint_size, size_on_disk, write_failure_reason
-from .data import hub_dataset_ids
+from .dataloaders import hub_dataset_ids
 from .errors import TrainingError
 
 ALL_RESULTS_FILE = "all_results.json"

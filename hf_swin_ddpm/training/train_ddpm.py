@@ -37,7 +37,7 @@ from ..data import DDPMTransform, collate_ddpm
 from ..diffusion import PAPER_UNET_PRESETS, DDPMPaperPipeline, DDPMPaperScheduler, variational_bound
 from ..diffusion.scheduling_ddpm_paper import MAX_NUM_TRAIN_TIMESTEPS
 from . import arguments, checkpoints, loop, publishing, reporting, runtime
-from .data import (
+from .dataloaders import (
     TrainingData,
     dataset_label,
     evaluation_dataloader,

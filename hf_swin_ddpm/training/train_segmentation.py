@@ -53,7 +53,7 @@ from ..segmentation_eval import InferenceProtocol, class_counts, predict_at_labe
 from ..swin_fpn import SwinFPNConfig, SwinFPNForSegmentation, SwinFPNImageProcessor
 from ..swin_fpn.configuration_swin_fpn import SWIN_FPN_PRESETS
 from . import arguments, checkpoints, loop, publishing, reporting, runtime
-from .data import (
+from .dataloaders import (
     AnyDataset,
     TrainingData,
     dataset_label,
