@@ -36,7 +36,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..cli import KEEP_RATIO_SCALE
 from ..data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -53,6 +52,7 @@ from ..segmentation_eval import InferenceProtocol, class_counts, predict_at_labe
 from ..swin_fpn import SwinFPNConfig, SwinFPNForSegmentation, SwinFPNImageProcessor
 from ..swin_fpn.configuration_swin_fpn import SWIN_FPN_PRESETS
 from . import arguments, checkpoints, loop, publishing, reporting, runtime
+from .arguments import KEEP_RATIO_SCALE
 from .dataloaders import (
     AnyDataset,
     TrainingData,
