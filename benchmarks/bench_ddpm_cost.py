@@ -7,21 +7,21 @@ Three measurements, all in one process with `--threads` threads (default 2):
    `--batch`: FLOPs counted with `torch.utils.flop_counter.FlopCounterMode` (matmuls, convolutions and attention;
    norms and activations are not counted), the fastest of `--repeats` timed calls, the achieved GFLOP/s and its
    fraction of a 2048x2048 @ 2048x2048 fp32 matmul's rate (best of several) measured in the same run.
-2. Samples per second of `DDPMPaperPipeline` with the tiny UNet at batch `--sampling-batch` for the paper's 1000 steps
+2. Samples per second of `DDPMPaperPipeline` with the tiny UNet at batch `--sampling_batch` for the paper's 1000 steps
    and respaced to 250, 100 and 50 steps. `DDPMPaperScheduler.set_timesteps(n)` spaces the n timesteps evenly over
    0..999 ("linspace", rounded, like diffusers' "linspace" spacing) and each step uses the effective
    beta = 1 - abar_t / abar_prev of the respaced chain, so every step costs one UNet call whatever n is.
 3. The bits/dim evaluation (`hf_swin_ddpm.variational_bound`, which `train_ddpm.py --eval_bpd_timesteps` calls) on
    the same digits test images (16x16, as the demo trains): the full bound with all T = 1000 terms against the
    stratified estimate with 100 KL terms (the demo's `--eval_bpd_timesteps=100`), seconds per image and the bits/dim of
-   both. The UNet has random weights unless `--ddpm-model` names a saved pipeline (e.g. demo_models/ddpm-digits), so
+   both. The UNet has random weights unless `--ddpm_model` names a saved pipeline (e.g. demo_models/ddpm-digits), so
    by default the bits/dim values say how the two estimates compare, not how good a model is.
 
 Writes `benchmarks/results/ddpm_cost.json` (not in `--quick` mode unless `--output` is given).
 
     .venv/bin/python benchmarks/bench_ddpm_cost.py                  # tiny + small UNets, writes the JSON
     .venv/bin/python benchmarks/bench_ddpm_cost.py --full           # also the CIFAR-10 UNet (slow on a CPU)
-    .venv/bin/python benchmarks/bench_ddpm_cost.py --ddpm-model demo_models/ddpm-digits   # trained weights for 2, 3
+    .venv/bin/python benchmarks/bench_ddpm_cost.py --ddpm_model demo_models/ddpm-digits   # trained weights for 2, 3
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ddpm_cost.py --quick --threads 1  # a smoke run (~20 s)
 """
 
@@ -241,10 +241,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (the fastest counts)")
     parser.add_argument("--batch", type=int, default=16, help="batch of the single-step FLOP/s measurement")
-    parser.add_argument("--sampling-batch", type=int, default=16)
+    parser.add_argument("--sampling_batch", type=int, default=16)
     parser.add_argument("--steps", type=int, nargs="+", default=list(PAPER_STEPS), help="sampling chain lengths")
-    parser.add_argument("--bpd-images", type=int, default=8)
-    parser.add_argument("--ddpm-model", type=Path, default=None, help="a saved DDPMPaperPipeline for parts 2 and 3")
+    parser.add_argument("--bpd_images", type=int, default=8)
+    parser.add_argument("--ddpm_model", type=Path, default=None, help="a saved DDPMPaperPipeline for parts 2 and 3")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:

@@ -1,4 +1,4 @@
-"""GPU check and timings for both models (run where a CUDA device is available; `--dry-run` runs every path on the
+"""GPU check and timings for both models (run where a CUDA device is available; `--dry_run` runs every path on the
 CPU with tiny sizes).
 
 SwinFPN: backbone parity with transformers' `SwinBackbone` on the GPU (fp32, odd input sizes), bf16 autocast agreement,
@@ -6,12 +6,12 @@ a training step; then the speed of the backbone and of the whole segmenter (ours
 transformers' backbone) against transformers' at batch 8 and 32, 512x512, in fp32 eager, bf16 autocast eager and
 bf16 autocast under `torch.compile`, with model FLOP utilisation: FLOPs counted by `torch.utils.flop_counter` / time /
 the GPU's dense bf16 peak (`DENSE_BF16_PEAK_TFLOPS`). Rows are timed alternately (median of rounds) and saved one by
-one; `--swin-budget-s` bounds the Swin speed part (about 8 minutes in all on an H200 with the defaults).
+one; `--swin_budget_s` bounds the Swin speed part (about 8 minutes in all on an H200 with the defaults).
 DDPM: `DDPMPaperPipeline` against diffusers' `DDPMPipeline` on the same UNet and seed (samples and time).
 Writes `benchmarks/results/gpu_<device>.json` (e.g. `gpu_h200.json`).
 
-    python benchmarks/bench_gpu.py [--batches 8 32] [--skip-ddpm] [--out PATH]
-    python benchmarks/bench_gpu.py --dry-run        # CPU, tiny sizes, writes $TMPDIR/gpu_dry_run_cpu.json
+    python benchmarks/bench_gpu.py [--batches 8 32] [--skip_ddpm] [--out PATH]
+    python benchmarks/bench_gpu.py --dry_run        # CPU, tiny sizes, writes $TMPDIR/gpu_dry_run_cpu.json
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler, SwinFPNConfig, S
 from hf_swin_ddpm.swin_fpn.convert_swin_fpn import convert_swin_backbone_state_dict, swin_geometry
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors' data sheets (SXM parts where there are two);
-# the first name that occurs in `torch.cuda.get_device_name()` is used, `--peak-tflops` overrides.
+# the first name that occurs in `torch.cuda.get_device_name()` is used, `--peak_tflops` overrides.
 DENSE_BF16_PEAK_TFLOPS = {
     "H200": 989.4,
     "H100 PCIe": 756.5,
@@ -223,16 +223,16 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds per row (median)")
     parser.add_argument("--calls", type=int, default=5, help="calls per round")
-    parser.add_argument("--compile-backend", default="inductor")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak, if not in the table")
-    parser.add_argument("--swin-budget-s", type=float, default=330.0, help="start no Swin speed row after this")
-    parser.add_argument("--skip-ddpm", action="store_true")
+    parser.add_argument("--compile_backend", default="inductor")
+    parser.add_argument("--peak_tflops", type=float, default=None, help="dense bf16 peak, if not in the table")
+    parser.add_argument("--swin_budget_s", type=float, default=330.0, help="start no Swin speed row after this")
+    parser.add_argument("--skip_ddpm", action="store_true")
     parser.add_argument("--unet", default="cifar10")
-    parser.add_argument("--ddpm-batch", type=int, default=16)
-    parser.add_argument("--ddpm-steps", type=int, default=1000)
+    parser.add_argument("--ddpm_batch", type=int, default=16)
+    parser.add_argument("--ddpm_steps", type=int, default=1000)
     parser.add_argument("--out", default=None, help="default: benchmarks/results/gpu_<device>.json")
     parser.add_argument(
-        "--dry-run",
+        "--dry_run",
         action="store_true",
         help="on the CPU with a tiny Swin, 64x64, batches 1 and 2, compile with the 'eager' backend, 2 DDPM steps of "
         "the tiny UNet: checks that every path runs, measures nothing",

@@ -24,7 +24,7 @@ The Space: `spaces_app/app.py` in its own process (OMP_NUM_THREADS=1, as tests/s
 Writes `benchmarks/results/memory.json` (not in `--quick` mode unless `--output` is given).
 
     .venv/bin/python benchmarks/bench_memory.py                    # the sizes above, writes the JSON
-    .venv/bin/python benchmarks/bench_memory.py --skip-space       # training steps only
+    .venv/bin/python benchmarks/bench_memory.py --skip_space       # training steps only
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_memory.py --quick --threads 1   # a smoke run
 """
 
@@ -347,14 +347,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="Swin-T at 1x128x128, the UNet at batch 2, 1 timed step")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="timed steps after the measured first one")
-    parser.add_argument("--swin-preset", default="swin-tiny")
-    parser.add_argument("--swin-batch", type=int, default=2)
-    parser.add_argument("--swin-size", type=int, default=512)
-    parser.add_argument("--ddpm-preset", default="cifar10")
-    parser.add_argument("--ddpm-batch", type=int, default=16)
-    parser.add_argument("--ddpm-size", type=int, default=32)
+    parser.add_argument("--swin_preset", default="swin-tiny")
+    parser.add_argument("--swin_batch", type=int, default=2)
+    parser.add_argument("--swin_size", type=int, default=512)
+    parser.add_argument("--ddpm_preset", default="cifar10")
+    parser.add_argument("--ddpm_batch", type=int, default=16)
+    parser.add_argument("--ddpm_size", type=int, default=32)
     parser.add_argument("--generate", type=int, nargs=2, default=[8, 250], metavar=("IMAGES", "STEPS"))
-    parser.add_argument("--skip-space", action="store_true")
+    parser.add_argument("--skip_space", action="store_true")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:

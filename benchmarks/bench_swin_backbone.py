@@ -10,7 +10,7 @@ backbones' achieved rate (FLOPs counted with `torch.utils.flop_counter`, our fus
 time) is a fraction of the median matmul rate of the same minutes, on a machine whose load may change meanwhile.
 
     python benchmarks/bench_swin_backbone.py [--size 512] [--batch 2] [--threads 2] [--repeats 7]
-        [--parts fp32 bf16 compile whole training] [--no-compile]
+        [--parts fp32 bf16 compile whole training] [--no_compile]
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ def main() -> None:
         help="rows to measure; the others are kept from the existing JSON (each row records its run's time and load), "
         "so that a busy machine can measure them in several short runs",
     )
-    parser.add_argument("--no-compile", action="store_true", help="the same as leaving 'compile' out of --parts")
+    parser.add_argument("--no_compile", action="store_true", help="the same as leaving 'compile' out of --parts")
     parser.add_argument(
         "--clock",
         choices=sorted(CLOCKS),

@@ -122,7 +122,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 384, 512, 640, 768, 896, 1024])
-    parser.add_argument("--memory-sizes", type=int, nargs="+", default=[224, 512, 1024])
+    parser.add_argument("--memory_sizes", type=int, nargs="+", default=[224, 512, 1024])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()

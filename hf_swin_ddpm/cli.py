@@ -1,19 +1,23 @@
 """The `hf-swin-ddpm` command line.
 
-    hf-swin-ddpm convert-swin SWIN_CHECKPOINT OUTPUT_DIR [--num-labels N | --id2label FILE.json] [--image-size S]
-    hf-swin-ddpm sample PIPELINE_DIR OUTPUT.png [--num-images N] [--steps S] [--seed K] [--bf16]
+    hf-swin-ddpm convert-swin SWIN_CHECKPOINT OUTPUT_DIR [--num_labels N | --id2label FILE.json] [--image_size S]
+    hf-swin-ddpm sample PIPELINE_DIR OUTPUT.png [--num_samples N] [--num_inference_steps S] [--seed K] [--bf16]
     hf-swin-ddpm train-ddpm --dataset_name digits --output_dir DIR [...]   (the flags of train_ddpm --help)
     hf-swin-ddpm train-seg --dataset_name shapes --output_dir DIR [...]    (the flags of train_segmentation --help)
     hf-swin-ddpm evaluate-seg MODEL --dataset_name NAME | --train_data_dir DIR [--split S] [--scale 2048 512]
         [--mode whole|slide --crop_size 512 --stride 341] [--tta | --scales R ... --flip] [--do_reduce_labels]
         [--output eval_results.json] [--update_card]
-    hf-swin-ddpm push FOLDER REPO_ID [--private] [--commit-message MESSAGE] [--card-fields FILE.json]
-        [--example-image IMAGE] [--sample-steps S]
+    hf-swin-ddpm push FOLDER REPO_ID [--private] [--commit_message MESSAGE] [--card_fields FILE.json]
+        [--example_image IMAGE] [--num_inference_steps S]
     hf-swin-ddpm evaluate-ddpm MODEL --reference DATASET[:SPLIT] | FOLDER | STATS.npz --num_samples N
         --num_inference_steps S --features classifier|inception [--inception_weights PATH_OR_REPO] --batch_size B
         --seed K [--bf16] --output eval_results.json [--update_card]
-    hf-swin-ddpm rate-distortion MODEL --dataset DATASET[:SPLIT] --num_images N [--output_dir DIR]
+    hf-swin-ddpm rate-distortion MODEL --dataset DATASET[:SPLIT] --max_eval_samples N [--output_dir DIR]
 
+Every flag is snake_case and means the same in every command: `--num_samples` images are generated,
+`--max_eval_samples` images of a dataset are evaluated, `--num_inference_steps` sampling steps are taken,
+`--allow_pickle` also reads pickled weights. The spellings of earlier releases (`--num-images`, `--steps`,
+`--allow-pickle`, ...) are still accepted, hidden from --help.
 Bad arguments or files print one line naming the problem and exit with status 2, without a traceback.
 """
 
@@ -28,11 +32,10 @@ from pathlib import Path
 
 from .imaging import image_grid
 from .safe_loading import check_model_folder, named_loading_errors, safetensors_only
+from .training.arguments import KEEP_RATIO_SCALE
 
 ALLOW_PICKLE_HELP = "also read pickled .bin weights (with torch.load(weights_only=True)); default: safetensors only"
-
-# mmseg's keep-ratio resize scale (long side, short side), as `evaluate-seg --scale` and `train-seg --eval_scale` take it
-KEEP_RATIO_SCALE = {"type": int, "nargs": 2, "metavar": ("LONG", "SHORT")}
+BF16_HELP = "run the UNet under bfloat16 autocast (faster on CPUs with bf16)"
 
 
 class CLIError(Exception):
@@ -50,7 +53,7 @@ def _load_id2label(args: argparse.Namespace) -> dict[int, str]:
         except (ValueError, AttributeError) as error:
             raise CLIError(f"--id2label: {path} is not a JSON object of class id -> name ({error}).") from None
     if args.num_labels < 1:
-        raise CLIError(f"--num-labels: expected an integer >= 1, got {args.num_labels}.")
+        raise CLIError(f"--num_labels: expected an integer >= 1, got {args.num_labels}.")
     return {i: f"class_{i}" for i in range(args.num_labels)}
 
 
@@ -60,7 +63,7 @@ def convert_swin(args: argparse.Namespace) -> None:
 
     id2label = _load_id2label(args)
     if args.image_size is not None and args.image_size < 1:
-        raise CLIError(f"--image-size: expected an integer >= 1, got {args.image_size}.")
+        raise CLIError(f"--image_size: expected an integer >= 1, got {args.image_size}.")
     _check_model_source(args.checkpoint, "checkpoint")
     if Path(args.checkpoint).is_dir():
         check_model_folder(args.checkpoint, allow_pickle=args.allow_pickle)
@@ -84,10 +87,10 @@ def sample(args: argparse.Namespace) -> None:
     folder = Path(args.pipeline_dir)
     if not (folder / "model_index.json").is_file():
         raise CLIError(f"{folder}: no model_index.json; expected a folder saved by DDPMPaperPipeline.save_pretrained.")
-    if not 1 <= args.num_images <= 256:
-        raise CLIError(f"--num-images: expected 1..256, got {args.num_images}.")
-    if args.steps < 1:
-        raise CLIError(f"--steps: expected an integer >= 1, got {args.steps}.")
+    if not 1 <= args.num_samples <= 256:
+        raise CLIError(f"--num_samples: expected 1..256, got {args.num_samples}.")
+    if args.num_inference_steps < 1:
+        raise CLIError(f"--num_inference_steps: expected an integer >= 1, got {args.num_inference_steps}.")
     _check_image_output(Path(args.output))
     check_model_folder(folder, allow_pickle=args.allow_pickle)
     with named_loading_errors(folder, "DDPMPaperPipeline"):
@@ -95,13 +98,14 @@ def sample(args: argparse.Namespace) -> None:
     generator = torch.Generator().manual_seed(args.seed)
     autocast_dtype = torch.bfloat16 if args.bf16 else None
     images = pipeline(
-        batch_size=args.num_images,
+        batch_size=args.num_samples,
         generator=generator,
-        num_inference_steps=args.steps,
+        num_inference_steps=args.num_inference_steps,
         autocast_dtype=autocast_dtype,
     ).images
     _save_grid(images, Path(args.output))
-    print(f"Saved {len(images)} samples ({args.steps} steps{', bf16 autocast' if args.bf16 else ''}) to {args.output}")
+    steps = args.num_inference_steps
+    print(f"Saved {len(images)} samples ({steps} steps{', bf16 autocast' if args.bf16 else ''}) to {args.output}")
 
 
 def evaluate_seg(args: argparse.Namespace) -> None:
@@ -235,8 +239,8 @@ def push(args: argparse.Namespace) -> None:
     card_fields = _load_card_fields(args.card_fields)
     if args.example_image:
         card_fields["example_image"] = Path(args.example_image)
-    if args.sample_steps:
-        card_fields["sample_steps"] = args.sample_steps
+    if args.num_inference_steps:
+        card_fields["sample_steps"] = args.num_inference_steps
     obj, save_fields = load_saved(folder, allow_pickle=args.allow_pickle)
     save_fields["results_from"] = folder  # the results evaluate-ddpm / evaluate-seg --update_card wrote there
     url = push_to_hub(
@@ -256,13 +260,13 @@ def _load_card_fields(path_name: str | None) -> dict:
         return {}
     path = Path(path_name)
     if not path.is_file():
-        raise CLIError(f'--card-fields: file {path} does not exist; give a JSON object such as {{"mean_iou": 0.41}}.')
+        raise CLIError(f'--card_fields: file {path} does not exist; give a JSON object such as {{"mean_iou": 0.41}}.')
     try:
         fields = json.loads(path.read_text())
     except ValueError as error:
-        raise CLIError(f"--card-fields: {path} is not valid JSON ({error}).") from None
+        raise CLIError(f"--card_fields: {path} is not valid JSON ({error}).") from None
     if not isinstance(fields, dict):
-        raise CLIError(f"--card-fields: {path} must hold a JSON object of model card fields.")
+        raise CLIError(f"--card_fields: {path} must hold a JSON object of model card fields.")
     return fields
 
 
@@ -412,8 +416,8 @@ def rate_distortion(args: argparse.Namespace) -> None:
     from .evaluation.rate_distortion import plot_rate_distortion, rate_distortion_curve, write_rate_distortion_csv
     from .evaluation.sampling import pipeline_resolution
 
-    if args.num_images < 1:
-        raise CLIError(f"--num_images: expected an integer >= 1, got {args.num_images}.")
+    if args.max_eval_samples < 1:
+        raise CLIError(f"--max_eval_samples: expected an integer >= 1, got {args.max_eval_samples}.")
     if args.batch_size < 1:
         raise CLIError(f"--batch_size: expected an integer >= 1, got {args.batch_size}.")
     reference = parse_reference(args.dataset, default_split="test")
@@ -421,9 +425,9 @@ def rate_distortion(args: argparse.Namespace) -> None:
         raise CLIError(f"--dataset: {args.dataset} is a statistics file; give a dataset or an image folder.")
     pipeline = _load_pipeline(args.model, args.allow_pickle)
     side, channels = pipeline_resolution(pipeline)
-    batches = reference_batches(reference, side, channels, args.batch_size, args.num_images)
+    batches = reference_batches(reference, side, channels, args.batch_size, args.max_eval_samples)
     curve = rate_distortion_curve(
-        pipeline.unet, pipeline.scheduler, batches, seed=args.seed, num_timesteps=args.num_timesteps
+        pipeline.unet, pipeline.scheduler, batches, seed=args.seed, num_timesteps=args.bpd_timesteps
     )
     output_dir = Path(args.output_dir)
     csv_path = write_rate_distortion_csv(curve, output_dir / "rate_distortion.csv")
@@ -450,100 +454,184 @@ def run_training_command(command: str, argv: Sequence[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `hf-swin-ddpm` parser: one subcommand per task, each built by its own `_add_*_command` below."""
     parser = argparse.ArgumentParser(prog="hf-swin-ddpm", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, help="the task to run")
+    _add_convert_swin_command(commands)
+    _add_sample_command(commands)
+    _add_evaluate_seg_command(commands)
+    _add_push_command(commands)
+    _add_evaluate_ddpm_command(commands)
+    _add_rate_distortion_command(commands)
+    _add_training_commands(commands)
+    return parser
 
+
+def _add_flag(parser: argparse.ArgumentParser, flag: str, *old_spellings: str, **options) -> None:
+    """Add the snake_case `flag` and, hidden from --help, its earlier spellings (the same destination), so that
+    command lines written for an older release still run."""
+    action = parser.add_argument(flag, **options)
+    hidden = {**options, "dest": action.dest, "default": argparse.SUPPRESS, "help": argparse.SUPPRESS}
+    hidden.pop("required", None)
+    for old in old_spellings:
+        parser.add_argument(old, **hidden)
+
+
+def _add_allow_pickle(parser: argparse.ArgumentParser) -> None:
+    _add_flag(parser, "--allow_pickle", "--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+
+
+def _add_convert_swin_command(commands) -> None:
     convert = commands.add_parser("convert-swin", help=convert_swin.__doc__)
     convert.add_argument("checkpoint", help="transformers Swin checkpoint: Hub id or folder")
-    convert.add_argument("output_dir")
-    convert.add_argument("--num-labels", type=int, default=2)
-    convert.add_argument("--id2label", help="JSON file mapping class ids to names (overrides --num-labels)")
-    convert.add_argument("--image-size", type=int, default=None)
-    convert.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    convert.add_argument("output_dir", help="where the SwinFPN model and its image processor are saved")
+    _add_flag(convert, "--num_labels", "--num-labels", type=int, default=2, help="number of classes")
+    convert.add_argument("--id2label", help="JSON file mapping class ids to names (overrides --num_labels)")
+    _add_flag(
+        convert,
+        "--image_size",
+        "--image-size",
+        type=int,
+        default=None,
+        help="the image processor's input size (default: the checkpoint's image_size)",
+    )
+    _add_allow_pickle(convert)
     convert.set_defaults(handler=convert_swin)
 
+
+def _add_sample_command(commands) -> None:
     sampler = commands.add_parser("sample", help=sample.__doc__)
-    sampler.add_argument("pipeline_dir")
-    sampler.add_argument("output")
-    sampler.add_argument("--num-images", type=int, default=16)
-    sampler.add_argument("--steps", type=int, default=1000)
-    sampler.add_argument("--seed", type=int, default=0)
-    sampler.add_argument(
-        "--bf16", action="store_true", help="run the UNet under bfloat16 autocast (faster on CPUs with bf16)"
-    )
-    sampler.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    sampler.add_argument("pipeline_dir", help="a folder saved by DDPMPaperPipeline.save_pretrained")
+    sampler.add_argument("output", help="the image file of the sample grid, e.g. samples.png")
+    _add_flag(sampler, "--num_samples", "--num-images", type=int, default=16, help="images drawn N, 1..256")
+    _add_flag(sampler, "--num_inference_steps", "--steps", type=int, default=1000, help="sampling steps S")
+    sampler.add_argument("--seed", type=int, default=0, help="seed of the initial noise and of every step's noise")
+    sampler.add_argument("--bf16", action="store_true", help=BF16_HELP)
+    _add_allow_pickle(sampler)
     sampler.set_defaults(handler=sample)
 
+
+def _add_evaluate_seg_command(commands) -> None:
     evaluator = commands.add_parser("evaluate-seg", help=evaluate_seg.__doc__)
     evaluator.add_argument("model", help="a SwinFPN model: folder or Hub id")
+    _add_evaluation_data_arguments(evaluator)
+    _add_inference_protocol_arguments(evaluator)
+    evaluator.add_argument("--output", default="eval_results.json", help="the results JSON file")
+    evaluator.add_argument("--update_card", action="store_true", help="write the results into MODEL/README.md")
+    _add_allow_pickle(evaluator)
+    evaluator.set_defaults(handler=evaluate_seg)
+
+
+def _add_evaluation_data_arguments(evaluator: argparse.ArgumentParser) -> None:
+    """`evaluate-seg`'s data: the flags of the training scripts, and the split."""
     evaluator.add_argument("--dataset_name", help="embedded (shapes), Hub dataset id or local dataset file/folder")
     evaluator.add_argument("--dataset_config_name", help="the configuration of the Hub dataset")
     evaluator.add_argument("--train_data_dir", help="a folder of images/ and annotations/ (optionally per split)")
     evaluator.add_argument("--split", help="the split to evaluate (default: validation, else test)")
+    evaluator.add_argument("--do_reduce_labels", action="store_true", help="label 0 -> ignore, c -> c - 1 (ADE20K)")
+    evaluator.add_argument("--max_eval_samples", type=int, help="evaluate only the first N images")
+
+
+def _add_inference_protocol_arguments(evaluator: argparse.ArgumentParser) -> None:
+    """`evaluate-seg`'s mmseg inference protocol: the resize, whole or slide inference, and test-time augmentation."""
     evaluator.add_argument(
         "--scale",
         **KEEP_RATIO_SCALE,
         help="keep-ratio resize scale, e.g. 2048 512 for ADE20K (default: the image processor's size)",
     )
-    evaluator.add_argument("--mode", choices=("whole", "slide"), default="whole")
+    evaluator.add_argument(
+        "--mode", choices=("whole", "slide"), default="whole", help="whole-image or sliding-window inference"
+    )
     evaluator.add_argument("--crop_size", type=int, nargs="+", help="slide window: SIZE or HEIGHT WIDTH")
     evaluator.add_argument("--stride", type=int, nargs="+", help="slide stride: SIZE or HEIGHT WIDTH (2/3 crop)")
     evaluator.add_argument("--tta", action="store_true", help="mmseg's TTA: scales 0.5-1.75 and flip")
     evaluator.add_argument("--scales", type=float, nargs="+", help="TTA resize ratios (default 1.0; --tta: mmseg's)")
     evaluator.add_argument("--flip", action="store_true", help="add horizontally flipped views")
-    evaluator.add_argument("--do_reduce_labels", action="store_true", help="label 0 -> ignore, c -> c - 1 (ADE20K)")
-    evaluator.add_argument("--max_eval_samples", type=int, help="evaluate only the first N images")
-    evaluator.add_argument("--output", default="eval_results.json", help="the results JSON file")
-    evaluator.add_argument("--update_card", action="store_true", help="write the results into MODEL/README.md")
-    evaluator.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
-    evaluator.set_defaults(handler=evaluate_seg)
 
+
+def _add_push_command(commands) -> None:
     pusher = commands.add_parser("push", help=push.__doc__)
     pusher.add_argument("folder", help="a folder saved by save_pretrained / save_for_hub")
     pusher.add_argument("repo_id", help="namespace/name on the Hub")
     pusher.add_argument("--private", action="store_true", help="create the repository private")
-    pusher.add_argument("--commit-message", default=None)
-    pusher.add_argument(
-        "--card-fields", help="JSON file of model card fields (datasets, mean_iou, hyperparameters...)"
+    _add_flag(pusher, "--commit_message", "--commit-message", default=None, help="the commit message on the Hub")
+    _add_flag(
+        pusher,
+        "--card_fields",
+        "--card-fields",
+        help="JSON file of model card fields (datasets, mean_iou, hyperparameters...)",
     )
-    pusher.add_argument("--example-image", help="image to show in the model card")
-    pusher.add_argument("--sample-steps", type=int, default=None, help="steps of the DDPM card's sample grid")
-    pusher.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    _add_flag(pusher, "--example_image", "--example-image", help="image to show in the model card")
+    _add_flag(
+        pusher,
+        "--num_inference_steps",
+        "--sample-steps",
+        "--sample_steps",
+        type=int,
+        default=None,
+        help="sampling steps S of the DDPM card's sample grid",
+    )
+    _add_allow_pickle(pusher)
     pusher.set_defaults(handler=push)
+
+
+def _add_evaluate_ddpm_command(commands) -> None:
     evaluator = commands.add_parser("evaluate-ddpm", help=evaluate_ddpm.__doc__)
     evaluator.add_argument("model", help="a DDPMPaperPipeline folder or Hub repo id")
     evaluator.add_argument("--reference", required=True, help="DATASET[:SPLIT], an image FOLDER or a STATS.npz")
     evaluator.add_argument("--num_samples", type=int, default=1000, help="generated images N (>= 2)")
     evaluator.add_argument("--num_inference_steps", type=int, default=250, help="sampling steps S")
-    evaluator.add_argument("--features", choices=("classifier", "inception"), default="classifier")
-    evaluator.add_argument("--inception_weights", default=None, help="FID Inception weights: a path or REPO[:FILE]")
-    evaluator.add_argument(
-        "--classifier_dataset", default=None, help="digits or mnist (default: the reference dataset)"
-    )
-    evaluator.add_argument("--batch_size", type=int, default=64)
-    evaluator.add_argument("--seed", type=int, default=0)
-    evaluator.add_argument("--bf16", action="store_true", help="sample with the UNet under bfloat16 autocast")
-    evaluator.add_argument("--output", default="eval_results.json")
+    _add_sample_metric_arguments(evaluator)
+    evaluator.add_argument("--batch_size", type=int, default=64, help="images per UNet call and per feature batch")
+    evaluator.add_argument("--seed", type=int, default=0, help="seed of the samples and of the bits/dim terms")
+    evaluator.add_argument("--bf16", action="store_true", help=BF16_HELP)
+    evaluator.add_argument("--output", default="eval_results.json", help="the results JSON file")
     evaluator.add_argument("--update_card", action="store_true", help="put the results into MODEL/README.md")
     evaluator.add_argument("--bpd_images", type=int, default=100, help="reference images for bits/dim (0: skip)")
     evaluator.add_argument("--bpd_timesteps", type=int, default=100, help="KL terms sampled for bits/dim")
     evaluator.add_argument("--cache_dir", default=None, help="classifier and statistics cache (default: hub cache)")
-    evaluator.add_argument("--allow_pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    _add_allow_pickle(evaluator)
     evaluator.set_defaults(handler=evaluate_ddpm)
 
+
+def _add_sample_metric_arguments(evaluator: argparse.ArgumentParser) -> None:
+    """`evaluate-ddpm`'s features of FID, KID and Inception Score."""
+    evaluator.add_argument(
+        "--features",
+        choices=("classifier", "inception"),
+        default="classifier",
+        help="the digit classifier's features (digits, mnist) or the FID Inception's",
+    )
+    evaluator.add_argument("--inception_weights", default=None, help="FID Inception weights: a path or REPO[:FILE]")
+    evaluator.add_argument(
+        "--classifier_dataset", default=None, help="digits or mnist (default: the reference dataset)"
+    )
+
+
+def _add_rate_distortion_command(commands) -> None:
     rd = commands.add_parser("rate-distortion", help=rate_distortion.__doc__)
     rd.add_argument("model", help="a DDPMPaperPipeline folder or Hub repo id")
     rd.add_argument("--dataset", required=True, help="DATASET[:SPLIT] (default split test) or an image FOLDER")
-    rd.add_argument("--num_images", type=int, default=100)
-    rd.add_argument("--batch_size", type=int, default=50)
-    rd.add_argument("--seed", type=int, default=0)
-    rd.add_argument("--num_timesteps", type=int, default=None, help="stratified terms (default: all T)")
-    rd.add_argument("--output_dir", default="rate_distortion")
-    rd.add_argument("--allow_pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    _add_flag(rd, "--max_eval_samples", "--num_images", type=int, default=100, help="evaluate only the first N images")
+    rd.add_argument("--batch_size", type=int, default=50, help="images per UNet call")
+    rd.add_argument("--seed", type=int, default=0, help="seed of the noise and of the stratified terms")
+    _add_flag(
+        rd,
+        "--bpd_timesteps",
+        "--num_timesteps",
+        type=int,
+        default=None,
+        help="KL terms sampled for bits/dim, stratified (default: all T)",
+    )
+    rd.add_argument("--output_dir", default="rate_distortion", help="where rate_distortion.csv and .png are written")
+    _add_allow_pickle(rd)
     rd.set_defaults(handler=rate_distortion)
+
+
+def _add_training_commands(commands) -> None:
+    """`train-ddpm` and `train-seg`: listed here, parsed by their training script (see `main`)."""
     for name, module in TRAINING_COMMANDS.items():
         commands.add_parser(name, add_help=False, help=f"train with accelerate (python -m {module}; {name} --help)")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

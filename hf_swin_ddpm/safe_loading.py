@@ -9,7 +9,7 @@
 The rules the package's entry points (CLI, training resume, the Space, `hub.load_saved`) follow:
 
 - weights are read from safetensors only; a pickle (`.bin`, `.pt`, `.pkl`, ...) is loaded only when the caller opts in
-  (`allow_pickle=True`, `--allow-pickle`), and then by transformers / diffusers with `torch.load(weights_only=True)`,
+  (`allow_pickle=True`, `--allow_pickle`), and then by transformers / diffusers with `torch.load(weights_only=True)`,
   which rebuilds tensors and refuses arbitrary objects (a `__reduce__` that would run code is never called);
 - remote code is never run unless the caller passes `trust_remote_code=True` themselves;
 - a damaged, truncated or mistyped file gives a `ModelFileError` (a `ValueError`) naming the file.
@@ -59,7 +59,7 @@ def check_model_folder(folder: str | Path, allow_pickle: bool = False) -> None:
             if path.suffix in PICKLE_SUFFIXES and not any(path.parent.glob("*.safetensors")):
                 raise ModelFileError(
                     f"{path}: weights stored as a pickle, which can run code when loaded; only safetensors are loaded "
-                    "unless you opt in (allow_pickle=True / --allow-pickle, read with torch.load(weights_only=True)) "
+                    "unless you opt in (allow_pickle=True / --allow_pickle, read with torch.load(weights_only=True)) "
                     "or convert the weights to safetensors."
                 )
 

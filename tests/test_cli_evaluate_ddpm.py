@@ -121,7 +121,7 @@ def test_evaluate_ddpm_errors_are_one_line(saved_pipeline, monkeypatch, capsys):
 
 def test_rate_distortion_writes_the_curve_whose_end_is_the_bound(saved_pipeline):
     root = saved_pipeline
-    args = ["--dataset", "digits:test", "--num_images", "4", "--batch_size", "2", "--output_dir", "rd"]
+    args = ["--dataset", "digits:test", "--max_eval_samples", "4", "--batch_size", "2", "--output_dir", "rd"]
     result = run_cli("rate-distortion", "model", *args, cwd=root)
     assert result.returncode == 0, result.stderr
     with (root / "rd" / "rate_distortion.csv").open() as handle:

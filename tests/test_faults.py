@@ -243,7 +243,7 @@ def test_the_push_is_retried_through_an_outage_and_else_names_the_command_that_u
     )
     assert_one_line_error(failed, "The Hub answered 503", f"The trained model is saved in {output_dir}")
     command = failed.stderr.split("upload it later with: ")[1].strip()
-    assert command == f"hf-swin-ddpm push {output_dir} {USER}/outage --card-fields {output_dir / 'card_fields.json'}"
+    assert command == f"hf-swin-ddpm push {output_dir} {USER}/outage --card_fields {output_dir / 'card_fields.json'}"
     assert (output_dir / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert "unet/diffusion_pytorch_model.safetensors" not in hub.repos[f"{USER}/outage"].head.files
 

@@ -117,7 +117,7 @@ def test_damaged_safetensors_are_named_by_every_entry_point(originals, tmp_path,
     assert str(folder / weights) in str(error.value)
 
     if kind == "ddpm":
-        status, stderr = cli(["sample", str(folder), str(tmp_path / "out.png"), "--steps", "1"], capsys)
+        status, stderr = cli(["sample", str(folder), str(tmp_path / "out.png"), "--num_inference_steps", "1"], capsys)
         assert status == 2 and expected in one_error_line(stderr)
 
 
@@ -244,7 +244,7 @@ def test_pickles_are_refused_unless_allowed_and_never_run_code(
     if kind == "ddpm":
         status, stderr = cli(["sample", str(folder), str(tmp_path / "out.png")], capsys)
         assert status == 2 and "weights stored as a pickle" in one_error_line(stderr)
-        status, stderr = cli(["sample", str(folder), str(tmp_path / "out.png"), "--allow-pickle"], capsys)
+        status, stderr = cli(["sample", str(folder), str(tmp_path / "out.png"), "--allow_pickle"], capsys)
         assert status == 2 and str(folder) in one_error_line(stderr)
 
     with pytest.raises(ModelFileError, match="could not load the"):  # opted in: torch.load(weights_only=True)

@@ -458,8 +458,8 @@ ddpm_url_again = push_to_hub(pipeline, "{DDPM_REPO}", commit_message="Unchanged"
 bare_url = push_to_hub(pipeline, "tiny-bare", example_image=False)
 update_segmentation_card_results("seg_source", {{"mIoU": 0.3, "aAcc": 0.8, "per_class": {{"a": {{"IoU": 0.3}}}},
     "num_images": 2, "scale": [64, 64], "protocol": {{"mode": "whole"}}}}, "scene_parse_150", "test")
-cli_status = main(["push", "seg_source", "{SEG_REPO}", "--private", "--card-fields", "seg_card.json",
-                   "--commit-message", "Tiny SwinFPN"])
+cli_status = main(["push", "seg_source", "{SEG_REPO}", "--private", "--card_fields", "seg_card.json",
+                   "--commit_message", "Tiny SwinFPN"])
 """
         + LOAD_WITH_THE_PACKAGE
         + f"""
@@ -599,7 +599,7 @@ report = {{"no_token": cli("ddpm_source", "{USER}/new-model")}}
 os.environ["HF_TOKEN"] = "{REJECTED_TOKEN}"
 report["rejected_token"] = cli("ddpm_source", "{USER}/new-model")
 os.environ["HF_TOKEN"] = "{FAKE_TOKEN}"
-report["forbidden"] = cli("ddpm_source", "{FOREIGN_REPO}", "--sample-steps", "1")
+report["forbidden"] = cli("ddpm_source", "{FOREIGN_REPO}", "--num_inference_steps", "1")
 pipeline, _ = load_saved("ddpm_source")
 try:
     push_to_hub(pipeline, "{FOREIGN_REPO}", token="{FAKE_TOKEN}", example_image=False)

@@ -2,8 +2,8 @@
 and between checkpoints, resume each time with `--resume_from_checkpoint latest`, and end with exactly the weights of
 a run that was never interrupted.
 
-The kill in the middle of a save is made deterministic by the test hook `HF_SWIN_DDPM_TEST_PAUSE_IN_CHECKPOINT`
-(`SECONDS@STEP`, hf_swin_ddpm/training/checkpoints.py), which holds the save of one checkpoint after accelerate has written
+The kill in the middle of a save is made deterministic by running the CLI through tests/pausing_cli.py, which wraps
+`checkpoints.write_training_state` from the test side to hold the save of one checkpoint after accelerate has written
 its files into `checkpoint-STEP.tmp` and before the training state and the manifest. The kill between checkpoints
 lands while the run draws its sample grid after step 5, between checkpoint-4 and checkpoint-6.
 """
@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 from safetensors.torch import load_file
 from training_support import CONSOLE_SCRIPT, flags
 
-from hf_swin_ddpm.training import common
+from hf_swin_ddpm.training import checkpoints
 
 MAX_TRAIN_STEPS = 8
 CHECKPOINTING_STEPS = 2
@@ -46,10 +47,12 @@ RUN_FLAGS = flags(
     report_to="none",
 )
 WAIT_SECONDS = 120
+PAUSING_CLI = Path(__file__).with_name("pausing_cli.py")
 
 
-def start_run(output_dir: Path, *extra: str, pause: str | None = None) -> subprocess.Popen:
-    """`hf-swin-ddpm train-ddpm` in a new process, one thread, offline."""
+def start_run(output_dir: Path, *extra: str, pause: tuple[float, int] | None = None) -> subprocess.Popen:
+    """`hf-swin-ddpm train-ddpm` in a new process, one thread, offline; `pause=(SECONDS, STEP)` holds the save of
+    checkpoint-STEP open for SECONDS (tests/pausing_cli.py)."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -57,10 +60,8 @@ def start_run(output_dir: Path, *extra: str, pause: str | None = None) -> subpro
         "HF_DATASETS_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
     }
-    env.pop(common.TEST_PAUSE_ENV, None)
-    if pause is not None:
-        env[common.TEST_PAUSE_ENV] = pause
-    command = [str(CONSOLE_SCRIPT), "train-ddpm", *RUN_FLAGS, "--output_dir", str(output_dir), *extra]
+    program = [str(CONSOLE_SCRIPT)] if pause is None else [sys.executable, str(PAUSING_CLI), *map(str, pause)]
+    command = [*program, "train-ddpm", *RUN_FLAGS, "--output_dir", str(output_dir), *extra]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -90,17 +91,17 @@ def finish(process: subprocess.Popen) -> str:
 
 
 def checkpoint_names(output_dir: Path) -> set[str]:
-    return {path.name for path in output_dir.glob(f"{common.CHECKPOINT_PREFIX}*")}
+    return {path.name for path in output_dir.glob(f"{checkpoints.CHECKPOINT_PREFIX}*")}
 
 
 def final_tensors(output_dir: Path) -> dict[str, torch.Tensor]:
     """Every tensor the run leaves: the saved pipeline's UNet (EMA weights) and the last checkpoint's training
     weights and EMA weights."""
-    last = output_dir / f"{common.CHECKPOINT_PREFIX}{MAX_TRAIN_STEPS}"
+    last = output_dir / f"{checkpoints.CHECKPOINT_PREFIX}{MAX_TRAIN_STEPS}"
     files = {
         "pipeline": output_dir / "unet" / "diffusion_pytorch_model.safetensors",
         "checkpoint_model": last / "model.safetensors",
-        "checkpoint_ema": last / common.EMA_WEIGHTS_FILE,
+        "checkpoint_ema": last / checkpoints.EMA_WEIGHTS_FILE,
     }
     return {f"{kind}/{name}": tensor for kind, path in files.items() for name, tensor in load_file(path).items()}
 
@@ -110,22 +111,22 @@ def test_sigkill_mid_save_and_between_checkpoints_then_resume_gives_the_uninterr
     interrupted_dir = tmp_path / "interrupted"
 
     # 1. Killed while writing checkpoint-4: checkpoint-2 is the last complete one.
-    run = start_run(interrupted_dir, pause="600@4")
-    partial = interrupted_dir / f"{common.CHECKPOINT_PREFIX}4{common.INCOMPLETE_SUFFIX}"
+    run = start_run(interrupted_dir, pause=(600, 4))
+    partial = interrupted_dir / f"{checkpoints.CHECKPOINT_PREFIX}4{checkpoints.INCOMPLETE_SUFFIX}"
     wait_for(lambda: (partial / "random_states_0.pkl").is_file(), run, "the save of checkpoint-4 to pause")
     sigkill(run)
     assert checkpoint_names(interrupted_dir) == {"checkpoint-2", "checkpoint-4.tmp"}
-    assert not (partial / common.MANIFEST_FILE).exists()  # a half-written checkpoint, which `latest` must skip
+    assert not (partial / checkpoints.MANIFEST_FILE).exists()  # a half-written checkpoint, which `latest` must skip
 
     # 2. Resumed from checkpoint-2, killed between checkpoint-4 and checkpoint-6 (after step 5, drawing samples).
     run = start_run(interrupted_dir, "--resume_from_checkpoint", "latest")
-    complete = interrupted_dir / f"{common.CHECKPOINT_PREFIX}4"
+    complete = interrupted_dir / f"{checkpoints.CHECKPOINT_PREFIX}4"
     wait_for(complete.is_dir, run, "checkpoint-4 to be complete")
     time.sleep(0.3)
     output = sigkill(run)
     assert f"Resuming from {interrupted_dir / 'checkpoint-2'}" in output
     assert checkpoint_names(interrupted_dir) == {"checkpoint-2", "checkpoint-4"}
-    common.verify_checkpoint(complete)
+    checkpoints.verify_checkpoint(complete)
 
     # 3. Resumed from checkpoint-4 to the end.
     output = finish(start_run(interrupted_dir, "--resume_from_checkpoint", "latest"))

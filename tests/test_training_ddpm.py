@@ -24,7 +24,7 @@ from training_support import (
 
 from hf_swin_ddpm import DDPMPaperPipeline
 from hf_swin_ddpm.training import train_ddpm
-from hf_swin_ddpm.training.common import complete_checkpoints
+from hf_swin_ddpm.training.checkpoints import complete_checkpoints
 
 # digits at 8x8 with the tiny UNet: 24 training images in batches of 8 (3 per epoch), 5 held-out images.
 TINY = flags(

@@ -13,7 +13,7 @@ from hf_swin_ddpm import DDPMPaperPipeline
 from hf_swin_ddpm.evaluation import SampleMetrics
 from hf_swin_ddpm.evaluation.sampling import evaluate_pipeline
 from hf_swin_ddpm.training import train_ddpm
-from hf_swin_ddpm.training.common import TrainingError
+from hf_swin_ddpm.training.errors import TrainingError
 
 
 def test_fid_during_training_is_the_saved_models_fid_and_leaves_training_alone(tmp_path, tmp_path_factory):

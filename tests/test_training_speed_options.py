@@ -24,7 +24,7 @@ from training_support import (
     with_flags,
 )
 
-from hf_swin_ddpm.training import runtime, train_ddpm, train_segmentation
+from hf_swin_ddpm.training import train_ddpm, train_segmentation
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -144,12 +144,17 @@ if COUNTING_BACKEND not in torch._dynamo.list_backends(exclude_tags=()):
 
 
 def test_torch_compile_compiles_the_training_forward_and_saves_clean_weights(script, tmp_path, monkeypatch):
-    # Inductor needs minutes per graph on this CPU (407 s for the tiny UNet's forward and backward); the test hook
-    # compiles with a backend that runs the captured graphs as they are and counts their calls.
+    # Inductor needs minutes per graph on this CPU (407 s for the tiny UNet's forward and backward): torch.compile is
+    # wrapped here to compile with a backend that runs the captured graphs as they are and counts their calls.
     torch._dynamo.reset()
     GRAPH_CALLS.clear()
     graphs = GRAPH_CALLS
-    monkeypatch.setenv(runtime.TEST_COMPILE_BACKEND_ENV, COUNTING_BACKEND)
+    compile_with_inductor = torch.compile
+
+    def compile_with_counting_backend(model: torch.nn.Module, **options) -> Callable:
+        return compile_with_inductor(model, **{**options, "backend": COUNTING_BACKEND})
+
+    monkeypatch.setattr(torch, "compile", compile_with_counting_backend)
     eager = script.run(tmp_path / "eager")
     assert not graphs
     compiled = script.run(tmp_path / "compiled", "--torch_compile")

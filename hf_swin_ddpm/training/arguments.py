@@ -19,16 +19,29 @@ from .errors import TrainingError, first_line
 MAX_RESOLUTION = 4096
 # torch.compile's modes (--torch_compile_mode).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# mmseg's keep-ratio resize scale (long side, short side), as `train-seg --eval_scale` and `evaluate-seg --scale` take it
+KEEP_RATIO_SCALE = {"type": int, "nargs": 2, "metavar": ("LONG", "SHORT")}
 TRACKERS = ("tensorboard", "wandb", "comet_ml", "mlflow", "aim", "clearml", "dvclive", "swanlab", "trackio")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the flags both scripts share (names of the diffusers / transformers example scripts).
+    """Add the flags both scripts share (names of the diffusers / transformers example scripts), group by group.
 
     Script-specific defaults (learning rate, warm-up, model preset, ...) are set by each script with
     ``parser.set_defaults``.
     """
-    data = parser.add_argument_group("data")
+    _add_data_arguments(parser.add_argument_group("data"))
+    parser.add_argument_group("model").add_argument("--model_config", help="A preset name or a JSON config file.")
+    training = parser.add_argument_group("training")
+    _add_run_arguments(training)
+    _add_optimizer_arguments(training)
+    _add_speed_arguments(training)
+    _add_checkpoint_arguments(parser.add_argument_group("checkpoints"))
+    _add_tracking_arguments(parser.add_argument_group("tracking and the Hub"))
+
+
+def _add_data_arguments(data: argparse._ArgumentGroup) -> None:
+    """The dataset (embedded, Hub, local), its held-out split and how much of it is used."""
     data.add_argument(
         "--dataset_name",
         help="An embedded dataset (digits, mnist, shapes), a Hub dataset id, or a local dataset file/folder "
@@ -62,26 +75,36 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "stopping with an error that names them; the same examples are skipped after a resume.",
     )
 
-    model = parser.add_argument_group("model")
-    model.add_argument("--model_config", help="A preset name or a JSON config file.")
 
-    training = parser.add_argument_group("training")
+def _add_run_arguments(training: argparse._ArgumentGroup) -> None:
+    """Where the run writes, its seed, batches and length."""
     training.add_argument("--output_dir", required=True, help="Where the model, checkpoints and logs go.")
     training.add_argument("--seed", type=int, default=0, help="Seed of initialisation, data order and augmentation.")
     training.add_argument("--train_batch_size", type=int, help="Batch size per process.")
     training.add_argument("--eval_batch_size", type=int, default=16, help="Evaluation batch size per process.")
     training.add_argument("--num_epochs", "--num_train_epochs", dest="num_epochs", type=int, help="Training epochs.")
     training.add_argument("--max_train_steps", type=int, help="Optimizer steps; overrides --num_epochs.")
-    training.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    training.add_argument(
+        "--gradient_accumulation_steps", type=int, default=1, help="Batches whose gradients make one optimizer step."
+    )
+    training.add_argument("--logging_steps", type=int, default=10, help="Log the loss every N optimizer steps.")
+
+
+def _add_optimizer_arguments(training: argparse._ArgumentGroup) -> None:
+    """Adam(W), its learning-rate schedule (diffusers' ``get_scheduler``) and gradient clipping."""
     training.add_argument("--learning_rate", type=float, help="Peak learning rate.")
     training.add_argument("--lr_scheduler", help="diffusers.optimization.get_scheduler name.")
     training.add_argument("--lr_warmup_steps", type=int, help="Linear warm-up, in optimizer steps.")
-    training.add_argument("--adam_beta1", type=float, default=0.9)
-    training.add_argument("--adam_beta2", type=float, default=0.999)
-    training.add_argument("--adam_epsilon", type=float, default=1e-8)
+    training.add_argument("--adam_beta1", type=float, default=0.9, help="Adam's beta1.")
+    training.add_argument("--adam_beta2", type=float, default=0.999, help="Adam's beta2.")
+    training.add_argument("--adam_epsilon", type=float, default=1e-8, help="Adam's epsilon.")
     training.add_argument("--max_grad_norm", type=float, help="Clip gradients to this global norm (0: no clipping).")
+
+
+def _add_speed_arguments(training: argparse._ArgumentGroup) -> None:
+    """Precision and the options that trade memory or start-up time for speed (activation checkpointing, compile,
+    channels-last)."""
     training.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), help="Default: accelerate's config.")
-    training.add_argument("--logging_steps", type=int, default=10, help="Log the loss every N optimizer steps.")
     training.add_argument(
         "--gradient_checkpointing",
         action="store_true",
@@ -103,7 +126,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="Keep the convolution weights and the input images channels-last (NHWC) during training.",
     )
 
-    checkpoints = parser.add_argument_group("checkpoints")
+
+def _add_checkpoint_arguments(checkpoints: argparse._ArgumentGroup) -> None:
+    """How often checkpoints are written and kept, resuming, and the non-finite steps a run may skip."""
     checkpoints.add_argument("--checkpointing_steps", type=int, default=500, help="Save a checkpoint every N steps.")
     checkpoints.add_argument("--checkpoints_total_limit", type=int, help="Keep at most N checkpoints (oldest go).")
     checkpoints.add_argument(
@@ -119,7 +144,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "with an error at the first one).",
     )
 
-    tracking = parser.add_argument_group("tracking and the Hub")
+
+def _add_tracking_arguments(tracking: argparse._ArgumentGroup) -> None:
+    """The trackers and the Hub push at the end."""
     tracking.add_argument(
         "--report_to", default="tensorboard", help=f"Trackers, comma separated ({', '.join(TRACKERS)}), 'all', 'none'."
     )
@@ -128,7 +155,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     tracking.add_argument("--push_to_hub", action="store_true", help="Push the final model to the Hub.")
     tracking.add_argument("--hub_model_id", help="The Hub repository (default: the output folder's name).")
     tracking.add_argument("--hub_token", help="Hub token (default: HF_TOKEN or the login cache).")
-    tracking.add_argument("--hub_private_repo", action="store_true")
+    tracking.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repository private.")
 
 
 def check_positive(value: int | float | None, flag: str, allow_zero: bool = False) -> None:

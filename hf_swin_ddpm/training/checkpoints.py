@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import shutil
 from collections.abc import Callable, Mapping
@@ -53,10 +52,6 @@ LATEST = ("latest", "auto")  # --resume_from_checkpoint values: the newest compl
 TRAINING_STATE_FILE = "training_state.json"  # the TrainingProgress and the EMA's scalars
 EMA_WEIGHTS_FILE = "ema_weights.safetensors"  # the EMA's shadow parameters
 MANIFEST_FILE = "checkpoint_manifest.json"  # size and SHA-256 of every other file, written last
-# Test hook, "SECONDS" or "SECONDS@STEP": sleep inside ``save_checkpoint`` (of every checkpoint, or only of the one at
-# global step STEP) after accelerate has written its part of the temporary folder and before the training state and
-# the manifest, so that tests/test_kill_resume.py can kill a run in the middle of a save. Unset in normal use.
-TEST_PAUSE_ENV = "HF_SWIN_DDPM_TEST_PAUSE_IN_CHECKPOINT"
 _EMA_SCALARS = ("decay", "min_decay", "optimization_step", "update_after_step", "use_ema_warmup", "inv_gamma", "power")
 
 
@@ -123,7 +118,7 @@ def save_checkpoint(
     failure = _attempt(lambda: accelerator.save_state(str(partial)))
     _stop_if_any_write_failed(accelerator, failure, partial, final)
     if accelerator.is_main_process:
-        failure = _attempt(lambda: _write_main_process_part(partial, global_step, progress, ema))
+        failure = _attempt(lambda: _write_main_process_part(partial, progress, ema))
     _stop_if_any_write_failed(accelerator, failure, partial, final)
     if accelerator.is_main_process:
         if final.exists():
@@ -145,9 +140,8 @@ def _attempt(write: Callable[[], Any]) -> BaseException | None:
     return None
 
 
-def _write_main_process_part(partial: Path, global_step: int, progress: TrainingProgress, ema: Any) -> None:
+def _write_main_process_part(partial: Path, progress: TrainingProgress, ema: Any) -> None:
     """What only the main process writes, after accelerate's part: the training state, then the manifest."""
-    _pause_for_tests(global_step)
     write_training_state(partial, progress, ema)
     write_manifest(partial)
 
@@ -287,18 +281,6 @@ def last_checkpoint_unchanged(output_dir: str | Path) -> str:
     """What a run stopped before writing anything leaves, in words: its newest complete checkpoint, if any."""
     saved = complete_checkpoints(output_dir)
     return f"the last checkpoint, {saved[-1].name}, is unchanged" if saved else "no checkpoint was written"
-
-
-def _pause_for_tests(global_step: int) -> None:
-    """Sleep as ``$HF_SWIN_DDPM_TEST_PAUSE_IN_CHECKPOINT`` says (unset: no pause); see ``TEST_PAUSE_ENV``."""
-    value = os.environ.get(TEST_PAUSE_ENV)
-    if not value:
-        return
-    seconds, _, step = value.partition("@")
-    if not step or int(step) == global_step:
-        import time
-
-        time.sleep(float(seconds))
 
 
 def write_training_state(folder: Path, progress: TrainingProgress, ema: Any = None) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import hub
 from .checkpoints import free_mib, is_write_failure, latest_checkpoint_size, size_on_disk, write_failure_reason
-from .data import hub_dataset_ids
+from .dataloaders import hub_dataset_ids
 from .errors import TrainingError
 
 ALL_RESULTS_FILE = "all_results.json"
@@ -37,7 +37,7 @@ def write_model_card(output_dir: str | Path, kind: str, card_fields: Mapping[str
 PUSH_SKIPPED_CARD_FIELDS = ("model_name", "image_file", "image_caption", "repo_id")
 
 
-CARD_FIELDS_FILE = "card_fields.json"  # written when the push fails, for `hf-swin-ddpm push --card-fields`
+CARD_FIELDS_FILE = "card_fields.json"  # written when the push fails, for `hf-swin-ddpm push --card_fields`
 
 
 def push_trained_model(obj: Any, args: argparse.Namespace, card_fields: Mapping[str, Any], **save_fields: Any) -> str:
@@ -72,7 +72,7 @@ def _push_failed(
     card_file.write_text(json.dumps(dict(fields), indent=2, sort_keys=True, default=str) + "\n")
     return TrainingError(
         f"{error} The trained model is saved in {output_dir}; upload it later with: "
-        f"hf-swin-ddpm push {output_dir} {repo_id} --card-fields {card_file}"
+        f"hf-swin-ddpm push {output_dir} {repo_id} --card_fields {card_file}"
     )
 
 

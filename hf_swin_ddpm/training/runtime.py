@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 from pathlib import Path
 
 import torch
@@ -81,11 +80,6 @@ def forget_other_mixed_precision(mixed_precision: str | None) -> None:
         AcceleratorState._reset_state(reset_partial_state=False)
 
 
-# Test hook: the torch.compile backend of --torch_compile ("eager" compiles the graphs without inductor's code
-# generation, which takes minutes on a CPU). Unset in normal use (inductor).
-TEST_COMPILE_BACKEND_ENV = "HF_SWIN_DDPM_TEST_COMPILE_BACKEND"
-
-
 def training_forward_module(model: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
     """The module that runs the training forward: ``model`` itself, or with ``--torch_compile`` a ``torch.compile``
     of it (``--torch_compile_mode``). The compiled module shares ``model``'s parameters, so backward, clipping, the
@@ -94,8 +88,7 @@ def training_forward_module(model: torch.nn.Module, args: argparse.Namespace) ->
     if not getattr(args, "torch_compile", False):
         return model
     mode = args.torch_compile_mode or "default"
-    backend = os.environ.get(TEST_COMPILE_BACKEND_ENV) or "inductor"
-    return torch.compile(model, mode=None if mode == "default" else mode, backend=backend)
+    return torch.compile(model, mode=None if mode == "default" else mode)  # inductor, torch.compile's default backend
 
 
 def use_channels_last(model: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:

@@ -36,7 +36,7 @@ from ..data import DDPMTransform, collate_ddpm
 from ..diffusion import PAPER_UNET_PRESETS, DDPMPaperPipeline, DDPMPaperScheduler
 from ..diffusion.scheduling_ddpm_paper import MAX_NUM_TRAIN_TIMESTEPS
 from . import arguments, checkpoints, loop, publishing, reporting, runtime
-from .data import (
+from .dataloaders import (
     TrainingData,
     dataset_label,
     evaluation_dataloader,
@@ -68,19 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ddpm.add_argument("--ddpm_num_steps", type=int, default=1000, help="T, the number of diffusion steps.")
     ddpm.add_argument(
-        "--ddpm_beta_schedule", default="linear", choices=("linear", "scaled_linear", "squaredcos_cap_v2")
+        "--ddpm_beta_schedule",
+        default="linear",
+        choices=("linear", "scaled_linear", "squaredcos_cap_v2"),
+        help="The betas over t (the paper's: linear from 1e-4 to 0.02).",
     )
     ddpm.add_argument("--ddpm_num_inference_steps", type=int, default=1000, help="Sampling steps of the sample grids.")
     ddpm.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True, help="Keep an EMA of weights.")
     ddpm.add_argument("--ema_decay", type=float, default=0.9999, help="Maximum EMA decay.")
-    ddpm.add_argument("--ema_min_decay", type=float, default=0.0)
+    ddpm.add_argument("--ema_min_decay", type=float, default=0.0, help="Minimum EMA decay.")
     ddpm.add_argument(
         "--ema_warmup",
         action="store_true",
         help="EMA decay warm-up 1 - (1 + step / inv_gamma)^-power (default: EMAModel's (1 + step) / (10 + step)).",
     )
-    ddpm.add_argument("--ema_inv_gamma", type=float, default=1.0)
-    ddpm.add_argument("--ema_power", type=float, default=3 / 4)
+    ddpm.add_argument("--ema_inv_gamma", type=float, default=1.0, help="inv_gamma of the --ema_warmup schedule.")
+    ddpm.add_argument("--ema_power", type=float, default=3 / 4, help="power of the --ema_warmup schedule.")
     ddpm.add_argument("--adam_weight_decay", type=float, default=0.0, help="Decoupled weight decay (0: plain Adam).")
     ddpm.add_argument("--save_images_steps", type=int, default=1000, help="Log a sample grid every N steps.")
     ddpm.add_argument("--num_sample_images", type=int, default=16, help="Images in each sample grid.")

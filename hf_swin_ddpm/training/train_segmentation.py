@@ -58,7 +58,8 @@ from ..safe_loading import ModelFileError, check_model_folder, named_loading_err
 from ..swin_fpn import SwinFPNConfig, SwinFPNForSegmentation, SwinFPNImageProcessor
 from ..swin_fpn.configuration_swin_fpn import SWIN_FPN_PRESETS
 from . import arguments, checkpoints, loop, publishing, reporting, runtime
-from .data import (
+from .arguments import KEEP_RATIO_SCALE
+from .dataloaders import (
     AnyDataset,
     TrainingData,
     dataset_label,
