@@ -7,8 +7,6 @@ import argparse
 import numpy as np
 from PIL import Image
 
-from ..imaging import image_grid  # noqa: F401  (the scripts' sample grids)
-
 
 def tracker_config(args: argparse.Namespace) -> dict[str, int | float | str | bool]:
     """The flags as tracker hyperparameters (TensorBoard accepts only scalars and strings)."""

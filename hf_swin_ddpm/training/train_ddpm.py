@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 from ..data import DDPMTransform, collate_ddpm
 from ..diffusion import PAPER_UNET_PRESETS, DDPMPaperPipeline, DDPMPaperScheduler
 from ..diffusion.scheduling_ddpm_paper import MAX_NUM_TRAIN_TIMESTEPS
+from ..imaging import image_grid
 from . import arguments, checkpoints, loop, publishing, reporting, runtime
 from .dataloaders import (
     TrainingData,
@@ -323,7 +324,7 @@ def generate_samples(unet: UNet2DModel, noise_scheduler: DDPMPaperScheduler, arg
 
 def save_sample_grid(images: list, path: Path) -> Image.Image:
     """Save the images as one grid, upscaled (nearest) so that each image is at least 64 pixels wide."""
-    grid = reporting.image_grid(images)
+    grid = image_grid(images)
     factor = max(1, math.ceil(64 / images[0].width))
     grid = grid.resize((grid.width * factor, grid.height * factor), Image.NEAREST) if factor > 1 else grid
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,7 @@ from ..evaluation.segmentation import (
     scores_from_counts,
     segmentation_counts,
 )
-from ..imaging import class_colours, colour_classes
+from ..imaging import class_colours, colour_classes, image_grid
 from ..safe_loading import ModelFileError, check_model_folder, named_loading_errors
 from ..swin_fpn import SwinFPNConfig, SwinFPNForSegmentation, SwinFPNImageProcessor
 from ..swin_fpn.configuration_swin_fpn import SWIN_FPN_PRESETS
@@ -102,8 +102,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         "checkpointing_steps": 16_000,
     }
 }
-# mmseg's keep-ratio resize scale (long side, short side), as --train_scale and --eval_scale take it
-KEEP_RATIO_SCALE = {"type": int, "nargs": 2, "metavar": ("LONG", "SHORT")}
 NO_WEIGHT_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)
 NO_WEIGHT_DECAY_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
 
@@ -439,7 +437,7 @@ def example_prediction(model, eval_batch: dict[str, Any], id2label: dict[int, st
     size = tiles[0].size
     tiles = [tile if tile.size == size else tile.resize(size, Image.Resampling.NEAREST) for tile in tiles]
     model.train()
-    return reporting.upscale_for_display(reporting.image_grid(tiles, columns=3), min_side=384)
+    return reporting.upscale_for_display(image_grid(tiles, columns=3), min_side=384)
 
 
 # --- the run ----------------------------------------------------------------------------------------------------------
