@@ -1,7 +1,10 @@
 """The `hf-swin-ddpm` command line.
 
     hf-swin-ddpm convert-swin SWIN_CHECKPOINT OUTPUT_DIR [--num_labels N | --id2label FILE.json] [--image_size S]
-    hf-swin-ddpm sample PIPELINE_DIR OUTPUT.png [--num_samples N] [--num_inference_steps S] [--seed K] [--bf16]
+    hf-swin-ddpm sample MODEL OUTPUT.png [--num_samples N] [--num_inference_steps S] [--sampler paper|ddpm|ddim|
+        dpmsolver++|euler] [--variance fixed_large|fixed_small] [--seed K] [--bf16]
+    hf-swin-ddpm inpaint MODEL IMAGE MASK OUTPUT.png [--num_inference_steps S] [--jump_length J] [--jump_n_sample R]
+    hf-swin-ddpm img2img MODEL IMAGE OUTPUT.png [--strength 0.5] [--num_inference_steps S]
     hf-swin-ddpm train-ddpm --dataset_name digits --output_dir DIR [...]   (the flags of train_ddpm --help)
     hf-swin-ddpm train-seg --dataset_name shapes --output_dir DIR [...]    (the flags of train_segmentation --help)
     hf-swin-ddpm evaluate-seg MODEL --dataset_name NAME | --train_data_dir DIR [--split S] [--scale 2048 512]
@@ -79,22 +82,17 @@ def convert_swin(args: argparse.Namespace) -> None:
 
 
 def sample(args: argparse.Namespace) -> None:
-    """Draw samples from a saved DDPMPaperPipeline (Algorithm 2) and save them as one image grid."""
+    """Draw samples from a DDPM (a saved DDPMPaperPipeline or any DDPMPipeline: folder or Hub repo id) and save them as
+    one image grid; `--sampler paper` runs the paper's Algorithm 2."""
     import torch
 
-    from . import DDPMPaperPipeline
-
-    folder = Path(args.pipeline_dir)
-    if not (folder / "model_index.json").is_file():
-        raise CLIError(f"{folder}: no model_index.json; expected a folder saved by DDPMPaperPipeline.save_pretrained.")
     if not 1 <= args.num_samples <= 256:
         raise CLIError(f"--num_samples: expected 1..256, got {args.num_samples}.")
     if args.num_inference_steps < 1:
         raise CLIError(f"--num_inference_steps: expected an integer >= 1, got {args.num_inference_steps}.")
     _check_image_output(Path(args.output))
-    check_model_folder(folder, allow_pickle=args.allow_pickle)
-    with named_loading_errors(folder, "DDPMPaperPipeline"):
-        pipeline = DDPMPaperPipeline.from_pretrained(folder, **safetensors_only(args.allow_pickle))
+    pipeline = _load_pipeline(args.pipeline_dir, args.allow_pickle, args.sampler, args.variance)
+    _check_num_inference_steps(pipeline, args.num_inference_steps)
     generator = torch.Generator().manual_seed(args.seed)
     autocast_dtype = torch.bfloat16 if args.bf16 else None
     images = pipeline(
@@ -105,7 +103,122 @@ def sample(args: argparse.Namespace) -> None:
     ).images
     _save_grid(images, Path(args.output))
     steps = args.num_inference_steps
-    print(f"Saved {len(images)} samples ({steps} steps{', bf16 autocast' if args.bf16 else ''}) to {args.output}")
+    sampler = type(pipeline.scheduler).__name__
+    print(
+        f"Saved {len(images)} samples ({sampler}, {steps} steps{', bf16 autocast' if args.bf16 else ''}) to {args.output}"
+    )
+
+
+def inpaint(args: argparse.Namespace) -> None:
+    """Regenerate the black region of MASK in IMAGE with a DDPM: RePaint (Lugmayr et al. 2022, Algorithm 1)."""
+    import torch
+
+    pipeline = _load_editing_pipeline(args)
+    image = _read_image(args.image, "IMAGE")
+    _check_channels(image, pipeline, "IMAGE")
+    mask = _read_image(args.mask, "MASK")
+    if mask.size != image.size:
+        raise CLIError(
+            f"MASK: {args.mask} is {mask.size[0]}x{mask.size[1]} but IMAGE is {image.size[0]}x{image.size[1]}; give a "
+            "mask of the image's size."
+        )
+    if any(64 <= value < 192 for value in set(mask.convert("L").getdata())):
+        raise CLIError(f"MASK: {args.mask} must be black (regenerate) and white (keep) only, with no grey pixels.")
+    _check_image_output(Path(args.output))
+    try:
+        output = pipeline.inpaint(
+            _model_sized(image, pipeline),
+            _model_sized(mask.convert("L"), pipeline, nearest=True),
+            num_inference_steps=args.num_inference_steps,
+            jump_length=args.jump_length,
+            jump_n_sample=args.jump_n_sample,
+            generator=torch.Generator().manual_seed(args.seed),
+        )
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+    _save_grid(output.images, Path(args.output))
+    print(f"Saved the inpainted image ({pipeline.num_timesteps} steps with resampling) to {args.output}")
+
+
+def img2img(args: argparse.Namespace) -> None:
+    """Re-imagine IMAGE with a DDPM from t0 = strength * T: SDEdit (Meng et al. 2021) with Algorithm 2."""
+    import torch
+
+    pipeline = _load_editing_pipeline(args)
+    image = _read_image(args.image, "IMAGE")
+    _check_channels(image, pipeline, "IMAGE")
+    _check_image_output(Path(args.output))
+    try:
+        output = pipeline.img2img(
+            _model_sized(image, pipeline),
+            strength=args.strength,
+            num_inference_steps=args.num_inference_steps,
+            generator=torch.Generator().manual_seed(args.seed),
+        )
+    except ValueError as error:
+        raise CLIError(f"--strength: {error}" if "strength" in str(error) else str(error)) from None
+    _save_grid(output.images, Path(args.output))
+    print(f"Saved the edited image ({pipeline.num_timesteps} steps from strength {args.strength}) to {args.output}")
+
+
+def _load_editing_pipeline(args: argparse.Namespace):
+    if args.num_inference_steps < 1:
+        raise CLIError(f"--num_inference_steps: expected an integer >= 1, got {args.num_inference_steps}.")
+    pipeline = _load_pipeline(args.model, args.allow_pickle)
+    _check_num_inference_steps(pipeline, args.num_inference_steps)
+    return pipeline
+
+
+def _read_image(path: str, what: str):
+    """An image file, fully decoded, or a one-line error naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not Path(path).is_file():
+        raise CLIError(f"{what}: {path} is not a file; give an image file (PNG, JPEG, ...).")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            return opened.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise CLIError(
+            f"{what}: {path} is not a readable image ({type(error).__name__}); give a PNG or JPEG."
+        ) from None
+
+
+def _check_channels(image, pipeline, what: str) -> None:
+    """The image's channels (1 for grayscale, also an RGB image whose channels are equal; 3 for colour) must be the
+    model's."""
+    import numpy as np
+
+    pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    channels = 1 if image.mode in ("1", "L", "LA", "I", "I;16", "F") or np.ptp(pixels, axis=2).max() == 0 else 3
+    expected = pipeline.unet.config.in_channels
+    if channels != expected:
+        kinds = {1: "grayscale (1 channel)", 3: "colour (3 channels)"}
+        raise CLIError(
+            f"{what}: the image is {kinds[channels]} but the model takes {kinds.get(expected, expected)} images; "
+            f"convert it first."
+        )
+
+
+def _model_sized(image, pipeline, nearest: bool = False):
+    """`image` resized to the model's resolution (grayscale or RGB as the model), as `preprocess` would."""
+    from PIL import Image
+
+    side = pipeline.unet.config.sample_size
+    height, width = (side, side) if isinstance(side, int) else side
+    resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
+    mode = image.mode if nearest else ("L" if pipeline.unet.config.in_channels == 1 else "RGB")
+    return image.convert(mode).resize((width, height), resample)
+
+
+def _check_num_inference_steps(pipeline, num_inference_steps: int) -> None:
+    num_train_timesteps = pipeline.scheduler.config.num_train_timesteps
+    if num_inference_steps > num_train_timesteps:
+        raise CLIError(
+            f"--num_inference_steps: expected at most the model's T = {num_train_timesteps}, got "
+            f"{num_inference_steps}."
+        )
 
 
 def evaluate_seg(args: argparse.Namespace) -> None:
@@ -270,10 +383,14 @@ def _load_card_fields(path_name: str | None) -> dict:
     return fields
 
 
-def _load_pipeline(name: str, allow_pickle: bool):
-    """A `DDPMPaperPipeline` from a folder (checked first) or a Hub repo id."""
+def _load_pipeline(name: str, allow_pickle: bool, sampler: str | None = None, variance: str | None = None):
+    """A `DDPMPaperPipeline` from a folder (checked first) or a Hub repo id; with `sampler`, that sampler's scheduler
+    (`hf_swin_ddpm.diffusion.samplers`), else the model's own."""
     from . import DDPMPaperPipeline
+    from .diffusion.samplers import sampler_scheduler
 
+    if variance is not None and sampler not in ("paper", "ddpm"):
+        raise CLIError("--variance: applies to --sampler paper or ddpm; give one of them too.")
     _check_model_source(name, "MODEL")
     folder = Path(name)
     if folder.is_dir():
@@ -284,7 +401,10 @@ def _load_pipeline(name: str, allow_pickle: bool):
         check_model_folder(folder, allow_pickle=allow_pickle)
         _check_unet_weights(folder, allow_pickle)
     with named_loading_errors(name, "DDPMPaperPipeline"):
-        return DDPMPaperPipeline.from_pretrained(name, **safetensors_only(allow_pickle))
+        pipeline = DDPMPaperPipeline.from_pretrained(name, **safetensors_only(allow_pickle))
+    if sampler is not None:
+        pipeline.scheduler = sampler_scheduler(sampler, pipeline.scheduler, variance)
+    return pipeline
 
 
 def _check_unet_weights(folder: Path, allow_pickle: bool) -> None:
@@ -357,13 +477,8 @@ def evaluate_ddpm(args: argparse.Namespace) -> None:
         inception_weights=args.inception_weights,
         cache_dir=args.cache_dir,
     )
-    pipeline = _load_pipeline(args.model, args.allow_pickle)
-    num_train_timesteps = pipeline.scheduler.config.num_train_timesteps
-    if args.num_inference_steps > num_train_timesteps:
-        raise CLIError(
-            f"--num_inference_steps: expected at most the model's T = {num_train_timesteps}, got "
-            f"{args.num_inference_steps}."
-        )
+    pipeline = _load_pipeline(args.model, args.allow_pickle, args.sampler, args.variance)
+    _check_num_inference_steps(pipeline, args.num_inference_steps)
     results = evaluate_pipeline(
         pipeline,
         metrics,
@@ -459,6 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, help="the task to run")
     _add_convert_swin_command(commands)
     _add_sample_command(commands)
+    _add_inpaint_command(commands)
+    _add_img2img_command(commands)
     _add_evaluate_seg_command(commands)
     _add_push_command(commands)
     _add_evaluate_ddpm_command(commands)
@@ -501,14 +618,66 @@ def _add_convert_swin_command(commands) -> None:
 
 def _add_sample_command(commands) -> None:
     sampler = commands.add_parser("sample", help=sample.__doc__)
-    sampler.add_argument("pipeline_dir", help="a folder saved by DDPMPaperPipeline.save_pretrained")
+    sampler.add_argument("pipeline_dir", help="a DDPMPaperPipeline or DDPMPipeline: folder or Hub repo id")
     sampler.add_argument("output", help="the image file of the sample grid, e.g. samples.png")
-    _add_flag(sampler, "--num_samples", "--num-images", type=int, default=16, help="images drawn N, 1..256")
+    _add_flag(
+        sampler, "--num_samples", "--num_images", "--num-images", type=int, default=16, help="images drawn N, 1..256"
+    )
     _add_flag(sampler, "--num_inference_steps", "--steps", type=int, default=1000, help="sampling steps S")
+    _add_sampler_arguments(sampler)
     sampler.add_argument("--seed", type=int, default=0, help="seed of the initial noise and of every step's noise")
     sampler.add_argument("--bf16", action="store_true", help=BF16_HELP)
     _add_allow_pickle(sampler)
     sampler.set_defaults(handler=sample)
+
+
+def _add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--sampler` and `--variance`: which reverse process draws the samples."""
+    from .diffusion.samplers import SAMPLERS, VARIANCE_TYPES
+
+    parser.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default=None,
+        help="paper: Algorithm 2 as the paper runs it (DDPMPaperScheduler, no clipping); the others: diffusers' "
+        "schedulers from the model's config (default: the model's own scheduler)",
+    )
+    parser.add_argument(
+        "--variance",
+        choices=VARIANCE_TYPES,
+        default=None,
+        help="sigma_t^2 of the paper and ddpm samplers: fixed_large = beta_t, fixed_small = beta-tilde_t",
+    )
+
+
+def _add_edit_arguments(parser: argparse.ArgumentParser) -> None:
+    """What `inpaint` and `img2img` take first: the model and the image."""
+    parser.add_argument("model", help="a DDPMPaperPipeline or DDPMPipeline: folder or Hub repo id")
+    parser.add_argument("image", help="the image to edit (resized to the model's resolution)")
+
+
+def _add_inpaint_command(commands) -> None:
+    painter = commands.add_parser("inpaint", help=inpaint.__doc__)
+    _add_edit_arguments(painter)
+    painter.add_argument("mask", help="a grayscale image: white = keep, black = regenerate")
+    painter.add_argument("output", help="the inpainted image file, e.g. inpainted.png")
+    painter.add_argument("--num_inference_steps", type=int, default=250, help="steps of the respaced chain")
+    painter.add_argument("--jump_length", type=int, default=10, help="RePaint's resampling: steps back up per jump")
+    painter.add_argument("--jump_n_sample", type=int, default=10, help="RePaint's resampling: passes per jump")
+    painter.add_argument("--seed", type=int, default=0, help="seed of all the noise")
+    _add_allow_pickle(painter)
+    painter.set_defaults(handler=inpaint)
+
+
+def _add_img2img_command(commands) -> None:
+    editor = commands.add_parser("img2img", help=img2img.__doc__)
+    _add_edit_arguments(editor)
+    editor.add_argument("output", help="the edited image file, e.g. edited.png")
+    editor.add_argument("--strength", type=float, default=0.5, help="t0 / T in [0, 1]: 0 keeps the image")
+    editor.add_argument("--num_inference_steps", type=int, default=50, help="steps of a full (strength 1) chain")
+    editor.add_argument("--seed", type=int, default=0, help="seed of all the noise")
+    _add_allow_pickle(editor)
+    editor.set_defaults(handler=img2img)
 
 
 def _add_evaluate_seg_command(commands) -> None:
@@ -581,6 +750,7 @@ def _add_evaluate_ddpm_command(commands) -> None:
     evaluator.add_argument("--reference", required=True, help="DATASET[:SPLIT], an image FOLDER or a STATS.npz")
     evaluator.add_argument("--num_samples", type=int, default=1000, help="generated images N (>= 2)")
     evaluator.add_argument("--num_inference_steps", type=int, default=250, help="sampling steps S")
+    _add_sampler_arguments(evaluator)
     _add_sample_metric_arguments(evaluator)
     evaluator.add_argument("--batch_size", type=int, default=64, help="images per UNet call and per feature batch")
     evaluator.add_argument("--seed", type=int, default=0, help="seed of the samples and of the bits/dim terms")
