@@ -150,7 +150,6 @@ def test_files_named_in_the_docs_exist():
     missing = []
     for page in PAGES:
         for name in re.findall(rf"`((?:{folders})/[\w./-]*)`", page.read_text(encoding="utf-8")):
-            if not (ROOT / name).exists():
+            if not name.endswith("...") and not (ROOT / name).exists():
                 missing.append(f"{page.name}: {name}")
     assert not missing, missing
-
