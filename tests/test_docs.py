@@ -1,15 +1,17 @@
 """The README and docs/ as tests, as transformers' doc tests do: their marked code blocks run, their links resolve.
 
 The convention (docs/architecture.md, "Code blocks in the docs"): a ```python block directly preceded by the line
-`<!-- runnable -->` is executed; one preceded by `<!-- not-runnable: REASON -->` is shown only (it needs the Hub, a
-server, a GPU or a trained model). Every python block carries one of the two, so none is skipped by oversight. The
-runnable blocks of one file run in order in one namespace (a later block may use an earlier one's names), in a fresh
-temporary working directory, offline, with tiny models the blocks build themselves. Shell blocks are illustrative.
-"""
+`<!-- runnable -->` is executed; one preceded by `<!-- not-runnable: REASON -->` (it needs the Hub, a server, a GPU
+or a trained model) is only compiled. Every python block carries one of the two, so none is skipped by oversight.
+The runnable blocks of one file run in order in one namespace (a later block may use an earlier one's names), in a
+fresh temporary working directory, offline, with tiny models the blocks build themselves. Shell blocks are not run,
+but their `hf-swin-ddpm` and training-script command lines must parse with the real argument parsers."""
 
 from __future__ import annotations
 
+import importlib
 import re
+import shlex
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,14 +70,17 @@ def test_readme_is_a_manual():
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
-def test_every_python_block_is_marked(page):
-    """A python block is either run by this suite or says why it is not."""
+def test_every_python_block_is_marked_and_compiles(page):
+    """A python block is either run by this suite or says why it is not; either way it is valid Python."""
+    python_blocks = [block for block in code_blocks(page) if block.language == "python"]
     unmarked = [
         f"{page.name}:{block.line}"
-        for block in code_blocks(page)
-        if block.language == "python" and block.marker != RUNNABLE and not NOT_RUNNABLE.fullmatch(block.marker)
+        for block in python_blocks
+        if block.marker != RUNNABLE and not NOT_RUNNABLE.fullmatch(block.marker)
     ]
     assert not unmarked, f"python blocks without {RUNNABLE} or <!-- not-runnable: REASON -->: {unmarked}"
+    for block in python_blocks:
+        compile(block.code, f"{page.name}:{block.line}", "exec")
 
 
 def runnable_pages() -> list[Path]:
@@ -153,3 +158,53 @@ def test_files_named_in_the_docs_exist():
             if not name.endswith("...") and not (ROOT / name).exists():
                 missing.append(f"{page.name}: {name}")
     assert not missing, missing
+
+
+TRAINING_SCRIPTS = {
+    "train-ddpm": "hf_swin_ddpm.training.train_ddpm",
+    "train-seg": "hf_swin_ddpm.training.train_segmentation",
+}
+SCRIPT_CALL = re.compile(r"-m (hf_swin_ddpm\.training\.train_\w+) ")
+
+
+def command_lines(page: Path) -> list[tuple[str, str]]:
+    """(where, command) for each `hf-swin-ddpm ...` or `... -m hf_swin_ddpm.training.train_* ...` line of the page's
+    shell blocks and inline code with flags, continuation lines joined; lines with a placeholder for the flags
+    (`...`, `[flags]`), a shell variable or `--help` are sketches."""
+    found = []
+    for block in code_blocks(page):
+        if block.language in ("bash", "sh", "shell"):
+            for number, line in enumerate(block.code.replace("\\\n", " ").splitlines()):
+                found.append((f"{page.name}:{block.line} (line {number + 1})", line.strip()))
+    text = re.sub(r"^ *```.*?^ *```", "", page.read_text(encoding="utf-8"), flags=re.DOTALL | re.MULTILINE)
+    found += [(f"{page.name} (inline)", span) for span in re.findall(r"`(hf-swin-ddpm [^`]*--[^`]+)`", text)]
+    return [
+        (where, line)
+        for where, line in found
+        if (line.startswith("hf-swin-ddpm ") or SCRIPT_CALL.search(line))
+        and not any(sketch in line for sketch in ("...", "[flags]", "$", "--help"))
+    ]
+
+
+def parser_and_arguments(command: str):
+    """The argparse parser that reads `command` and the arguments it is given."""
+    tokens = shlex.split(command, comments=True)
+    if tokens[0] == "hf-swin-ddpm" and tokens[1] in TRAINING_SCRIPTS:
+        return importlib.import_module(TRAINING_SCRIPTS[tokens[1]]).build_parser(), tokens[2:]
+    if tokens[0] == "hf-swin-ddpm":
+        return importlib.import_module("hf_swin_ddpm.cli").build_parser(), tokens[1:]
+    module = next(token for token in tokens if token.startswith("hf_swin_ddpm.training."))
+    return importlib.import_module(module).build_parser(), tokens[tokens.index(module) + 1 :]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_command_lines_parse(page, capsys):
+    """The shell examples use flags that exist: each command line parses with its command's own parser."""
+    failed = []
+    for where, command in command_lines(page):
+        parser, arguments = parser_and_arguments(command)
+        try:
+            parser.parse_args(arguments)
+        except SystemExit:
+            failed.append(f"{where}: {command}\n    {capsys.readouterr().err.strip().splitlines()[-1]}")
+    assert not failed, "\n".join(failed)
