@@ -16,6 +16,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 import torch
 
@@ -92,6 +93,7 @@ def test_runnable_blocks_run(page, tmp_path, monkeypatch):
     """The page's runnable blocks, in order, in one namespace, in an empty working directory, offline."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read once at import: set it here too
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     namespace: dict = {"__name__": f"docs_{page.stem}"}
