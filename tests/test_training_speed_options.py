@@ -16,7 +16,6 @@ from diffusers import ModelMixin
 from safetensors import safe_open
 from test_training_ddpm import TINY as DDPM_TINY
 from test_training_segmentation import TINY as SEGMENTATION_TINY
-from transformers import PreTrainedModel
 from training_support import (
     assert_one_line_error,
     flags,
@@ -25,6 +24,7 @@ from training_support import (
     same_weights,
     with_flags,
 )
+from transformers import PreTrainedModel
 
 from hf_swin_ddpm.training import runtime, train_ddpm, train_segmentation
 
