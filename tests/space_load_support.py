@@ -99,6 +99,31 @@ def peak_resident_bytes(pid: int) -> int:
     return resident_bytes(pid)
 
 
+GLIBC_HEAP_BYTES = 64 * 2**20  # HEAP_MAX_SIZE of glibc on 64-bit: each arena but the main one lives in such heaps
+
+
+def malloc_arena_heaps(pid: int) -> int:
+    """How many glibc arena heaps a process has mapped (Linux, 64-bit glibc), read from /proc/PID/maps: anonymous
+    regions of exactly 64 MiB, aligned to 64 MiB, made of a read-write part followed by an inaccessible reserve.
+    Every thread arena beyond the main one has at least one; the main arena (brk) has none."""
+    rows = []
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        parts = line.split()
+        start, end = (int(address, 16) for address in parts[0].split("-"))
+        rows.append((start, end, parts[1], parts[5] if len(parts) > 5 else ""))
+    heaps = 0
+    for index, (start, end, permissions, name) in enumerate(rows):
+        if name or permissions != "rw-p" or start % GLIBC_HEAP_BYTES:
+            continue
+        stop = end
+        for next_start, next_end, next_permissions, next_name in rows[index + 1 :]:
+            if next_start != stop or next_name or next_permissions != "---p":
+                break
+            stop = next_end
+        heaps += stop - start == GLIBC_HEAP_BYTES
+    return heaps
+
+
 class MemorySampler:
     """Samples a process's resident memory every `interval` seconds in a thread; `peak` is the largest sample."""
 

@@ -100,6 +100,21 @@ def test_bound_of_exact_predictor_equals_closed_form(variance_type):
         np.testing.assert_allclose(bound["diffusion_bpd"].numpy(), 0.0, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_bound_of_images_in_any_floating_dtype_is_the_closed_form_of_their_values(dtype):
+    """8-bit images given in `dtype` (bfloat16 cannot hold them exactly: it rounds by up to half a bin) have the
+    bound of the values they hold, in float64, to the closed form's tolerance."""
+    x0 = _eight_bit_images().to(dtype)
+    scheduler = DDPMPaperScheduler()
+    model = PointMassEpsilon(x0, scheduler.betas.numpy())
+    model.dtype = torch.float64  # the exact predictor takes x_t in float64 (without a dtype it would get x0's)
+    bound = variational_bound(model, scheduler, x0, generator=torch.Generator().manual_seed(0), batch_timesteps=500)
+    expected = analytic_bound(x0.double().numpy(), "fixed_large")
+    for key in ("prior_bpd", "decoder_bpd", "diffusion_bpd", "total_bpd"):
+        assert bound[key].dtype == torch.float64
+        np.testing.assert_allclose(bound[key].numpy(), expected[key], rtol=1e-6, atol=1e-9, err_msg=key)
+
+
 def test_stratified_estimate_weights_each_drawn_term_by_its_stratum():
     x0 = _eight_bit_images(batch=1)
     scheduler = DDPMPaperScheduler()

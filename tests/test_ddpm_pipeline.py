@@ -215,9 +215,35 @@ def test_pipeline_saved_before_the_diffusion_folder_rename_still_loads():
 
 
 def test_works_with_diffusers_scheduler(unet):
-    pipe = quiet(DDPMPaperPipeline(unet=unet, scheduler=DDPMScheduler(variance_type="fixed_large", clip_sample=False)))
+    def scheduler() -> DDPMScheduler:  # diffusers' defaults otherwise: "leading" spacing, timesteps 900, 800, ..., 0
+        return DDPMScheduler(variance_type="fixed_large", clip_sample=False)
+
+    pipe = quiet(DDPMPaperPipeline(unet=unet, scheduler=scheduler()))
     out = generate(pipe, num_inference_steps=10, return_trajectory=True, trajectory_timesteps=3)
     assert out.trajectory_x0.shape == (3, 2, 1, SIZE, SIZE)
+    assert out.trajectory_timesteps == [900, 500, 0]  # steps 0, 4 and 9 of 10 (np.linspace(0, 9, 3) rounded)
+    assert ((out.images > 0.01) & (out.images < 0.99)).float().mean() > 0.8  # 90% unsaturated: the pixels are seen
+
+    # the samples are diffusers' DDPMPipeline's with that scheduler and seed (measured: bit for bit; another seed: 0.98)
+    reference = quiet(DDPMPipeline(unet=unet, scheduler=scheduler()))
+    torch.testing.assert_close(out.images, generate(reference, num_inference_steps=10).images, rtol=0, atol=1e-6)
+
+    # the trajectory is x_t and diffusers' x_0 estimate at those steps, by a hand loop over diffusers' step()
+    reference_scheduler = scheduler()
+    reference_scheduler.set_timesteps(10)
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn((2, 1, SIZE, SIZE), generator=generator)
+    frames, estimates = [], []
+    with torch.no_grad():
+        for t in reference_scheduler.timesteps:
+            step = reference_scheduler.step(unet(sample, t).sample, t, sample, generator=generator)
+            if int(t) in (900, 500, 0):
+                frames.append(sample)
+                estimates.append(step.pred_original_sample)
+            sample = step.prev_sample
+    torch.testing.assert_close(out.trajectory_samples, torch.stack(frames), rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.trajectory_x0, torch.stack(estimates), rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.images, (sample / 2 + 0.5).clamp(0, 1), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize(

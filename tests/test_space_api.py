@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from gradio_client import Client, handle_file
 from PIL import Image
 from space_app_support import (
@@ -39,6 +40,10 @@ class Space:
     app: ModuleType
     swin_fpn_folder: Path
     images: Path  # a folder for the test's input files
+
+    @property
+    def ddpm_folder(self) -> Path:
+        return self.swin_fpn_folder.parent / "ddpm"
 
 
 @pytest.fixture(scope="module")
@@ -211,14 +216,62 @@ def generate(space: Space, seed, num_images, steps, variance="sigma² = beta") -
     return [np.asarray(Image.open(item["image"])) for item in gallery], Image.open(strip)
 
 
+def diffusers_samples(space: Space, seed: int, num_images: int, steps: int, variance_type: str) -> np.ndarray:
+    """The reference: diffusers' own DDPMPipeline and DDPMScheduler with the paper's schedule (T = 1000, betas
+    linear from 1e-4 to 0.02), no clipping of x_0 (Algorithm 2) and evenly spaced timesteps. Floats in [0, 1],
+    (N, H, W, C). Its float32 betas differ from our float64 ones: the samples agree to 6e-6 (measured)."""
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=1e-4,
+        beta_end=0.02,
+        beta_schedule="linear",
+        variance_type=variance_type,
+        clip_sample=False,
+        timestep_spacing="linspace",
+    )
+    pipeline = DDPMPipeline(unet=UNet2DModel.from_pretrained(space.ddpm_folder / "unet"), scheduler=scheduler)
+    pipeline.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(seed)
+    return pipeline(batch_size=num_images, generator=generator, num_inference_steps=steps, output_type="np").images
+
+
+def assert_shows(served: list[np.ndarray], expected: np.ndarray) -> None:
+    """Each served 8-bit sample (upscaled with nearest) is the rounding of the expected float sample: within half a
+    level plus 2e-5 of the scale (3x the measured float gap between the reference and our chain)."""
+    assert len(served) == len(expected)
+    for shown, sample in zip(served, expected, strict=True):
+        factor = shown.shape[0] // sample.shape[0]
+        assert np.array_equal(shown, np.kron(shown[::factor, ::factor], np.ones((factor, factor), dtype=np.uint8)))
+        gap = np.abs(shown[::factor, ::factor].astype(float) - sample[..., 0] * 255.0)
+        assert gap.max() <= 0.5 + 255 * 2e-5, gap.max()
+
+
 def test_generate_returns_the_requested_number_of_upscaled_samples_and_a_trajectory(space):
-    samples, strip = generate(space, seed=3, num_images=3, steps=4)
+    samples, strip = generate(space, seed=3, num_images=3, steps=10)
     assert len(samples) == 3
     assert all(sample.shape == (128, 128) for sample in samples)  # 16x16, upscaled 8x with nearest
-    assert all(
-        np.array_equal(sample, np.kron(sample[::8, ::8], np.ones((8, 8), dtype=np.uint8))) for sample in samples
+    assert_shows(samples, diffusers_samples(space, seed=3, num_images=3, steps=10, variance_type="fixed_large"))
+
+    # the strip draws the first sample's chain as DDPMPaperPipeline records it for the same seed: x_t and the x_0
+    # estimate at TRAJECTORY_FRAMES evenly spaced steps of the 10
+    tab = load_space_module("tab_generate")
+    pipeline = DDPMPaperPipeline.from_pretrained(space.ddpm_folder)
+    expected = pipeline(
+        batch_size=3,
+        generator=torch.Generator().manual_seed(3),
+        num_inference_steps=10,
+        output_type="np",
+        return_trajectory=True,
+        trajectory_timesteps=tab.TRAJECTORY_FRAMES,
     )
-    assert strip.width > 3 * strip.height / 2  # a strip: one column per recorded step
+    assert expected.trajectory_timesteps == [999, 888, 666, 555, 444, 333, 111, 0]  # steps 0 1 3 4 5 6 8 9 of 10
+    shown = np.asarray(strip.convert("RGB"))
+    first = tab.trajectory_strip(expected.trajectory_timesteps, expected.trajectory_samples, expected.trajectory_x0)
+    assert np.array_equal(shown, np.asarray(first))
+    second = tab.trajectory_strip(
+        expected.trajectory_timesteps, expected.trajectory_samples[:, 1:], expected.trajectory_x0[:, 1:]
+    )
+    assert second.size != first.size or not np.array_equal(shown, np.asarray(second))  # the strip tells them apart
 
 
 def test_generate_same_seed_gives_identical_samples(space):
@@ -229,10 +282,14 @@ def test_generate_same_seed_gives_identical_samples(space):
     assert not np.array_equal(first[0], other[0])
 
 
-def test_generate_variance_choice_changes_the_chain(space):
-    large, _ = generate(space, seed=1, num_images=1, steps=3, variance="sigma² = beta")
-    small, _ = generate(space, seed=1, num_images=1, steps=3, variance="beta-tilde")
-    assert not np.array_equal(large[0], small[0])
+def test_generate_variance_choices_are_sigma_beta_and_beta_tilde(space):
+    large, _ = generate(space, seed=1, num_images=2, steps=3, variance="sigma² = beta")
+    small, _ = generate(space, seed=1, num_images=2, steps=3, variance="beta-tilde")
+    expected_large = diffusers_samples(space, seed=1, num_images=2, steps=3, variance_type="fixed_large")
+    expected_small = diffusers_samples(space, seed=1, num_images=2, steps=3, variance_type="fixed_small")
+    assert np.abs(expected_large - expected_small).max() * 255 > 10  # the two chains are told apart by the check
+    assert_shows(large, expected_large)
+    assert_shows(small, expected_small)
 
 
 def test_generate_bf16_checkbox_runs_the_unet_in_bf16_with_samples_close_to_fp32(space):
@@ -256,6 +313,16 @@ def test_generate_bf16_checkbox_runs_the_unet_in_bf16_with_samples_close_to_fp32
     difference = np.mean([np.abs(a - b).mean() for a, b in zip(bf16, fp32, strict=True)])
     seeds = np.mean([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(other_seed, fp32, strict=True)])
     assert difference < 0.05 * seeds
+    # and they are the pipeline's bf16 samples for that seed
+    pipeline = DDPMPaperPipeline.from_pretrained(space.ddpm_folder)
+    expected = pipeline(
+        batch_size=2,
+        generator=torch.Generator().manual_seed(5),
+        num_inference_steps=3,
+        output_type="np",
+        autocast_dtype=torch.bfloat16,
+    ).images
+    assert_shows([sample.astype(np.uint8) for sample in bf16], expected)
 
 
 @pytest.mark.parametrize(
@@ -407,7 +474,7 @@ def test_a_folder_without_a_pipeline_is_reported(tmp_path):
 
 
 def test_generate_reports_progress_on_every_denoising_step(space):
-    pipeline = space.app.load_ddpm(str(space.swin_fpn_folder.parent / "ddpm"))
+    pipeline = space.app.load_ddpm(str(space.ddpm_folder))
     reported = []
 
     def progress(fraction, desc=None, unit="steps"):
@@ -439,7 +506,7 @@ def test_interpolate_route_serves_the_pipelines_interpolation(space):
     served = [np.asarray(Image.open(item["image"])) for item in gallery]
     assert [item["caption"] for item in gallery] == ["lambda = 0.00", "lambda = 0.50", "lambda = 1.00"]
 
-    pipeline = DDPMPaperPipeline.from_pretrained(space.swin_fpn_folder.parent / "ddpm")
+    pipeline = DDPMPaperPipeline.from_pretrained(space.ddpm_folder)
     expected = pipeline.interpolate(
         Image.open(first).convert("RGB"),
         Image.open(second).convert("RGB"),

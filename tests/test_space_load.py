@@ -18,6 +18,7 @@ from space_load_support import (
     MemorySampler,
     SpaceServer,
     burst,
+    malloc_arena_heaps,
     resident_bytes,
     route_arguments,
     served_space,
@@ -27,6 +28,10 @@ REQUESTS_PER_ROUTE = 50
 BURST_TIMEOUT_SECONDS = 120
 # The server's resident memory may grow by at most this much over a burst of 150 requests (models, queue, caches).
 MAX_GROWTH_BYTES = 600 * 2**20
+QUEUE_PLACES = 32  # the Space's documented queue: a request is refused only while 32 others wait
+# glibc arena heaps of the server after the bursts: measured 2 with the Space's cap of 2 arenas, 15 without it
+# (glibc's own limit is 8 arenas per core; this machine has 2 cores)
+MAX_ARENA_HEAPS = 4
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +62,12 @@ def test_fifty_concurrent_requests_per_route_are_all_answered_and_memory_stays_b
     for outcome in bursts:
         assert outcome.answered == REQUESTS_PER_ROUTE, outcome.summary()
         assert outcome.errors == [], outcome.errors[:3]
-        assert len(outcome.results) >= 1, outcome.summary()
+        # the first 32 requests always find a place, and every request with a place is served (measured 50, 34 and
+        # 36 results for /segment, /generate, /forward_diffusion)
+        assert len(outcome.results) >= QUEUE_PLACES, outcome.summary()
         assert all("Queue is full" in message for message in outcome.busy)
+    # the server capped glibc's malloc arenas (app.main): its worker threads share them instead of mapping their own
+    assert malloc_arena_heaps(server.pid) <= MAX_ARENA_HEAPS
     growth = memory.peak - before
     assert growth < MAX_GROWTH_BYTES, f"resident memory grew by {growth / 2**20:.0f} MiB"
     overlay, mask, legend = client.predict(*arguments["/segment"](0), api_name="/segment")  # still serving
@@ -95,5 +104,5 @@ def test_huge_numbers_are_refused_with_a_message(server, arguments, message):
 
 
 def test_the_space_caps_malloc_arenas_on_glibc():
-    """main() caps glibc's arenas, which keeps the server's memory from creeping up under load (see its docstring)."""
+    """The cap's call succeeds here (glibc); that the served Space applies it, the load test sees in its arenas."""
     assert load_app_module().limit_malloc_arenas() is True
