@@ -181,7 +181,10 @@ def test_config_loss_decode_is_checked_and_saved(tmp_path):
     config = SwinFPNConfig(**TINY_SWIN_FPN, loss_decode="ce:1.0,dice:0.5")
     config.save_pretrained(tmp_path)
     reloaded = SwinFPNConfig.from_pretrained(tmp_path)
-    assert reloaded.loss_decode == parse_loss("ce:1.0,dice:0.5") and reloaded.loss_decode[1]["smooth"] == 1.0
+    assert (
+        reloaded.loss_decode == normalize_loss_decode(parse_loss("ce:1.0,dice:0.5"))
+        and reloaded.loss_decode[1]["smooth"] == 1.0
+    )
     assert SwinFPNConfig(**TINY_SWIN_FPN).loss_decode is None
     with pytest.raises(ValueError, match=r"^SwinFPNConfig.loss_decode.class_weight: expected 3 weights"):
         SwinFPNConfig(**TINY_SWIN_FPN, loss_decode=[{"type": "CrossEntropyLoss", "class_weight": [1, 2]}])
