@@ -188,3 +188,22 @@ def test_config_loss_decode_is_checked_and_saved(tmp_path):
     assert SwinFPNConfig(**TINY_SWIN_FPN).loss_decode is None
     with pytest.raises(ValueError, match=r"^SwinFPNConfig.loss_decode.class_weight: expected 3 weights"):
         SwinFPNConfig(**TINY_SWIN_FPN, loss_decode=[{"type": "CrossEntropyLoss", "class_weight": [1, 2]}])
+
+
+def test_loss_decode_from_flags():
+    from hf_swin_ddpm.swin_fpn.loss_swin_fpn import loss_decode_from_flags
+
+    assert loss_decode_from_flags(None, None, 3) is None
+    logged = []
+    maps = [np.array([[0, 0, 0, 1]]), np.array([[0, 2, IGNORE, IGNORE]])]
+    entries = loss_decode_from_flags("ce:1,dice:0.5", "auto", 3, maps, IGNORE, log=logged.append)
+    # f_0 = 4 / 6, f_1 = 1 / 4, f_2 = 1 / 2: median 0.5
+    assert [entry["class_weight"] for entry in entries] == [pytest.approx([0.75, 2.0, 1.0])] * 2
+    assert "median frequency" in logged[0]
+    assert loss_decode_from_flags(None, "1,2,3", 3)[0] == {
+        "type": "CrossEntropyLoss",
+        "loss_weight": 1.0,
+        "class_weight": [1.0, 2.0, 3.0],
+    }
+    with pytest.raises(ValueError, match=r"^--class_weight: expected 3 weights"):
+        loss_decode_from_flags("dice", "1,2", 3)

@@ -302,7 +302,37 @@ def median_frequency_class_weight(
     return [float(w) for w in weights], counts.tolist()
 
 
+def loss_decode_from_flags(
+    loss: str | None,
+    class_weight: str | None,
+    num_labels: int,
+    label_maps: Iterable | None = None,
+    ignore_index: int = 255,
+    log=print,
+) -> list[dict] | None:
+    """The `loss_decode` of `train-seg --loss SPEC --class_weight LIST|auto` (either may be None): the parsed losses
+    (default: cross-entropy) with the class weights on every entry. `auto` computes median frequency balancing from
+    `label_maps` (the training split's label maps, read once) and logs the weights with `log`. None when both flags
+    are None (the model's plain cross-entropy)."""
+    if loss is None and class_weight is None:
+        return None
+    entries = parse_loss(loss if loss is not None else "ce:1.0")
+    if class_weight is not None:
+        weights = parse_class_weight(class_weight, num_labels)
+        if weights == "auto":
+            if label_maps is None:
+                raise ValueError("--class_weight auto: needs the training labels; pass a training dataset.")
+            weights, counts = median_frequency_class_weight(label_maps, num_labels, ignore_index)
+            log(
+                f"--class_weight auto (median frequency balancing): weights {[round(w, 4) for w in weights]}, "
+                f"pixels per class {counts}"
+            )
+        entries = [{**entry, "class_weight": weights} for entry in entries]
+    return normalize_loss_decode(entries, num_labels, "--loss")
+
+
 __all__ = [
+    "loss_decode_from_flags",
     "LOSS_TYPES",
     "cross_entropy_loss",
     "dice_loss",
