@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -113,6 +114,7 @@ def main() -> None:
     result = {
         "machine": {"cpu_flags": _cpu_flags(), "processor": platform.processor() or platform.machine()},
         "threads": args.threads,
+        "load_average_at_end": [round(value, 2) for value in os.getloadavg()],
         "torch": torch.__version__,
         "onnxruntime": ort.__version__,
         "export_seconds": exports,
