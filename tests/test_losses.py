@@ -13,7 +13,7 @@ from hf_swin_ddpm.swin_fpn.loss_swin_fpn import (
     focal_loss,
     lovasz_loss,
     median_frequency_class_weight,
-    normalize_loss_decode,
+    normalize_loss_types,
     parse_class_weight,
     parse_loss,
     segmentation_loss,
@@ -123,10 +123,10 @@ def test_weighted_sum_and_parser():
     assert segmentation_loss(logits, labels, spec).item() == pytest.approx(expected, rel=1e-6)
     assert segmentation_loss(logits, labels, "ce:1.0,dice:0.5").item() == pytest.approx(expected, rel=1e-6)
     assert parse_loss("focal") == [{"type": "FocalLoss", "loss_weight": 1.0}]
-    assert normalize_loss_decode([{"type": "DiceLoss"}]) == [
+    assert normalize_loss_types([{"type": "DiceLoss"}]) == [
         {"type": "DiceLoss", "smooth": 1.0, "exponent": 2.0, "loss_weight": 1.0}
     ]
-    assert normalize_loss_decode("focal")[0] | {} == {
+    assert normalize_loss_types("focal")[0] | {} == {
         "type": "FocalLoss",
         "gamma": 2.0,
         "alpha": 0.5,
@@ -146,8 +146,8 @@ def test_weighted_sum_and_parser():
         (lambda: parse_class_weight("1,2", 3), "--class_weight: expected 3 weights (one per class), got 2"),
         (lambda: parse_class_weight("1,-2,1", 3), "--class_weight: every class weight must be a finite number >= 0"),
         (lambda: parse_class_weight("", 3), "--class_weight: expected 'auto' or one weight per class"),
-        (lambda: normalize_loss_decode([{"type": "Dice"}]), "loss_decode: each entry needs a 'type'"),
-        (lambda: normalize_loss_decode([{"type": "DiceLoss", "gamma": 2}]), "loss_decode: DiceLoss takes"),
+        (lambda: normalize_loss_types([{"type": "Dice"}]), "loss_types: each entry needs a 'type'"),
+        (lambda: normalize_loss_types([{"type": "DiceLoss", "gamma": 2}]), "loss_types: DiceLoss takes"),
         (
             lambda: cross_entropy_loss(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), 255, [1, 2]),
             "class_weight: expected one weight per class (3), got 2",
@@ -173,37 +173,37 @@ def test_median_frequency_balancing_by_hand():
         median_frequency_class_weight([np.array([[5]])], num_labels=4)
 
 
-def test_config_loss_decode_is_checked_and_saved(tmp_path):
+def test_config_loss_types_is_checked_and_saved(tmp_path):
     from factories import TINY_SWIN_FPN
 
     from hf_swin_ddpm.swin_fpn import SwinFPNConfig
 
-    config = SwinFPNConfig(**TINY_SWIN_FPN, loss_decode="ce:1.0,dice:0.5")
+    config = SwinFPNConfig(**TINY_SWIN_FPN, loss_types="ce:1.0,dice:0.5")
     config.save_pretrained(tmp_path)
     reloaded = SwinFPNConfig.from_pretrained(tmp_path)
     assert (
-        reloaded.loss_decode == normalize_loss_decode(parse_loss("ce:1.0,dice:0.5"))
-        and reloaded.loss_decode[1]["smooth"] == 1.0
+        reloaded.loss_types == normalize_loss_types(parse_loss("ce:1.0,dice:0.5"))
+        and reloaded.loss_types[1]["smooth"] == 1.0
     )
-    assert SwinFPNConfig(**TINY_SWIN_FPN).loss_decode is None
-    with pytest.raises(ValueError, match=r"^SwinFPNConfig.loss_decode.class_weight: expected 3 weights"):
-        SwinFPNConfig(**TINY_SWIN_FPN, loss_decode=[{"type": "CrossEntropyLoss", "class_weight": [1, 2]}])
+    assert SwinFPNConfig(**TINY_SWIN_FPN).loss_types is None
+    with pytest.raises(ValueError, match=r"^SwinFPNConfig.loss_types.class_weight: expected 3 weights"):
+        SwinFPNConfig(**TINY_SWIN_FPN, loss_types=[{"type": "CrossEntropyLoss", "class_weight": [1, 2]}])
 
 
-def test_loss_decode_from_flags():
-    from hf_swin_ddpm.swin_fpn.loss_swin_fpn import loss_decode_from_flags
+def test_loss_types_from_flags():
+    from hf_swin_ddpm.swin_fpn.loss_swin_fpn import loss_types_from_flags
 
-    assert loss_decode_from_flags(None, None, 3) is None
+    assert loss_types_from_flags(None, None, 3) is None
     logged = []
     maps = [np.array([[0, 0, 0, 1]]), np.array([[0, 2, IGNORE, IGNORE]])]
-    entries = loss_decode_from_flags("ce:1,dice:0.5", "auto", 3, maps, IGNORE, log=logged.append)
+    entries = loss_types_from_flags("ce:1,dice:0.5", "auto", 3, maps, IGNORE, log=logged.append)
     # f_0 = 4 / 6, f_1 = 1 / 4, f_2 = 1 / 2: median 0.5
     assert [entry["class_weight"] for entry in entries] == [pytest.approx([0.75, 2.0, 1.0])] * 2
     assert "median frequency" in logged[0]
-    assert loss_decode_from_flags(None, "1,2,3", 3)[0] == {
+    assert loss_types_from_flags(None, "1,2,3", 3)[0] == {
         "type": "CrossEntropyLoss",
         "loss_weight": 1.0,
         "class_weight": [1.0, 2.0, 3.0],
     }
     with pytest.raises(ValueError, match=r"^--class_weight: expected 3 weights"):
-        loss_decode_from_flags("dice", "1,2", 3)
+        loss_types_from_flags("dice", "1,2", 3)

@@ -13,8 +13,9 @@ Three things make the SwinFPN graph hold for every input size:
 - two ops without an ONNX translation in torch 2.13 get one here: `aten.remainder.Scalar` with a symbolic divisor
   (ONNX `Mod`, Python's sign convention for integers) and the stable `aten.sort` of the window layout (ONNX `TopK`,
   which breaks ties by the lower index, i.e. stably);
-- UperNet's `nn.AdaptiveAvgPool2d` (no ONNX operator, and exporters bake the input size into it) is swapped for
-  `swin_fpn.pooling_swin_fpn.AdaptiveAvgPool2d`, the same averages as matrix products over symbolic sizes.
+- UperNet's pyramid pooling is `swin_fpn.pooling_swin_fpn.AdaptiveAvgPool2d` in the model (`nn.AdaptiveAvgPool2d`
+  has no ONNX operator, and exporters bake the input size into it): the same averages as matrix products over
+  symbolic sizes.
 
 Attention runs with the eager kernel in the exported graph (the SDPA path's reshape does not decompose with symbolic
 window counts); the numbers are the same up to float rounding.
@@ -113,16 +114,11 @@ class _UNetSample(nn.Module):
 
 
 def exportable_swin_fpn(model: nn.Module) -> nn.Module:
-    """`model` (a `SwinFPNForSegmentation`, changed in place) in eval mode with eager attention and, in a UperNet
-    head, the exportable adaptive pooling (same numbers)."""
-    from ..swin_fpn.pooling_swin_fpn import AdaptiveAvgPool2d
-
+    """`model` (a `SwinFPNForSegmentation`, changed in place) in eval mode with eager attention (the SDPA path does
+    not export with symbolic sizes). UperNet's pyramid pooling is `pooling_swin_fpn.AdaptiveAvgPool2d` in the model
+    itself: no ONNX operator bakes the input size in."""
     model.eval()
     model.config._attn_implementation = "eager"
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if type(child) is nn.AdaptiveAvgPool2d:
-                setattr(module, name, AdaptiveAvgPool2d(child.output_size))
     return model
 
 

@@ -222,20 +222,20 @@ def parse_class_weight(spec: str, num_labels: int | None = None, flag: str = "--
     return check_class_weight(values, num_labels, flag)
 
 
-def normalize_loss_decode(loss_decode, num_labels: int | None = None, field: str = "loss_decode") -> list[dict]:
-    """A `loss_decode` value (a `parse_loss` string, one dict or a list of dicts with mmseg's keys) as a checked list
+def normalize_loss_types(loss_types, num_labels: int | None = None, field: str = "loss_types") -> list[dict]:
+    """A `loss_types` value (a `parse_loss` string, one dict or a list of dicts with mmseg's keys) as a checked list
     of dicts; mmseg's defaults filled in. Raises `ValueError` naming the field and the fix."""
-    if isinstance(loss_decode, str):
-        loss_decode = parse_loss(loss_decode, flag=field)
-    if isinstance(loss_decode, dict):
-        loss_decode = [loss_decode]
-    if not isinstance(loss_decode, (list, tuple)) or not loss_decode:
+    if isinstance(loss_types, str):
+        loss_types = parse_loss(loss_types, flag=field)
+    if isinstance(loss_types, dict):
+        loss_types = [loss_types]
+    if not isinstance(loss_types, (list, tuple)) or not loss_types:
         raise ValueError(
             f"{field}: expected a non-empty list of dicts like {{'type': 'DiceLoss', 'loss_weight': 0.5}} or a string "
-            f"like 'ce:1.0,dice:0.5', got {loss_decode!r}."
+            f"like 'ce:1.0,dice:0.5', got {loss_types!r}."
         )
     normalized = []
-    for entry in loss_decode:
+    for entry in loss_types:
         if not isinstance(entry, dict) or entry.get("type") not in LOSS_FUNCTIONS:
             raise ValueError(
                 f"{field}: each entry needs a 'type' among {', '.join(LOSS_FUNCTIONS)}, got {entry!r}; e.g. "
@@ -258,15 +258,15 @@ def normalize_loss_decode(loss_decode, num_labels: int | None = None, field: str
 
 
 def segmentation_loss(
-    logits: torch.Tensor, labels: torch.Tensor, loss_decode=None, ignore_index: int = 255, class_weight=None
+    logits: torch.Tensor, labels: torch.Tensor, loss_types=None, ignore_index: int = 255, class_weight=None
 ) -> torch.Tensor:
-    """The weighted sum `sum_k loss_weight_k * loss_k(logits, labels)` of the `loss_decode` entries (see
-    `normalize_loss_decode`); `None` is plain cross-entropy. `class_weight`, if given, applies to every entry that
+    """The weighted sum `sum_k loss_weight_k * loss_k(logits, labels)` of the `loss_types` entries (see
+    `normalize_loss_types`); `None` is plain cross-entropy. `class_weight`, if given, applies to every entry that
     has none of its own."""
-    if loss_decode is None:
+    if loss_types is None:
         return cross_entropy_loss(logits, labels, ignore_index, class_weight)
     total = None
-    for entry in normalize_loss_decode(loss_decode, logits.shape[1]):
+    for entry in normalize_loss_types(loss_types, logits.shape[1]):
         options = {key: value for key, value in entry.items() if key not in ("type", "loss_weight", "class_weight")}
         weights = entry.get("class_weight", class_weight)
         term = entry["loss_weight"] * LOSS_FUNCTIONS[entry["type"]](logits, labels, ignore_index, weights, **options)
@@ -302,7 +302,7 @@ def median_frequency_class_weight(
     return [float(w) for w in weights], counts.tolist()
 
 
-def loss_decode_from_flags(
+def loss_types_from_flags(
     loss: str | None,
     class_weight: str | None,
     num_labels: int,
@@ -310,7 +310,7 @@ def loss_decode_from_flags(
     ignore_index: int = 255,
     log=print,
 ) -> list[dict] | None:
-    """The `loss_decode` of `train-seg --loss SPEC --class_weight LIST|auto` (either may be None): the parsed losses
+    """The `loss_types` of `train-seg --loss SPEC --class_weight LIST|auto` (either may be None): the parsed losses
     (default: cross-entropy) with the class weights on every entry. `auto` computes median frequency balancing from
     `label_maps` (the training split's label maps, read once) and logs the weights with `log`. None when both flags
     are None (the model's plain cross-entropy)."""
@@ -328,18 +328,18 @@ def loss_decode_from_flags(
                 f"pixels per class {counts}"
             )
         entries = [{**entry, "class_weight": weights} for entry in entries]
-    return normalize_loss_decode(entries, num_labels, "--loss")
+    return normalize_loss_types(entries, num_labels, "--loss")
 
 
 __all__ = [
-    "loss_decode_from_flags",
+    "loss_types_from_flags",
     "LOSS_TYPES",
     "cross_entropy_loss",
     "dice_loss",
     "focal_loss",
     "lovasz_loss",
     "median_frequency_class_weight",
-    "normalize_loss_decode",
+    "normalize_loss_types",
     "parse_class_weight",
     "parse_loss",
     "segmentation_loss",
