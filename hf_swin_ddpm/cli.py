@@ -16,6 +16,7 @@
         --num_inference_steps S --features classifier|inception [--inception_weights PATH_OR_REPO] --batch_size B
         --seed K [--bf16] --output eval_results.json [--update_card]
     hf-swin-ddpm rate-distortion MODEL --dataset DATASET[:SPLIT] --max_eval_samples N [--output_dir DIR]
+    hf-swin-ddpm export-onnx MODEL_DIR OUT_DIR [--opset 18]
 
 Every flag is snake_case and means the same in every command: `--num_samples` images are generated,
 `--max_eval_samples` images of a dataset are evaluated, `--num_inference_steps` sampling steps are taken,
@@ -219,6 +220,17 @@ def _check_num_inference_steps(pipeline, num_inference_steps: int) -> None:
             f"--num_inference_steps: expected at most the model's T = {num_train_timesteps}, got "
             f"{num_inference_steps}."
         )
+
+
+def export_onnx(args: argparse.Namespace) -> None:
+    """Export a SwinFPN folder, or a DDPM pipeline folder's UNet, to ONNX with dynamic batch, height and width (for
+    onnxruntime; needs the `onnx` extra)."""
+    from .export import export_onnx as export
+
+    if args.opset < 18:
+        raise CLIError(f"--opset: expected 18 or higher (torch's ONNX exporter), got {args.opset}.")
+    for path in export(args.model_dir, args.out_dir, opset=args.opset):
+        print(f"Wrote {path}")
 
 
 def evaluate_seg(args: argparse.Namespace) -> None:
@@ -580,6 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_push_command(commands)
     _add_evaluate_ddpm_command(commands)
     _add_rate_distortion_command(commands)
+    _add_export_onnx_command(commands)
     _add_training_commands(commands)
     return parser
 
@@ -673,6 +686,14 @@ def _add_img2img_command(commands) -> None:
     _add_edit_arguments(editor, inputs, 50, "steps of a full (strength 1) chain")
     editor.add_argument("--strength", type=float, default=0.5, help="t0 / T in [0, 1]: 0 keeps the image")
     editor.set_defaults(handler=img2img)
+
+
+def _add_export_onnx_command(commands) -> None:
+    exporter = commands.add_parser("export-onnx", help=export_onnx.__doc__)
+    exporter.add_argument("model_dir", help="a saved SwinFPN folder, DDPM pipeline folder or UNet2DModel folder")
+    exporter.add_argument("out_dir", help="the folder for the .onnx file(s) and the copied configs")
+    exporter.add_argument("--opset", type=int, default=18, help="the ONNX opset")
+    exporter.set_defaults(handler=export_onnx)
 
 
 def _add_evaluate_seg_command(commands) -> None:
@@ -807,7 +828,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], None] = args.handler
     try:
         handler(args)
-    except (CLIError, ValueError, OSError) as error:
+    except (CLIError, ValueError, OSError, ImportError) as error:
         print(f"hf-swin-ddpm {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

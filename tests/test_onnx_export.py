@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from factories import TINY_SWIN_FPN
+from training_support import run_cli_in_process
 
 from hf_swin_ddpm.diffusion import DDPMPaperPipeline, DDPMPaperScheduler, paper_unet
 from hf_swin_ddpm.export import export_onnx
@@ -46,12 +47,14 @@ def test_swin_fpn_onnx_matches_pytorch_at_unseen_sizes(tmp_path, head):
         np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
 
 
-def test_ddpm_pipeline_unet_onnx_matches_pytorch(tmp_path):
+def test_ddpm_pipeline_unet_onnx_from_the_cli_matches_pytorch(tmp_path, capsys):
     torch.manual_seed(0)
     pipeline = DDPMPaperPipeline(unet=paper_unet("tiny"), scheduler=DDPMPaperScheduler())
     pipeline.save_pretrained(tmp_path / "pipeline")
-    [path] = export_onnx(tmp_path / "pipeline", tmp_path / "onnx")
-    assert path == tmp_path / "onnx" / "unet" / "model.onnx"
+    result = run_cli_in_process("export-onnx", "pipeline", "onnx", cwd=tmp_path, capsys=capsys)
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "onnx" / "unet" / "model.onnx"
+    assert result.stdout.strip() == "Wrote onnx/unet/model.onnx"
     assert (tmp_path / "onnx" / "scheduler").is_dir() and (tmp_path / "onnx" / "unet" / "config.json").is_file()
     session = _session(path)
     unet = pipeline.unet.eval()
@@ -70,6 +73,15 @@ def test_ddpm_pipeline_unet_onnx_matches_pytorch(tmp_path):
 def test_exportable_adaptive_pooling_equals_pytorch(size, scale):
     hidden = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(adaptive_avg_pool2d(hidden, scale), F.adaptive_avg_pool2d(hidden, scale))
+
+
+def test_cli_refuses_a_missing_folder_in_one_line(tmp_path, capsys):
+    result = run_cli_in_process("export-onnx", "missing", "out", cwd=tmp_path, capsys=capsys)
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    assert result.stderr.strip().splitlines() == [
+        "hf-swin-ddpm export-onnx: error: export-onnx: missing is not a folder; give a saved SwinFPN or DDPM "
+        "pipeline folder."
+    ]
 
 
 def test_unsupported_inputs_are_named(tmp_path):
