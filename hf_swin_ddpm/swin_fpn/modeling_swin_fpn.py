@@ -852,6 +852,7 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
         scales: tuple[float, ...] | list[float] = (1.0,),
         flip: bool = False,
         output_size: tuple[int, int] | None = None,
+        window_batch_size: int = 1,
     ) -> torch.Tensor:
         """Logits (batch, num_labels, *output_size) for normalised `pixel_values` of any size, the way
         mmsegmentation tests segmenters: `whole` or `slide` mode, multi-scale and flip test-time augmentation.
@@ -867,7 +868,9 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
                 "SwinFPNForSegmentation.inference needs the hf-swin-ddpm package (`pip install hf-swin-ddpm`), and "
                 f"the model loaded with its SwinFPNForSegmentation rather than as remote code: {error}"
             ) from error
-        return segmentation_inference.inference(self, pixel_values, mode, output_size, crop_size, stride, scales, flip)
+        return segmentation_inference.inference(
+            self, pixel_values, mode, output_size, crop_size, stride, scales, flip, window_batch_size
+        )
 
 
 __all__ = ["SwinFPNForSegmentation", "SwinFPNPreTrainedModel", "SwinFPNBackbone"]
