@@ -20,6 +20,7 @@ from PIL import Image
 from released_checkpoints import add_released_ddpm
 from space_app_support import load_app_module, load_space_module, save_tiny_segmenter
 from space_load_support import served_space
+from test_space_browser import CHROMIUM, CHROMIUM_FLAGS, TIMEOUT_MS, loaded_image_size, require_browser, set_number
 
 from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler
 
@@ -153,6 +154,32 @@ def test_a_256_model_is_accepted_with_its_variance_and_an_estimate_that_follows_
     generator = torch.Generator().manual_seed(SEED)
     expected = pipeline(batch_size=1, generator=generator, num_inference_steps=2, output_type="np").images[0]
     assert rounding_gap(shown, expected) <= 0.5 + 1e-3  # the same chain in one process: its 8-bit rounding
+
+
+def test_in_the_browser_the_estimate_follows_the_steps_before_generating(cifar10_space):
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(cifar10_space.url)
+        page.get_by_role("tab", name="Generate").click()
+        estimate = page.locator("#generate-estimate")
+        assert f"per image at {DEFAULT_STEPS} steps" in estimate.inner_text()
+        set_number(page, "generate-steps", 1000)
+        page.wait_for_function(
+            "() => document.querySelector('#generate-estimate').innerText.includes('per image at 1000 steps')"
+        )
+        assert "32×32, batch 1" in estimate.inner_text()
+        set_number(page, "generate-num-images", 2)
+        page.wait_for_function("() => document.querySelector('#generate-estimate').innerText.includes('for 2)')")
+        set_number(page, "generate-steps", 4)
+        page.click("#generate-button")
+        page.wait_for_function("document.querySelectorAll('#generate-gallery img').length === 2")
+        assert loaded_image_size(page, "#generate-gallery img") == (128, 128)  # 32x32, shown 4x
+        browser.close()
 
 
 @pytest.mark.parametrize(
