@@ -80,7 +80,7 @@ def sampling_estimate(seconds_per_call: float, resolution: str, num_inference_st
     per_image = steps * seconds_per_call
     return (
         f"⏱ **About {format_duration(per_image)} per image** at {steps} steps on this hardware "
-        f"({format_duration(per_image * images)} for {images}): one UNet call at {resolution} took "
+        f"({format_duration(per_image * images)} for {images}): one float32 UNet call at {resolution} took "
         f"{seconds_per_call * 1000:.1f} ms when the model was loaded, and each step is one call."
     )
 

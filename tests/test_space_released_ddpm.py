@@ -98,7 +98,7 @@ def test_a_released_cifar10_repo_id_is_served_with_the_papers_sampler(cifar10_sp
 def estimate_figures(line: str) -> tuple[str, int, str, float]:
     """(per-image time, steps, resolution, milliseconds per UNet call) read back from the Generate tab's line."""
     match = re.search(
-        r"About (.+?) per image\*\* at (\d+) steps on this hardware .*one UNet call at (\d+×\d+), batch 1 took "
+        r"About (.+?) per image\*\* at (\d+) steps on this hardware .*one float32 UNet call at (\d+×\d+), batch 1 took "
         r"([\d.]+) ms",
         line,
     )
