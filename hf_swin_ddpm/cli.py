@@ -604,14 +604,8 @@ def _add_convert_swin_command(commands) -> None:
     convert.add_argument("output_dir", help="where the SwinFPN model and its image processor are saved")
     _add_flag(convert, "--num_labels", "--num-labels", type=int, default=2, help="number of classes")
     convert.add_argument("--id2label", help="JSON file mapping class ids to names (overrides --num_labels)")
-    _add_flag(
-        convert,
-        "--image_size",
-        "--image-size",
-        type=int,
-        default=None,
-        help="the image processor's input size (default: the checkpoint's image_size)",
-    )
+    image_size_help = "the image processor's input size (default: the checkpoint's image_size)"
+    _add_flag(convert, "--image_size", "--image-size", type=int, default=None, help=image_size_help)
     _add_allow_pickle(convert)
     convert.set_defaults(handler=convert_swin)
 
@@ -650,33 +644,34 @@ def _add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_edit_arguments(parser: argparse.ArgumentParser) -> None:
-    """What `inpaint` and `img2img` take first: the model and the image."""
+def _add_edit_arguments(parser: argparse.ArgumentParser, inputs: dict[str, str], steps: int, steps_help: str) -> None:
+    """What `inpaint` and `img2img` share: the model, the input files, the output, the steps, the seed."""
     parser.add_argument("model", help="a DDPMPaperPipeline or DDPMPipeline: folder or Hub repo id")
-    parser.add_argument("image", help="the image to edit (resized to the model's resolution)")
+    for name, help_text in inputs.items():
+        parser.add_argument(name, help=help_text)
+    parser.add_argument("--num_inference_steps", type=int, default=steps, help=steps_help)
+    parser.add_argument("--seed", type=int, default=0, help="seed of all the noise")
+    _add_allow_pickle(parser)
 
 
 def _add_inpaint_command(commands) -> None:
     painter = commands.add_parser("inpaint", help=inpaint.__doc__)
-    _add_edit_arguments(painter)
-    painter.add_argument("mask", help="a grayscale image: white = keep, black = regenerate")
-    painter.add_argument("output", help="the inpainted image file, e.g. inpainted.png")
-    painter.add_argument("--num_inference_steps", type=int, default=250, help="steps of the respaced chain")
+    inputs = {
+        "image": "the image to edit (resized to the model's resolution)",
+        "mask": "a grayscale image of the image's size: white = keep, black = regenerate",
+        "output": "the inpainted image file, e.g. inpainted.png",
+    }
+    _add_edit_arguments(painter, inputs, 250, "steps of the respaced chain")
     painter.add_argument("--jump_length", type=int, default=10, help="RePaint's resampling: steps back up per jump")
     painter.add_argument("--jump_n_sample", type=int, default=10, help="RePaint's resampling: passes per jump")
-    painter.add_argument("--seed", type=int, default=0, help="seed of all the noise")
-    _add_allow_pickle(painter)
     painter.set_defaults(handler=inpaint)
 
 
 def _add_img2img_command(commands) -> None:
     editor = commands.add_parser("img2img", help=img2img.__doc__)
-    _add_edit_arguments(editor)
-    editor.add_argument("output", help="the edited image file, e.g. edited.png")
+    inputs = {"image": "the image to edit (resized to the model's resolution)", "output": "the edited image file"}
+    _add_edit_arguments(editor, inputs, 50, "steps of a full (strength 1) chain")
     editor.add_argument("--strength", type=float, default=0.5, help="t0 / T in [0, 1]: 0 keeps the image")
-    editor.add_argument("--num_inference_steps", type=int, default=50, help="steps of a full (strength 1) chain")
-    editor.add_argument("--seed", type=int, default=0, help="seed of all the noise")
-    _add_allow_pickle(editor)
     editor.set_defaults(handler=img2img)
 
 
