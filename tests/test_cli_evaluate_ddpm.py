@@ -8,14 +8,17 @@ import math
 
 import numpy as np
 import pytest
+import scipy.special
 import torch
 from huggingface_hub import ModelCard
 from training_support import assert_one_line_error, run_cli
 
 from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler
 from hf_swin_ddpm.cli import main
+from hf_swin_ddpm.data import embedded_dataset
+from hf_swin_ddpm.data.transforms import DDPMTransform
 from hf_swin_ddpm.diffusion import paper_unet
-from hf_swin_ddpm.evaluation.extractors import load_classifier
+from hf_swin_ddpm.evaluation.extractors import load_classifier, load_extractor
 from hf_swin_ddpm.hub import save_for_hub, update_card_results
 
 T = 40
@@ -36,6 +39,64 @@ def saved_pipeline(tmp_path_factory):
     return root
 
 
+def independent_metrics(root, num_samples: int, steps: int, batch_size: int, seed: int = 0) -> dict[str, float]:
+    """FID, KID and IS of the CLI's samples, written out in float64 numpy/scipy from the same features: the samples
+    redrawn (one generator seeded `seed`, batches of `batch_size`), the classifier features of them and of the
+    180 digits test images; FID = |mu1 - mu2|^2 + tr S1 + tr S2 - 2 sum_i sqrt(eig_i(S1 S2)) (Heusel et al. 2017); KID = the
+    unbiased MMD^2 with kernel (x.y / d + 1)^3 over 100 subsets of min(N, real) images (Binkowski et al. 2018); IS =
+    exp(E KL(p(y|x) || p(y))) over splits (Salimans et al. 2016). Subsets, the IS permutation and the chunking follow
+    torchmetrics' conventions (torch.randperm after torch.manual_seed(seed), KID's draws first)."""
+    extractor = load_extractor("classifier", classifier_dataset="digits", seed=0, cache_dir=root / "cache")
+    pipeline = DDPMPaperPipeline.from_pretrained(root / "model")
+    pipeline.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(seed)
+    fake, logits = [], []
+    for offset in range(0, num_samples, batch_size):
+        images = pipeline(
+            batch_size=min(batch_size, num_samples - offset),
+            generator=generator,
+            num_inference_steps=steps,
+            output_type="pt",
+        ).images
+        features, class_logits = extractor.extract(images)
+        fake.append(features.double().numpy())
+        logits.append(class_logits.double().numpy())
+    fake, logits = np.concatenate(fake), np.concatenate(logits)
+    transform = DDPMTransform(8, 1, random_flip=False)
+    real_images = torch.stack([transform.transform_image(e["image"]) for e in embedded_dataset("digits", "test")])
+    real = extractor.extract((real_images + 1) / 2)[0].double().numpy()
+
+    mu1, mu2 = fake.mean(0), real.mean(0)
+    s1, s2 = np.cov(fake, rowvar=False), np.cov(real, rowvar=False)
+    # tr sqrtm(S1 S2) from the eigenvalues of S1 S2 (real, >= 0 for covariances), not pytorch-fid's sqrtm
+    trace_root = np.sqrt(np.clip(np.linalg.eigvals(s1 @ s2).real, 0, None)).sum()
+    fid = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * trace_root)
+
+    def mmd(x: np.ndarray, y: np.ndarray) -> float:
+        kernel = lambda a, b: (a @ b.T / a.shape[1] + 1.0) ** 3  # noqa: E731
+        m = len(x)
+        k_xx, k_yy, k_xy = kernel(x, x), kernel(y, y), kernel(x, y)
+        within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+        return within - 2 * k_xy.sum() / m**2
+
+    subset = min(1000, len(real), len(fake))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        draws = [
+            (torch.randperm(len(real))[:subset].numpy(), torch.randperm(len(fake))[:subset].numpy())
+            for _ in range(100)
+        ]
+        order = torch.randperm(len(logits)).numpy()
+    kid = [mmd(real[r], fake[f]) for r, f in draws]
+    probabilities = scipy.special.softmax(logits[order], axis=1)
+    chunk = math.ceil(len(probabilities) / min(10, len(probabilities)))  # torch.chunk's sizes
+    scores = []
+    for start in range(0, len(probabilities), chunk):
+        p = probabilities[start : start + chunk]
+        scores.append(math.exp((p * (np.log(p) - np.log(p.mean(0, keepdims=True)))).sum(1).mean()))
+    return {"fid": fid, "kid_mean": float(np.mean(kid)), "inception_score_mean": float(np.mean(scores))}
+
+
 def test_evaluate_ddpm_writes_results_prints_the_table_and_updates_the_card(saved_pipeline):
     root = saved_pipeline
     args = ["--reference", "digits:test", "--num_samples", "12", "--num_inference_steps", "4", "--batch_size", "6"]
@@ -45,7 +106,12 @@ def test_evaluate_ddpm_writes_results_prints_the_table_and_updates_the_card(save
     results = json.loads((root / "out" / "eval.json").read_text())
     assert (results["num_generated"], results["num_real"], results["num_inference_steps"]) == (12, 180, 4)
     assert results["features"] == "classifier-digits-seed0-v1" and results["autocast_dtype"] is None
-    assert results["fid"] > 0 and math.isfinite(results["kid_mean"]) and results["inception_score_mean"] >= 1
+    expected = independent_metrics(root, num_samples=12, steps=4, batch_size=6)
+    # measured relative gaps 2.7e-8 (FID: eigenvalues against scipy's sqrtm of a singular product, 12 samples in
+    # 128 dimensions), 2.7e-9 (KID), 0 (IS); unseeded subsets or the IS on features instead of logits move them by >1%
+    assert results["fid"] == pytest.approx(expected["fid"], rel=1e-6)
+    assert results["kid_mean"] == pytest.approx(expected["kid_mean"], rel=1e-6)
+    assert results["inception_score_mean"] == pytest.approx(expected["inception_score_mean"], rel=1e-6)
     assert results["bits_per_dim"] > 0 and results["bits_per_dim_images"] == 6
     for name in ("FID", "KID", "Inception Score", "bits/dim (reference)", "samples N", "steps S"):
         assert name in result.stdout

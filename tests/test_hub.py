@@ -31,7 +31,7 @@ from hf_swin_ddpm import (
     SwinFPNForSegmentation,
     SwinFPNImageProcessor,
 )
-from hf_swin_ddpm.hub import HubPublishError, is_repo_id, push_to_hub, render_model_card, save_for_hub
+from hf_swin_ddpm.hub import is_repo_id, render_model_card, save_for_hub
 from hf_swin_ddpm.hub.folders import _check_weights
 from hf_swin_ddpm.hub.remote_code import check_self_contained, copy_code_files
 from hf_swin_ddpm.imaging import class_colours
@@ -362,13 +362,6 @@ def test_repo_ids(name, repo_id, namespaced):
     assert is_repo_id(name) == repo_id and is_repo_id(name, namespaced=True) == namespaced
 
 
-def test_push_without_a_token_says_how_to_log_in(monkeypatch, tiny_pipeline):
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr("hf_swin_ddpm.hub.upload.get_token", lambda: None)
-    with pytest.raises(HubPublishError, match="No Hugging Face token found: log in with `hf auth login`"):
-        push_to_hub(tiny_pipeline, DDPM_REPO)
-
-
 # ---------------------------------------------------------------------------- over HTTP, in subprocesses
 
 
@@ -588,6 +581,7 @@ def test_errors_are_one_clear_line_without_the_token(published, hub, tmp_path):
     result = run_python(
         f"""
 import contextlib, io, json, os, traceback
+from pathlib import Path
 from hf_swin_ddpm.cli import main
 from hf_swin_ddpm.hub import HubPublishError, load_saved, push_to_hub
 
@@ -597,12 +591,22 @@ def cli(*args):
         status = main(["push", *args])
     return {{"status": status, "stderr": err.getvalue()}}
 
+# no HF_TOKEN and an empty HF_HOME: huggingface_hub's own token lookup finds nothing
 report = {{"no_token": cli("ddpm_source", "{USER}/new-model")}}
+pipeline, _ = load_saved("ddpm_source")
+try:
+    push_to_hub(pipeline, "{USER}/new-model", example_image=False)
+except HubPublishError as error:
+    report["api_no_token"] = str(error)
+# the login cache (`hf auth login` writes HF_HOME/token): the same lookup finds it and the push goes through
+Path(os.environ["HF_HOME"]).mkdir(parents=True, exist_ok=True)
+Path(os.environ["HF_HOME"], "token").write_text("{FAKE_TOKEN}")
+report["login_cache"] = cli("ddpm_source", "{USER}/from-login-cache", "--num_inference_steps", "1")
+Path(os.environ["HF_HOME"], "token").unlink()
 os.environ["HF_TOKEN"] = "{REJECTED_TOKEN}"
 report["rejected_token"] = cli("ddpm_source", "{USER}/new-model")
 os.environ["HF_TOKEN"] = "{FAKE_TOKEN}"
 report["forbidden"] = cli("ddpm_source", "{FOREIGN_REPO}", "--num_inference_steps", "1")
-pipeline, _ = load_saved("ddpm_source")
 try:
     push_to_hub(pipeline, "{FOREIGN_REPO}", token="{FAKE_TOKEN}", example_image=False)
 except HubPublishError:
@@ -621,6 +625,11 @@ print(json.dumps(report))
     for case, message in expected.items():
         assert report[case]["status"] == 2, case
         assert message in one_error_line(report[case]["stderr"]), case
+    assert report["api_no_token"].startswith("No Hugging Face token found: log in with `hf auth login`")
+    assert report["login_cache"]["status"] == 0, report["login_cache"]["stderr"]
+    pushed = hub.repos[f"{USER}/from-login-cache"]  # created and written with the token of the login cache
+    assert pushed.owner == USER and "model_index.json" in pushed.head.files and len(pushed.commits) == 2
+    assert f"{USER}/new-model" not in hub.repos
     assert "push to a repository in your own namespace" in report["forbidden"]["stderr"]
     assert report["traceback"].count("Traceback") == 1 and "During handling" not in report["traceback"]
     assert len(hub.repos[FOREIGN_REPO].commits) == 1  # nothing was written

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from segmentation_reference import IGNORE, numpy_metrics, protocol_predictions, recording_copy
 
 from hf_swin_ddpm.data import IMAGENET_MEAN, IMAGENET_STD, SegmentationEvalTransform, keep_ratio_size
 from hf_swin_ddpm.evaluation.segmentation import (
@@ -16,34 +17,6 @@ from hf_swin_ddpm.evaluation.segmentation import (
     format_results_table,
     scores_from_counts,
 )
-
-IGNORE = 255
-
-
-def numpy_metrics(predictions: list[np.ndarray], labels: list[np.ndarray], num_labels: int) -> dict[str, object]:
-    """mmseg IoUMetric, written independently: a confusion matrix over the non-ignored pixels."""
-    confusion = np.zeros((num_labels, num_labels), dtype=np.int64)  # [label, prediction]
-    for prediction, label in zip(predictions, labels, strict=True):
-        keep = label != IGNORE
-        np.add.at(confusion, (label[keep], prediction[keep]), 1)
-    intersection = np.diag(confusion).astype(float)
-    predicted, labelled = confusion.sum(0).astype(float), confusion.sum(1).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = intersection / (predicted + labelled - intersection)
-        acc = intersection / labelled
-        dice = 2 * intersection / (predicted + labelled)
-        precision = intersection / predicted
-        fscore = 2 * precision * acc / (precision + acc)
-    return {
-        "aAcc": intersection.sum() / labelled.sum(),
-        "mIoU": np.nanmean(iou),
-        "mAcc": np.nanmean(acc),
-        "mDice": np.nanmean(dice),
-        "mFscore": np.nanmean(fscore),
-        "mPrecision": np.nanmean(precision),
-        "IoU": iou,
-        "Acc": acc,
-    }
 
 
 @pytest.mark.parametrize(
@@ -157,11 +130,50 @@ def test_scoring_at_the_labels_size_differs_from_square_resized_scoring(tiny_swi
     assert abs(square_metrics["mIoU"] - results["mIoU"]) > 1e-3
 
 
-def test_slide_and_tta_protocols_run_and_are_recorded(tiny_swin_fpn):
+@pytest.mark.parametrize(
+    "protocol",
+    [
+        # stride 6, not the default 2/3 of the crop (10): a protocol that lost its stride places other windows
+        InferenceProtocol(mode="slide", crop_size=16, stride=6),
+        InferenceProtocol(scales=(0.75, 1.25), flip=True),
+        InferenceProtocol(mode="slide", crop_size=16, stride=6, scales=(0.75, 1.0), flip=True),
+    ],
+    ids=["slide", "tta", "slide-tta"],
+)
+def test_slide_and_tta_protocols_reach_the_model_as_mmseg_runs_them(tiny_swin_fpn, protocol):
+    """Crop, stride, scales and flip reach `model.inference`: the windows and views the model is given are those of
+    mmseg's slide inference and TTA written out independently (segmentation_reference), and so are the metrics."""
     dataset = stripes_dataset()
-    protocol = InferenceProtocol(mode="slide", crop_size=16, stride=10, scales=(0.75, 1.0), flip=True)
+    model = recording_copy(tiny_swin_fpn)
     results = evaluate_segmentation(
-        tiny_swin_fpn, dataset, scale=(32, 32), protocol=protocol, mean=IMAGENET_MEAN, std=IMAGENET_STD, progress=False
+        model, dataset, scale=(32, 32), protocol=protocol, mean=IMAGENET_MEAN, std=IMAGENET_STD, progress=False
     )
-    assert results["protocol"] == {"mode": "slide", "crop_size": 16, "stride": 10, "scales": [0.75, 1.0], "flip": True}
-    assert 0.0 <= results["mIoU"] <= 1.0 and len(results["per_class"]) == 3
+    evaluated, model.inputs = model.inputs, []
+    predictions, labels = protocol_predictions(
+        model,
+        dataset,
+        (32, 32),
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        mode=protocol.mode,
+        crop=protocol.crop_size,
+        stride=protocol.stride,
+        scales=protocol.scales,
+        flip=protocol.flip,
+    )
+    expected_inputs = model.inputs
+    # the same windows and views, in mmseg's order; the images are exactly the reference's (the same PIL resize and
+    # float32 arithmetic), the views of rescaled images too (the same interpolate call)
+    assert [tuple(x.shape) for x in evaluated] == [tuple(x.shape) for x in expected_inputs]
+    for ours, theirs in zip(evaluated, expected_inputs, strict=True):
+        assert torch.equal(ours, theirs)
+    expected = numpy_metrics(predictions, labels, 3)
+    for key in ("aAcc", "mIoU", "mAcc", "mDice", "mFscore"):
+        assert results[key] == pytest.approx(expected[key], abs=1e-12), key
+    assert results["protocol"] == {
+        "mode": protocol.mode,
+        "crop_size": protocol.crop_size,
+        "stride": protocol.stride,
+        "scales": list(protocol.scales),
+        "flip": protocol.flip,
+    }
