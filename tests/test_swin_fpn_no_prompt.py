@@ -35,8 +35,9 @@ def test_pipeline_on_a_saved_folder_never_prompts(tmp_path):
     torch.manual_seed(0)
     SwinFPNForSegmentation(SwinFPNConfig(**TINY_SWIN_FPN)).save_pretrained(tmp_path / "model")
     SwinFPNImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "model")
-    # stdin is a pipe nobody writes to: a prompt would wait on it (transformers gives up after 15 s and goes on, so
-    # the prompt's text in the output is what shows it); the timeout only guards against a hang.
+    # stdin is a pipe that never answers (`communicate` writes nothing and closes it): a prompt prints its question
+    # and reads end-of-file at once instead of waiting 15 s, so the question in the output is what shows a prompt,
+    # not a delay; the timeout only guards against a hang.
     process = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(PIPELINE)],
         cwd=tmp_path,
