@@ -1,6 +1,7 @@
 """The `hf-swin-ddpm` command line.
 
     hf-swin-ddpm convert-swin SWIN_CHECKPOINT OUTPUT_DIR [--num_labels N | --id2label FILE.json] [--image_size S]
+    hf-swin-ddpm convert-upernet UPERNET_REPO OUTPUT_DIR [--allow_pickle]
     hf-swin-ddpm sample MODEL OUTPUT.png [--num_samples N] [--num_inference_steps S] [--sampler paper|ddpm|ddim|
         dpmsolver++|euler] [--variance fixed_large|fixed_small] [--seed K] [--bf16]
     hf-swin-ddpm inpaint MODEL IMAGE MASK OUTPUT.png [--num_inference_steps S] [--jump_length J] [--jump_n_sample R]

@@ -104,8 +104,8 @@ def add_released_ddpm(
     return unet
 
 
-# transformers 4.x names of the Swin attention and MLP weights, as the openmmlab/upernet-swin-* `.bin` files (written
-# in January 2023) have them; transformers 5 renames them on load.
+# transformers 4.x names of the Swin attention and MLP weights, as the Swin checkpoints on the Hub and the
+# openmmlab/upernet-swin-* `.bin` files (written in January 2023) have them; transformers 5 renames them on load.
 LEGACY_SWIN_NAMES = (
     ("attention.q_proj", "attention.self.query"),
     ("attention.k_proj", "attention.self.key"),
