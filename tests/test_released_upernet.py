@@ -47,6 +47,7 @@ def test_convert_upernet_folder_loads_without_conversion(hub_cache, tmp_path):
     assert "AutoImageProcessor" in config["auto_map"] and (out / "modeling_swin_fpn.py").is_file()
     card = (out / "README.md").read_text()
     assert f"base_model: {REPO_ID}" in card and f"`{REPO_ID}`" in card and "license: mit" in card
+    assert "a UperNet head" in card and "Semantic FPN" not in card and "UperNet channels / pool scales" in card
     assert not list(out.glob("*.bin"))
 
     torch.manual_seed(0)
