@@ -17,6 +17,7 @@
         --num_inference_steps S --features classifier|inception [--inception_weights PATH_OR_REPO] --batch_size B
         --seed K [--bf16] --output eval_results.json [--update_card]
     hf-swin-ddpm rate-distortion MODEL --dataset DATASET[:SPLIT] --max_eval_samples N [--output_dir DIR]
+    hf-swin-ddpm export-onnx MODEL_DIR OUT_DIR [--opset 18]
 
 Every flag is snake_case and means the same in every command: `--num_samples` images are generated,
 `--max_eval_samples` images of a dataset are evaluated, `--num_inference_steps` sampling steps are taken,
@@ -275,6 +276,17 @@ def _check_num_inference_steps(pipeline, num_inference_steps: int) -> None:
             f"--num_inference_steps: expected at most the model's T = {num_train_timesteps}, got "
             f"{num_inference_steps}."
         )
+
+
+def export_onnx(args: argparse.Namespace) -> None:
+    """Export a SwinFPN folder, or a DDPM pipeline folder's UNet, to ONNX with dynamic batch, height and width (for
+    onnxruntime; needs the `onnx` extra)."""
+    from .export import export_onnx as export
+
+    if args.opset < 18:
+        raise CLIError(f"--opset: expected 18 or higher (torch's ONNX exporter), got {args.opset}.")
+    for path in export(args.model_dir, args.out_dir, opset=args.opset):
+        print(f"Wrote {path}")
 
 
 def evaluate_seg(args: argparse.Namespace) -> None:
@@ -637,6 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_push_command(commands)
     _add_evaluate_ddpm_command(commands)
     _add_rate_distortion_command(commands)
+    _add_export_onnx_command(commands)
     _add_training_commands(commands)
     return parser
 
@@ -661,14 +674,8 @@ def _add_convert_swin_command(commands) -> None:
     convert.add_argument("output_dir", help="where the SwinFPN model and its image processor are saved")
     _add_flag(convert, "--num_labels", "--num-labels", type=int, default=2, help="number of classes")
     convert.add_argument("--id2label", help="JSON file mapping class ids to names (overrides --num_labels)")
-    _add_flag(
-        convert,
-        "--image_size",
-        "--image-size",
-        type=int,
-        default=None,
-        help="the image processor's input size (default: the checkpoint's image_size)",
-    )
+    image_size_help = "the image processor's input size (default: the checkpoint's image_size)"
+    _add_flag(convert, "--image_size", "--image-size", type=int, default=None, help=image_size_help)
     _add_allow_pickle(convert)
     convert.set_defaults(handler=convert_swin)
 
@@ -715,34 +722,43 @@ def _add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_edit_arguments(parser: argparse.ArgumentParser) -> None:
-    """What `inpaint` and `img2img` take first: the model and the image."""
+def _add_edit_arguments(parser: argparse.ArgumentParser, inputs: dict[str, str], steps: int, steps_help: str) -> None:
+    """What `inpaint` and `img2img` share: the model, the input files, the output, the steps, the seed."""
     parser.add_argument("model", help="a DDPMPaperPipeline or DDPMPipeline: folder or Hub repo id")
-    parser.add_argument("image", help="the image to edit (resized to the model's resolution)")
+    for name, help_text in inputs.items():
+        parser.add_argument(name, help=help_text)
+    parser.add_argument("--num_inference_steps", type=int, default=steps, help=steps_help)
+    parser.add_argument("--seed", type=int, default=0, help="seed of all the noise")
+    _add_allow_pickle(parser)
 
 
 def _add_inpaint_command(commands) -> None:
     painter = commands.add_parser("inpaint", help=inpaint.__doc__)
-    _add_edit_arguments(painter)
-    painter.add_argument("mask", help="a grayscale image: white = keep, black = regenerate")
-    painter.add_argument("output", help="the inpainted image file, e.g. inpainted.png")
-    painter.add_argument("--num_inference_steps", type=int, default=250, help="steps of the respaced chain")
+    inputs = {
+        "image": "the image to edit (resized to the model's resolution)",
+        "mask": "a grayscale image of the image's size: white = keep, black = regenerate",
+        "output": "the inpainted image file, e.g. inpainted.png",
+    }
+    _add_edit_arguments(painter, inputs, 250, "steps of the respaced chain")
     painter.add_argument("--jump_length", type=int, default=10, help="RePaint's resampling: steps back up per jump")
     painter.add_argument("--jump_n_sample", type=int, default=10, help="RePaint's resampling: passes per jump")
-    painter.add_argument("--seed", type=int, default=0, help="seed of all the noise")
-    _add_allow_pickle(painter)
     painter.set_defaults(handler=inpaint)
 
 
 def _add_img2img_command(commands) -> None:
     editor = commands.add_parser("img2img", help=img2img.__doc__)
-    _add_edit_arguments(editor)
-    editor.add_argument("output", help="the edited image file, e.g. edited.png")
+    inputs = {"image": "the image to edit (resized to the model's resolution)", "output": "the edited image file"}
+    _add_edit_arguments(editor, inputs, 50, "steps of a full (strength 1) chain")
     editor.add_argument("--strength", type=float, default=0.5, help="t0 / T in [0, 1]: 0 keeps the image")
-    editor.add_argument("--num_inference_steps", type=int, default=50, help="steps of a full (strength 1) chain")
-    editor.add_argument("--seed", type=int, default=0, help="seed of all the noise")
-    _add_allow_pickle(editor)
     editor.set_defaults(handler=img2img)
+
+
+def _add_export_onnx_command(commands) -> None:
+    exporter = commands.add_parser("export-onnx", help=export_onnx.__doc__)
+    exporter.add_argument("model_dir", help="a saved SwinFPN folder, DDPM pipeline folder or UNet2DModel folder")
+    exporter.add_argument("out_dir", help="the folder for the .onnx file(s) and the copied configs")
+    exporter.add_argument("--opset", type=int, default=18, help="the ONNX opset")
+    exporter.set_defaults(handler=export_onnx)
 
 
 def _add_evaluate_seg_command(commands) -> None:
@@ -877,7 +893,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], None] = args.handler
     try:
         handler(args)
-    except (CLIError, ValueError, OSError) as error:
+    except (CLIError, ValueError, OSError, ImportError) as error:
         print(f"hf-swin-ddpm {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

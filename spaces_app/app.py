@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.resources
+import json
 import os
 import sys
 import uuid
@@ -29,6 +30,7 @@ from typing import Any
 import gradio as gr
 import PIL.Image
 from gradio import processing_utils
+from huggingface_hub import hf_hub_download
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForSemanticSegmentation
 
 import hf_swin_ddpm  # noqa: F401  (registers SwinFPN with the transformers Auto classes)
@@ -55,10 +57,13 @@ from tab_generate import (  # noqa: E402
     DEFAULT_NUM_IMAGES,
     MAX_INFERENCE_STEPS,
     MAX_NUM_IMAGES,
-    SIGMA_BETA,
     VARIANCE_CHOICES,
     generate,
     generate_how_it_works,
+    sample_resolution,
+    sampling_estimate,
+    time_unet_call,
+    variance_choice,
 )
 from tab_interpolate import DEFAULT_POINTS, MAX_POINTS, interpolate, interpolate_how_it_works  # noqa: E402
 from tab_segment import LEGEND_HEADERS, Segmenter, segment, segment_how_it_works  # noqa: E402
@@ -154,8 +159,23 @@ def is_swin_upernet(config: Any) -> bool:
     return config.model_type == "upernet" and getattr(backbone, "model_type", None) == "swin"
 
 
+def repository_scheduler_class(location: str) -> str | None:
+    """The scheduler class `model_index.json` names (a folder's, or a Hub repository's through the cache)."""
+    if Path(location).is_dir():
+        path = Path(location) / "model_index.json"
+    else:
+        path = Path(hf_hub_download(location, "model_index.json"))
+    entry = json.loads(path.read_text(encoding="utf-8")).get("scheduler")
+    return str(entry[1]) if isinstance(entry, (list, tuple)) and len(entry) == 2 else None
+
+
 def load_ddpm(location: str) -> DDPMPaperPipeline:
-    """Loads a saved `DDPMPaperPipeline` (local folder or Hub repo id)."""
+    """Loads a saved `DDPMPaperPipeline` or any diffusers `DDPMPipeline` (local folder or Hub repo id).
+
+    A repository whose scheduler is not a `DDPMPaperScheduler` (the paper's released models converted by diffusers,
+    `google/ddpm-cifar10-32`, `google/ddpm-ema-church-256`, ...) is loaded with `paper_sampler=True`: Algorithm 2
+    without clipping x_0, with the variance the official code used for that model.
+    """
     check_model_location("DDPM pipeline", location, DDPM_MODEL_ENV)
     if Path(location).is_dir() and not (Path(location) / "model_index.json").is_file():
         raise ModelLoadError(
@@ -165,7 +185,8 @@ def load_ddpm(location: str) -> DDPMPaperPipeline:
         if Path(location).is_dir():
             check_model_folder(location)
         with named_loading_errors(location, "DDPM pipeline"):
-            pipeline = DDPMPaperPipeline.from_pretrained(location, **safetensors_only())
+            paper_sampler = repository_scheduler_class(location) != DDPMPaperScheduler.__name__
+            pipeline = DDPMPaperPipeline.from_pretrained(location, paper_sampler=paper_sampler, **safetensors_only())
     except (OSError, ValueError) as error:
         raise ModelLoadError(missing_model_message("DDPM pipeline", location, DDPM_MODEL_ENV, str(error))) from error
     pipeline.set_progress_bar_config(disable=True)
@@ -304,6 +325,13 @@ def build_segment_tab(segmenter: Segmenter) -> None:
 def build_generate_tab(pipeline: DDPMPaperPipeline) -> None:
     num_train_timesteps = pipeline.scheduler.config.num_train_timesteps
     max_steps = min(MAX_INFERENCE_STEPS, num_train_timesteps)
+    seconds_per_call = time_unet_call(pipeline.unet)
+    height, width = sample_resolution(pipeline.unet)
+    resolution = f"{height}×{width}, batch 1"
+
+    def estimate_line(inference_steps: Any, images: Any) -> str:
+        return sampling_estimate(seconds_per_call, resolution, inference_steps, images)
+
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             seed = seed_input("Seed", elem_id="generate-seed")
@@ -322,7 +350,11 @@ def build_generate_tab(pipeline: DDPMPaperPipeline) -> None:
                 info=f"{num_train_timesteps} is the paper's full chain; fewer steps respace it",
                 elem_id="generate-steps",
             )
-            variance = gr.Radio(choices=VARIANCE_CHOICES, value=SIGMA_BETA, label="Reverse-process variance σₜ²")
+            variance = gr.Radio(
+                choices=VARIANCE_CHOICES,
+                value=variance_choice(pipeline.scheduler),
+                label="Reverse-process variance σₜ²",
+            )
             bf16 = gr.Checkbox(
                 value=False,
                 label="bf16 autocast",
@@ -331,6 +363,7 @@ def build_generate_tab(pipeline: DDPMPaperPipeline) -> None:
                 elem_id="generate-bf16",
             )
             button = gr.Button("Generate", variant="primary", elem_id="generate-button")
+            estimate = gr.Markdown(estimate_line(steps.value, num_images.value), elem_id="generate-estimate")
         with gr.Column(scale=2):
             gallery = sample_gallery("Samples", elem_id="generate-gallery")
             gr.Markdown("**Denoising trajectory of sample #1** (Ho et al. 2020, Fig. 6): noise → sample")
@@ -349,6 +382,15 @@ def build_generate_tab(pipeline: DDPMPaperPipeline) -> None:
 
     inputs = [seed, num_images, steps, variance, bf16]
     on_click(button, run, "generate", inputs=inputs, outputs=[gallery, strip])
+    for control in (steps, num_images):
+        control.change(
+            estimate_line,
+            inputs=[steps, num_images],
+            outputs=estimate,
+            api_visibility="private",
+            queue=False,
+            show_progress="hidden",
+        )
 
 
 def build_forward_tab(scheduler: DDPMPaperScheduler) -> None:

@@ -55,21 +55,23 @@ def snapshot_folder(cache: Path, repo_id: str) -> Path:
 
 
 def add_released_ddpm(
-    cache: Path, repo_id: str, variance_type: str, weights: str = "bin", seed: int = 0
+    cache: Path, repo_id: str, variance_type: str, weights: str = "bin", seed: int = 0, sample_size: int = 8
 ) -> UNet2DModel:
     """Writes a `DDPMPipeline` repository laid out as diffusers' conversions of the official DDPM models are; returns its
-    UNet. `weights` is `"bin"` (pickled, as the first conversions), `"safetensors"` or `"both"`."""
+    UNet. `weights` is `"bin"` (pickled, as the first conversions), `"safetensors"` or `"both"`; `sample_size` the
+    side of the samples (32 or 256 in the real repositories; the weights do not depend on it)."""
     snapshot = snapshot_folder(cache, repo_id)
     (snapshot / "unet").mkdir()
     (snapshot / "scheduler").mkdir()
     torch.manual_seed(seed)
-    unet = UNet2DModel(**{key: value for key, value in RELEASED_UNET_CONFIG.items() if not key.startswith("_")}).eval()
+    unet_config = {**RELEASED_UNET_CONFIG, "sample_size": sample_size}
+    unet = UNet2DModel(**{key: value for key, value in unet_config.items() if not key.startswith("_")}).eval()
     state = {name: tensor.contiguous() for name, tensor in unet.state_dict().items()}
     if weights in ("bin", "both"):
         torch.save(state, snapshot / "unet" / "diffusion_pytorch_model.bin")
     if weights in ("safetensors", "both"):
         save_file(state, snapshot / "unet" / "diffusion_pytorch_model.safetensors")
-    (snapshot / "unet" / "config.json").write_text(json.dumps(RELEASED_UNET_CONFIG, indent=2))
+    (snapshot / "unet" / "config.json").write_text(json.dumps(unet_config, indent=2))
     scheduler_config = {
         "_class_name": "DDPMScheduler",
         "_diffusers_version": "0.1.1",

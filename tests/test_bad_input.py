@@ -522,14 +522,14 @@ def saved_pipeline(tmp_path_factory, pipeline):
 @pytest.mark.parametrize(
     ("arguments", "fragments"),
     [
-        (["sample", "{missing}", "{out}/o.png"], ["no model_index.json"]),
+        (["sample", "{missing}", "{out}/o.png"], ["MODEL:", "is neither an existing folder nor a Hub repo id"]),
         (
             ["sample", "{pipe}", "{out}/o.png", "--num_inference_steps", "0"],
             ["--num_inference_steps: expected an integer >= 1, got 0"],
         ),
         (
             ["sample", "{pipe}", "{out}/o.png", "--num_inference_steps", "99999"],
-            ["`num_inference_steps`", "got 99999"],
+            ["--num_inference_steps: expected at most the model's T", "got 99999"],
         ),
         (
             ["sample", "{pipe}", "{out}/o.png", "--num_inference_steps", "abc"],

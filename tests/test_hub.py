@@ -53,6 +53,8 @@ SEG_FILES = {
     "modeling_swin_fpn.py",
     "convert_swin_fpn.py",
     "cpu_kernels_swin_fpn.py",
+    "loss_swin_fpn.py",
+    "pooling_swin_fpn.py",
     "image_processing_swin_fpn.py",
     "preprocessor_config.json",
     "model.safetensors",

@@ -87,6 +87,12 @@ def test_slide_equals_per_window_forward_of_a_real_model(tiny_swin_fpn):
             count[top : top + 32, left : left + 32] += 1
     result = tiny_swin_fpn.inference(pixel_values, mode="slide", crop_size=32, stride=20)
     torch.testing.assert_close(result, total / count, rtol=0, atol=1e-6)
+    # several windows per forward (4 windows here: batches of 3 and 1), two images: the same per-window sums
+    pair = torch.cat([pixel_values, pixel_values.flip(-1)])
+    batched = tiny_swin_fpn.inference(pair, mode="slide", crop_size=32, stride=20, window_batch_size=3)
+    torch.testing.assert_close(batched[:1], total / count, rtol=0, atol=1e-5)
+    mirrored = tiny_swin_fpn.inference(pair[1:], mode="slide", crop_size=32, stride=20)
+    torch.testing.assert_close(batched[1:], mirrored, rtol=0, atol=1e-5)
 
 
 def test_flip_tta_of_a_flip_equivariant_model_equals_no_tta():
@@ -146,6 +152,7 @@ def test_slide_bounds_the_forward_size():
         ({"scales": ()}, "scales must be positive"),
         ({"scales": (1.0, -0.5)}, "scales must be positive"),
         ({"output_size": (0, 5)}, "output_size must be"),
+        ({"mode": "slide", "window_batch_size": 0}, "window_batch_size must be a positive int"),
     ],
 )
 def test_bad_arguments_name_the_problem(tiny_swin_fpn, kwargs, message):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
@@ -180,3 +181,36 @@ def test_gradient_checkpointing_trains_to_the_same_weights(tmp_path):
     assert blocks and all(block.gradient_checkpointing for block in blocks)
     assert not any(block.gradient_checkpointing for stage in plain.model.backbone.stages for block in stage.blocks)
     assert same_weights(checkpointed.model.state_dict(), plain.model.state_dict())
+
+
+def test_loss_flags_reach_the_model_with_median_frequency_weights_from_the_training_labels(tmp_path):
+    """`--loss ce:1.0,dice:0.5 --class_weight auto`: the saved config's `loss_types` hold the two losses and the
+    weights median(f) / f_c of the training split's pixel frequencies (counted here with numpy)."""
+    argv = with_flags(TINY, output_dir=tmp_path / "run", max_train_steps=2)
+    result = train(*argv, *flags(loss="ce:1.0,dice:0.5", class_weight="auto"))
+    train_split = embedded_dataset("shapes", "train", resolution=32).select(range(12))  # the run's 12 images
+    maps = [np.asarray(example["annotation"]).ravel() for example in train_split]
+    counts = sum(np.bincount(labels, minlength=4) for labels in maps).astype(float)
+    # Eigen & Fergus's frequency: pixels of class c over the pixels of the images where c is present
+    present_pixels = sum((np.bincount(labels, minlength=4) > 0) * labels.size for labels in maps)
+    frequency = counts / present_pixels
+    expected = np.median(frequency) / frequency
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["loss_types"]
+    assert [entry["type"] for entry in saved] == ["CrossEntropyLoss", "DiceLoss"]
+    assert [entry["loss_weight"] for entry in saved] == [1.0, 0.5]
+    for entry in saved:
+        np.testing.assert_allclose(entry["class_weight"], expected, rtol=1e-6)
+    assert result.model.config.loss_types == saved
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (flags(loss="ce:1.0,tversky:1"), ["--loss", "unknown loss 'tversky'"]),
+        (flags(class_weight="1,2"), ["--class_weight", "2", "4"]),
+        (flags(class_weight="1,-1,1,1"), ["--class_weight", ">= 0", "'-1'"]),
+    ],
+)
+def test_bad_loss_flags_are_one_line(tmp_path, extra, fragments):
+    results = run_cli_concurrently([["train-seg", *TINY, *flags(output_dir=tmp_path / "o"), *extra]], cwd=tmp_path)
+    assert_one_line_error(results[0], *fragments)

@@ -123,6 +123,20 @@ def _segmentation_folder_pairs(root: Path, split: str) -> list[tuple[Path, Path]
     return pairs
 
 
+def _is_one_set(root: Path) -> bool:
+    """``root`` holds ``images/`` + ``annotations/`` (or their other names) and no split folders."""
+    has_pair = any(
+        (root / image_name).is_dir() and (root / mask_name).is_dir()
+        for image_name in IMAGE_DIR_NAMES
+        for mask_name in MASK_DIR_NAMES
+    )
+    split_names = {name for split in ("train", *EVALUATION_SPLITS) for name in _split_dir_names(split)}
+    nested = any((root / name).is_dir() for name in split_names) or any(
+        (root / folder / name).is_dir() for folder in (*IMAGE_DIR_NAMES, *MASK_DIR_NAMES) for name in split_names
+    )
+    return has_pair and not nested
+
+
 def _image_files_by_stem(folder: Path) -> dict[str, Path]:
     """The image files directly in ``folder``, by file name without extension."""
     return {path.stem: path for path in sorted(folder.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES}
@@ -265,7 +279,11 @@ def load_evaluation_split(
     task: Task = "segmentation",
 ) -> tuple[AnyDataset, str]:
     """The split to evaluate and its name: `split` when given (it must exist), else the first of
-    :data:`EVALUATION_SPLITS` that exists; the source as :func:`load_image_dataset` takes it."""
+    :data:`EVALUATION_SPLITS` that exists, else, for a `train_data_dir` of segmentation folders without split
+    sub-folders (just ``images/`` and ``annotations/``, the usual shape of an evaluation set), all of it, named
+    ``"all"``; the source as :func:`load_image_dataset` takes it."""
+    if not split and task == "segmentation" and train_data_dir is not None and _is_one_set(Path(train_data_dir)):
+        return segmentation_folder_dataset(Path(train_data_dir), "train"), "all"
     errors = []
     for candidate in (split,) if split else EVALUATION_SPLITS:
         try:

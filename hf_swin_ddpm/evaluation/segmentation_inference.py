@@ -27,6 +27,7 @@ def inference(
     stride: int | tuple[int, int] | None = None,
     scales: tuple[float, ...] | list[float] = (1.0,),
     flip: bool = False,
+    window_batch_size: int = 1,
 ) -> torch.Tensor:
     """`model`'s logits (batch, num_labels, *output_size) for normalised `pixel_values` of any size, as mmseg's
     test modes give them; `SwinFPNForSegmentation.inference` calls it.
@@ -35,7 +36,8 @@ def inference(
     `stride` pixels (the last window of a row or column is moved back to end at the image border) and averages
     the logits of overlapping windows with a count map: memory is bounded by the crop, whatever the image size.
     `crop_size` defaults to `config.image_size` and `stride` to two thirds of the crop (512 -> 341, mmseg's
-    ADE20K setting); both take an int or (height, width).
+    ADE20K setting); both take an int or (height, width). `window_batch_size` windows go through the model in one
+    forward (the same logits, up to float rounding; faster where one window leaves the hardware idle).
 
     Test-time augmentation: each of `scales` resizes the input (bilinear) by that ratio, `flip=True` adds the
     horizontal mirror of every scale. Every view's logits are resized (bilinear) to `output_size` (default: the
@@ -57,6 +59,8 @@ def inference(
         raise ValueError(f"inference: output_size must be (height, width) >= 1, got {output_size!r}.")
     crop = _pair(crop_size if crop_size is not None else model.config.image_size, "crop_size")
     window_stride = _pair(stride if stride is not None else tuple(max(1, 2 * c // 3) for c in crop), "stride")
+    if isinstance(window_batch_size, bool) or not isinstance(window_batch_size, int) or window_batch_size < 1:
+        raise ValueError(f"inference: window_batch_size must be a positive int, got {window_batch_size!r}.")
     if any(s > c for s, c in zip(window_stride, crop)):
         raise ValueError(
             f"inference: stride {window_stride} exceeds crop_size {crop}, which would leave pixels between the "
@@ -66,9 +70,8 @@ def inference(
     views = [(scale, flipped) for scale in scales for flipped in ((False, True) if flip else (False,))]
     total = None
     for scale, flipped in views:
-        logits = _view_logits(
-            model, pixel_values, scale, flipped, output_size, (crop, window_stride) if mode == "slide" else None
-        )
+        slide = (crop, window_stride, window_batch_size) if mode == "slide" else None
+        logits = _view_logits(model, pixel_values, scale, flipped, output_size, slide)
         if len(views) == 1:
             return logits
         # 3. several views: their softmax probabilities averaged
@@ -83,10 +86,11 @@ def _view_logits(
     scale: float,
     flipped: bool,
     output_size: tuple[int, int],
-    slide: tuple[tuple[int, int], tuple[int, int]] | None,
+    slide: tuple[tuple[int, int], tuple[int, int], int] | None,
 ) -> torch.Tensor:
     """The logits of one test-time view (`pixel_values` resized by `scale`, mirrored if `flipped`), resized to
-    `output_size` and mirrored back; `slide` is (crop size, stride) in slide mode, None in whole mode."""
+    `output_size` and mirrored back; `slide` is (crop size, stride, window batch size) in slide mode, None in whole
+    mode."""
     height, width = pixel_values.shape[-2:]
     view = pixel_values.flip(-1) if flipped else pixel_values
     if scale != 1.0:
@@ -102,20 +106,30 @@ def _view_logits(
 
 
 def slide_inference(
-    model: SwinFPNForSegmentation, pixel_values: torch.Tensor, crop_size: tuple[int, int], stride: tuple[int, int]
+    model: SwinFPNForSegmentation,
+    pixel_values: torch.Tensor,
+    crop_size: tuple[int, int],
+    stride: tuple[int, int],
+    window_batch_size: int = 1,
 ) -> torch.Tensor:
     """mmseg's `slide_inference`: logits of `crop_size` windows every `stride` pixels, summed into place and
-    divided by the count map (how many windows cover each pixel). (batch, num_labels, height, width)."""
+    divided by the count map (how many windows cover each pixel). (batch, num_labels, height, width). The windows
+    all have one size (the last of a row or column moved back inside the image), so `window_batch_size` of them go
+    through the model stacked along the batch."""
     batch, _, height, width = pixel_values.shape
+    window = (min(crop_size[0], height), min(crop_size[1], width))
+    origins = window_origins((height, width), crop_size, stride)
     logits_sum = count = None
-    for top, left in window_origins((height, width), crop_size, stride):
-        bottom, right = min(top + crop_size[0], height), min(left + crop_size[1], width)
-        crop_logits = model(pixel_values=pixel_values[..., top:bottom, left:right], return_dict=True).logits
+    for start in range(0, len(origins), window_batch_size):
+        group = origins[start : start + window_batch_size]
+        crops = torch.cat([pixel_values[..., top : top + window[0], left : left + window[1]] for top, left in group])
+        group_logits = model(pixel_values=crops, return_dict=True).logits.split(batch)
         if logits_sum is None:
-            logits_sum = crop_logits.new_zeros(batch, crop_logits.shape[1], height, width)
-            count = crop_logits.new_zeros(1, 1, height, width)
-        logits_sum[..., top:bottom, left:right] += crop_logits
-        count[..., top:bottom, left:right] += 1
+            logits_sum = group_logits[0].new_zeros(batch, group_logits[0].shape[1], height, width)
+            count = group_logits[0].new_zeros(1, 1, height, width)
+        for (top, left), crop_logits in zip(group, group_logits, strict=True):
+            logits_sum[..., top : top + window[0], left : left + window[1]] += crop_logits
+            count[..., top : top + window[0], left : left + window[1]] += 1
     return logits_sum.div_(count)
 
 

@@ -9,6 +9,8 @@ from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDa
 from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 
+from .loss_swin_fpn import normalize_loss_types
+
 # Default bound on batch * height * width of one forward: 2**26 pixels is one 8192 x 8192 image or 256 images of
 # 512 x 512; Swin-T needs tens of GiB of activations for it. Larger inputs are refused instead of exhausting memory.
 DEFAULT_MAX_INPUT_PIXELS = 2**26
@@ -141,6 +143,11 @@ class SwinFPNConfig(PreTrainedConfig):
         auxiliary_num_convs (`int`): 3x3 conv-BN-ReLU layers of the auxiliary head (1).
         auxiliary_concat_input (`bool`): concatenate the auxiliary head's input with its conv output (False).
         auxiliary_in_index (`int`): the stage (0-based) the auxiliary head reads (2, the third stage).
+        loss_types (`list[dict]` or `str`, *optional*): the decode head's losses, named as mmseg's
+            `decode_head.loss_decode`: a list of `{"type": "CrossEntropyLoss" | "DiceLoss" | "FocalLoss" |
+            "LovaszLoss", "loss_weight": w, "class_weight": [...]}` (plus `smooth`/`exponent` or `gamma`/`alpha`),
+            or a string such as `"ce:1.0,dice:0.5"`; their weighted sum is the loss (see `loss_swin_fpn.py`).
+            `None` (default): the cross-entropy.
 
     Every field is checked when the config is built (also from a `config.json`): a value of the wrong type or out of
     range raises a `ValueError` naming the field, what was expected and what was given.
@@ -180,6 +187,7 @@ class SwinFPNConfig(PreTrainedConfig):
     auxiliary_num_convs: int = 1
     auxiliary_concat_input: bool = False
     auxiliary_in_index: int = 2
+    loss_types: list[dict] | str | None = None
 
     def __post_init__(self, **kwargs):
         self.depths = list(self.depths)
@@ -194,6 +202,8 @@ class SwinFPNConfig(PreTrainedConfig):
         _require(
             self.num_labels >= 1, "num_labels", "at least one class (num_labels >= 1, or a non-empty id2label)", 0
         )
+        if self.loss_types is not None:
+            self.loss_types = normalize_loss_types(self.loss_types, self.num_labels, "SwinFPNConfig.loss_types")
 
     def to_dict(self) -> dict:
         """transformers' `to_dict`; a config saved with its remote code (`auto_map`) also names the image processor's

@@ -29,6 +29,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from .configuration_swin_fpn import SwinFPNConfig
 from .convert_swin_fpn import convert_swin_checkpoint, convert_upernet_checkpoint, damaged_weights_error
 from .cpu_kernels_swin_fpn import ONEDNN_LINEAR, head_memory_format
+from .loss_swin_fpn import segmentation_loss
+from .pooling_swin_fpn import AdaptiveAvgPool2d
 
 # Value the shifted-window mask adds between tokens of different sub-windows (as in the reference implementation).
 SHIFTED_WINDOW_MASK_VALUE = -100.0
@@ -572,7 +574,7 @@ class SwinFPNUperNetHead(nn.Module):
         super().__init__()
         channels, stages = config.upernet_hidden_size, config.stage_channels
         self.psp_modules = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(scale), SwinFPNConvModule(stages[-1], channels, kernel_size=1))
+            nn.Sequential(AdaptiveAvgPool2d(scale), SwinFPNConvModule(stages[-1], channels, kernel_size=1))
             for scale in config.pool_scales
         )
         self.bottleneck = SwinFPNConvModule(
@@ -781,10 +783,14 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
     def _segmentation_loss(
         self, logits: torch.Tensor, auxiliary_logits: torch.Tensor | None, labels: torch.Tensor
     ) -> torch.Tensor:
-        """Cross-entropy ignoring `semantic_loss_ignore_index`, plus `auxiliary_loss_weight` times the auxiliary
-        head's (mmseg's `upernet_swin`: 0.4)."""
+        """The decode head's loss, ignoring `semantic_loss_ignore_index`: cross-entropy, or the weighted sum of
+        `config.loss_types` (mmseg's `decode_head.loss_decode`: cross-entropy, Dice, focal, Lovasz; `loss_swin_fpn.py`),
+        plus `auxiliary_loss_weight` times the auxiliary head's cross-entropy (mmseg's `upernet_swin`: 0.4)."""
         ignore_index = self.config.semantic_loss_ignore_index
-        loss = F.cross_entropy(logits, labels.long(), ignore_index=ignore_index)
+        if self.config.loss_types is None:
+            loss = F.cross_entropy(logits, labels.long(), ignore_index=ignore_index)
+        else:
+            loss = segmentation_loss(logits, labels.long(), self.config.loss_types, ignore_index)
         if auxiliary_logits is not None:
             auxiliary = F.cross_entropy(auxiliary_logits, labels.long(), ignore_index=ignore_index)
             loss = loss + self.config.auxiliary_loss_weight * auxiliary
@@ -846,6 +852,7 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
         scales: tuple[float, ...] | list[float] = (1.0,),
         flip: bool = False,
         output_size: tuple[int, int] | None = None,
+        window_batch_size: int = 1,
     ) -> torch.Tensor:
         """Logits (batch, num_labels, *output_size) for normalised `pixel_values` of any size, the way
         mmsegmentation tests segmenters: `whole` or `slide` mode, multi-scale and flip test-time augmentation.
@@ -861,7 +868,9 @@ class SwinFPNForSegmentation(SwinFPNPreTrainedModel):
                 "SwinFPNForSegmentation.inference needs the hf-swin-ddpm package (`pip install hf-swin-ddpm`), and "
                 f"the model loaded with its SwinFPNForSegmentation rather than as remote code: {error}"
             ) from error
-        return segmentation_inference.inference(self, pixel_values, mode, output_size, crop_size, stride, scales, flip)
+        return segmentation_inference.inference(
+            self, pixel_values, mode, output_size, crop_size, stride, scales, flip, window_batch_size
+        )
 
 
 __all__ = ["SwinFPNForSegmentation", "SwinFPNPreTrainedModel", "SwinFPNBackbone"]

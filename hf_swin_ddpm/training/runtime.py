@@ -22,6 +22,20 @@ def main_process_first_when(accelerator, condition: bool = True):
         yield
 
 
+def start_run(args: argparse.Namespace):
+    """A run's first step in both training scripts: its `Accelerator` (`make_accelerator`), the output folder
+    (made by the main process), and the same initial weights on every process (`set_seed`). Returns the accelerator
+    and the output folder."""
+    from accelerate.utils import set_seed
+
+    accelerator = make_accelerator(args)
+    output_dir = Path(args.output_dir)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(args.seed)
+    return accelerator, output_dir
+
+
 def make_accelerator(args: argparse.Namespace):
     """The ``Accelerator`` of a run: gradient accumulation, mixed precision, trackers logging under
     ``output_dir/logging_dir``, and accelerate's seedable sampler (every process draws the same, seeded order)."""

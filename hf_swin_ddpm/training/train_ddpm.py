@@ -458,11 +458,7 @@ def build_lr_scheduler(args: argparse.Namespace, accelerator, optimizer, max_tra
 def train(args: argparse.Namespace) -> DDPMTrainingResult:
     """Train as the flags say; returns the result on every process (used by the multi-process tests)."""
     # 1. the accelerator, the output folder, the same initial weights on every process
-    accelerator = runtime.make_accelerator(args)
-    output_dir = Path(args.output_dir)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    set_seed(args.seed)
+    accelerator, output_dir = runtime.start_run(args)
 
     # 2. the UNet, the forward process and the data
     unet = build_unet(args)

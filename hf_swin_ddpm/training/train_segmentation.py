@@ -57,6 +57,7 @@ from ..imaging import class_colours, colour_classes, image_grid
 from ..safe_loading import ModelFileError, check_model_folder, named_loading_errors
 from ..swin_fpn import SwinFPNConfig, SwinFPNForSegmentation, SwinFPNImageProcessor
 from ..swin_fpn.configuration_swin_fpn import SWIN_FPN_PRESETS
+from ..swin_fpn.loss_swin_fpn import loss_types_from_flags, parse_class_weight, parse_loss
 from . import arguments, checkpoints, loop, publishing, reporting, runtime
 from .arguments import KEEP_RATIO_SCALE
 from .dataloaders import (
@@ -150,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--weight_decay", type=float, default=0.01, help="AdamW weight decay (not on norms/biases/tables)."
     )
     seg.add_argument("--drop_path_rate", type=float, help="Stochastic depth (default: the preset's).")
+    seg.add_argument(
+        "--loss",
+        help="The decode head's loss as a weighted sum with mmseg's names and defaults: ce, dice, focal, lovasz, "
+        "e.g. ce:1.0,dice:0.5 (default: cross-entropy).",
+    )
+    seg.add_argument(
+        "--class_weight",
+        help="One weight >= 0 per class (e.g. 1,1,8), or auto: median frequency balancing from the training split.",
+    )
     seg.add_argument("--scale_range", type=float, nargs=2, default=(0.5, 2.0), help="Random scale range.")
     seg.add_argument("--lr_power", type=float, default=1.0, help="Power of the polynomial decay.")
     seg.add_argument("--eval_steps", type=int, help="Evaluate every N steps (default: at the end only).")
@@ -215,6 +225,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.command_line = arguments.command_line(PROGRAM, sys.argv[1:] if argv is None else argv, [args.hub_token])
     arguments.check_positive(args.num_labels, "--num_labels")
     arguments.check_positive(args.eval_steps, "--eval_steps")
+    try:  # the spellings now; the class count is checked once the classes are known
+        if args.loss is not None:
+            parse_loss(args.loss)
+        if args.class_weight is not None:
+            parse_class_weight(args.class_weight)
+    except ValueError as error:
+        raise TrainingError(first_line(error)) from None
     arguments.check_positive(args.weight_decay, "--weight_decay", allow_zero=True)
     if args.drop_path_rate is not None and not 0.0 <= args.drop_path_rate < 1.0:
         raise TrainingError(f"--drop_path_rate must lie in [0, 1), got {args.drop_path_rate}")
@@ -241,17 +258,36 @@ def _read_id2label(path: str) -> dict[int, str]:
         raise TrainingError(f"--id2label: {path} is not a JSON object of class id -> name ({error})") from None
 
 
+def _label_maps(dataset: datasets.Dataset, reduce_labels: bool):
+    """The training annotations as int64 arrays, after label reduction (0 -> ignore, c -> c - 1)."""
+    for annotation in dataset.select_columns(["annotation"]):
+        labels = np.asarray(annotation["annotation"]).astype(np.int64)
+        yield np.where(labels == 0, IGNORE_INDEX, labels - 1) if reduce_labels else labels
+
+
 def _max_label(dataset: datasets.Dataset, reduce_labels: bool) -> int:
     """The largest class id in the dataset's annotations (after label reduction), ignoring the ignore index."""
     largest = -1
-    for annotation in dataset.select_columns(["annotation"]):
-        labels = np.asarray(annotation["annotation"]).astype(np.int64)
-        if reduce_labels:
-            labels = np.where(labels == 0, IGNORE_INDEX, labels - 1)
+    for labels in _label_maps(dataset, reduce_labels):
         valid = labels[labels != IGNORE_INDEX]
         if valid.size:
             largest = max(largest, int(valid.max()))
     return largest
+
+
+def resolve_loss_types(args: argparse.Namespace, train_dataset: AnyDataset, num_labels: int) -> list[dict] | None:
+    """The decode head's `loss_types` from ``--loss`` and ``--class_weight`` (None: plain cross-entropy); ``auto``
+    class weights are median frequency balancing over the training annotations, computed once here and logged."""
+    auto = args.class_weight is not None and args.class_weight.strip().lower() == "auto"
+    if auto and isinstance(train_dataset, datasets.IterableDataset):
+        raise TrainingError("--class_weight auto counts the training labels: give an in-memory dataset or a list")
+    label_maps = _label_maps(train_dataset, args.do_reduce_labels) if auto else None
+    try:
+        return loss_types_from_flags(
+            args.loss, args.class_weight, num_labels, label_maps, IGNORE_INDEX, log=logger.info
+        )
+    except ValueError as error:
+        raise TrainingError(first_line(error)) from None
 
 
 def resolve_id2label(args: argparse.Namespace, train_dataset: AnyDataset) -> dict[int, str]:
@@ -281,14 +317,17 @@ def resolve_id2label(args: argparse.Namespace, train_dataset: AnyDataset) -> dic
 # --- model ----------------------------------------------------------------------------------------------------------
 
 
-def build_model(args: argparse.Namespace, id2label: dict[int, str]) -> SwinFPNForSegmentation:
+def build_model(
+    args: argparse.Namespace, id2label: dict[int, str], loss_types: list[dict] | None = None
+) -> SwinFPNForSegmentation:
     """A SwinFPN from ``--model_config`` (preset or JSON config) trained from scratch, or from a transformers Swin
-    checkpoint with ``--pretrained_backbone``."""
+    checkpoint with ``--pretrained_backbone``; `loss_types` (``--loss``, ``--class_weight``) go into its config."""
     labels = {
         "num_labels": len(id2label),
         "id2label": id2label,
         "label2id": {name: index for index, name in id2label.items()},
         "semantic_loss_ignore_index": IGNORE_INDEX,
+        "loss_types": loss_types,
     }
     if args.drop_path_rate is not None:
         labels["drop_path_rate"] = args.drop_path_rate
@@ -502,17 +541,14 @@ def build_lr_scheduler(args: argparse.Namespace, accelerator, optimizer, max_tra
 def train(args: argparse.Namespace) -> SegmentationTrainingResult:
     """Train as the flags say; returns the result on every process (used by the multi-process tests)."""
     # 1. the accelerator, the output folder, the same initial weights on every process
-    accelerator = runtime.make_accelerator(args)
-    output_dir = Path(args.output_dir)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    set_seed(args.seed)
+    accelerator, output_dir = runtime.start_run(args)
 
     # 2. the data, its classes and the model
     with accelerator.main_process_first():
         data = load_train_and_eval_datasets(args, "segmentation")
         id2label = resolve_id2label(args, data.train)
-    model = build_model(args, id2label)
+        loss_types = resolve_loss_types(args, data.train, len(id2label))
+    model = build_model(args, id2label, loss_types)
     if args.gradient_checkpointing:
         runtime.enable_gradient_checkpointing(model)
     runtime.use_channels_last(model, args)
