@@ -1,6 +1,7 @@
 """The `hf-swin-ddpm` command line.
 
     hf-swin-ddpm convert-swin SWIN_CHECKPOINT OUTPUT_DIR [--num_labels N | --id2label FILE.json] [--image_size S]
+    hf-swin-ddpm convert-upernet UPERNET_REPO OUTPUT_DIR [--allow_pickle]
     hf-swin-ddpm sample MODEL OUTPUT.png [--num_samples N] [--num_inference_steps S] [--sampler paper|ddpm|ddim|
         dpmsolver++|euler] [--variance fixed_large|fixed_small] [--seed K] [--bf16]
     hf-swin-ddpm inpaint MODEL IMAGE MASK OUTPUT.png [--num_inference_steps S] [--jump_length J] [--jump_n_sample R]
@@ -80,6 +81,61 @@ def convert_swin(args: argparse.Namespace) -> None:
     model.save_pretrained(output)
     SwinFPNImageProcessor(size={"height": size, "width": size}).save_pretrained(output)
     print(f"Saved SwinFPNForSegmentation ({len(id2label)} classes) and its image processor to {output}")
+
+
+def convert_upernet(args: argparse.Namespace) -> None:
+    """Convert a transformers UperNetForSemanticSegmentation with a Swin backbone (folder or Hub repo id, e.g.
+    openmmlab/upernet-swin-tiny) into a SwinFPN folder (UperNet head, remote code, model card) that loads without
+    conversion."""
+    from . import SwinFPNForSegmentation, SwinFPNImageProcessor
+    from .hub import save_for_hub
+
+    _check_model_source(args.repo, "REPO")
+    output = Path(args.output_dir)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise CLIError(f"OUT_DIR: {output} is not an empty folder; give a new folder.")
+    if Path(args.repo).is_dir():
+        check_model_folder(args.repo, allow_pickle=args.allow_pickle)
+    try:
+        with named_loading_errors(args.repo, "UperNet checkpoint"):
+            model = SwinFPNForSegmentation.from_pretrained_upernet(args.repo, allow_pickle=args.allow_pickle).eval()
+            processor = SwinFPNImageProcessor.from_pretrained(args.repo)
+    except (OSError, ValueError) as error:  # transformers' OSError, as named_loading_errors' ModelFileError
+        if args.allow_pickle or "use_safetensors" not in str(error):
+            raise
+        raise CLIError(
+            f"{args.repo}: no safetensors weights (the openmmlab/upernet-swin-* repos keep only pytorch_model.bin on "
+            "main); add --allow_pickle to read the .bin with torch.load(weights_only=True)."
+        ) from None
+    save_for_hub(
+        model,
+        output,
+        image_processor=processor,
+        model_name=f"{args.repo.rstrip('/').rsplit('/', 1)[-1]} (SwinFPN)",
+        training_data=f"The weights of `{args.repo}` (transformers' UperNetForSemanticSegmentation), converted "
+        "unchanged to SwinFPNForSegmentation with its UperNet head by `hf-swin-ddpm convert-upernet`.",
+        **_source_card_fields(args.repo),
+    )
+    print(
+        f"Saved SwinFPNForSegmentation (UperNet head, {model.config.num_labels} classes) from {args.repo} to {output}"
+    )
+
+
+def _source_card_fields(repo: str) -> dict:
+    """The source repository's licence (from its card's metadata, when it has a card) for the converted model's card."""
+    from huggingface_hub import ModelCard, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    card_file = Path(repo) / "README.md"
+    if not Path(repo).is_dir():
+        try:
+            card_file = Path(hf_hub_download(repo, "README.md"))
+        except (EntryNotFoundError, LocalEntryNotFoundError):
+            return {}
+    if not card_file.is_file():
+        return {}
+    licence = ModelCard.load(card_file).data.license
+    return {"license": licence} if isinstance(licence, str) else {}
 
 
 def sample(args: argparse.Namespace) -> None:
@@ -585,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-swin-ddpm", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, help="the task to run")
     _add_convert_swin_command(commands)
+    _add_convert_upernet_command(commands)
     _add_sample_command(commands)
     _add_inpaint_command(commands)
     _add_img2img_command(commands)
@@ -621,6 +678,14 @@ def _add_convert_swin_command(commands) -> None:
     _add_flag(convert, "--image_size", "--image-size", type=int, default=None, help=image_size_help)
     _add_allow_pickle(convert)
     convert.set_defaults(handler=convert_swin)
+
+
+def _add_convert_upernet_command(commands) -> None:
+    convert = commands.add_parser("convert-upernet", help=convert_upernet.__doc__)
+    convert.add_argument("repo", help="transformers UperNet + Swin checkpoint: Hub id or folder")
+    convert.add_argument("output_dir", help="a new folder for the SwinFPN model, its image processor and card")
+    _add_allow_pickle(convert)
+    convert.set_defaults(handler=convert_upernet)
 
 
 def _add_sample_command(commands) -> None:

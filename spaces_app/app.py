@@ -19,6 +19,7 @@ Run ``python spaces_app/app.py``; ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`
 from __future__ import annotations
 
 import ctypes
+import importlib.resources
 import json
 import os
 import sys
@@ -30,10 +31,10 @@ import gradio as gr
 import PIL.Image
 from gradio import processing_utils
 from huggingface_hub import hf_hub_download
-from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForSemanticSegmentation
 
 import hf_swin_ddpm  # noqa: F401  (registers SwinFPN with the transformers Auto classes)
-from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler
+from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler, SwinFPNForSegmentation, SwinFPNImageProcessor
 from hf_swin_ddpm.hub import is_repo_id
 from hf_swin_ddpm.imaging import class_colours
 from hf_swin_ddpm.safe_loading import check_model_folder, named_loading_errors, safetensors_only
@@ -70,6 +71,7 @@ from tab_segment import LEGEND_HEADERS, Segmenter, segment, segment_how_it_works
 APP_DIR = Path(__file__).resolve().parent
 REPO_ROOT = APP_DIR.parent
 EXAMPLES_DIR = APP_DIR / "examples"
+PHOTOGRAPH_EXAMPLES = ("china.jpg", "flower.jpg")
 DEFAULT_SWIN_FPN_MODEL = REPO_ROOT / "demo_models" / "swin-fpn-shapes"
 DEFAULT_DDPM_MODEL = REPO_ROOT / "demo_models" / "ddpm-digits"
 SWIN_FPN_MODEL_ENV = "SWIN_FPN_MODEL"
@@ -123,23 +125,38 @@ def check_model_location(what: str, location: str, env_var: str) -> None:
 def load_segmenter(location: str) -> Segmenter:
     """Loads a semantic segmentation model and its image processor (SwinFPN or any transformers model).
 
-    Safetensors weights only and no remote code: a folder or repository that needs either is refused.
+    A transformers `UperNetForSemanticSegmentation` with a Swin backbone (the Swin paper's ADE20K models,
+    `openmmlab/upernet-swin-tiny` and its siblings) is converted to `SwinFPNForSegmentation` with its UperNet head
+    (`from_pretrained_upernet`) and served with our inference, slide windows included, and its image processor's
+    settings in a `SwinFPNImageProcessor`. Safetensors weights only and no remote code: a folder or repository that
+    needs either is refused (on the Hub, transformers takes the safetensors of the conversion bot's pull request of
+    a repository that has only `pytorch_model.bin`).
     """
     check_model_location("segmentation model", location, SWIN_FPN_MODEL_ENV)
     try:
         if Path(location).is_dir():
             check_model_folder(location)
         with named_loading_errors(location, "segmentation model"):
-            model = AutoModelForSemanticSegmentation.from_pretrained(
-                location, trust_remote_code=False, **safetensors_only()
-            ).eval()
-            processor = AutoImageProcessor.from_pretrained(location, trust_remote_code=False)
+            if is_swin_upernet(AutoConfig.from_pretrained(location, trust_remote_code=False)):
+                model = SwinFPNForSegmentation.from_pretrained_upernet(location).eval()
+                processor = SwinFPNImageProcessor.from_pretrained(location)
+            else:
+                model = AutoModelForSemanticSegmentation.from_pretrained(
+                    location, trust_remote_code=False, **safetensors_only()
+                ).eval()
+                processor = AutoImageProcessor.from_pretrained(location, trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise ModelLoadError(
             missing_model_message("segmentation model", location, SWIN_FPN_MODEL_ENV, str(error))
         ) from error
     id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
     return Segmenter(model, processor, id2label, class_colours(id2label), location)
+
+
+def is_swin_upernet(config: Any) -> bool:
+    """Whether a transformers config is an `UperNetForSemanticSegmentation` with a Swin backbone."""
+    backbone = getattr(config, "backbone_config", None)
+    return config.model_type == "upernet" and getattr(backbone, "model_type", None) == "swin"
 
 
 def repository_scheduler_class(location: str) -> str | None:
@@ -208,6 +225,13 @@ def example_images() -> list[str]:
     return sorted(str(path) for path in EXAMPLES_DIR.glob("*.png"))
 
 
+def photograph_examples() -> list[str]:
+    """The two photographs that ship inside scikit-learn's wheel (`sklearn.datasets.load_sample_images`: china.jpg, a
+    temple and trees, and flower.jpg; CC BY 2.0, see spaces_app/README.md)."""
+    images = importlib.resources.files("sklearn.datasets.images")
+    return [str(images / name) for name in PHOTOGRAPH_EXAMPLES]
+
+
 def image_input(label: str, elem_id: str) -> gr.Image:
     """An image upload passed on as PIL in its original mode (`to_rgb` converts it), with readable errors."""
     component = gr.Image(
@@ -272,11 +296,12 @@ def build_segment_tab(segmenter: Segmenter) -> None:
         with gr.Column(scale=1):
             image = image_input("Image", elem_id="segment-image")
             button = gr.Button("Segment", variant="primary", elem_id="segment-button")
-            examples = example_images()
-            if examples:
-                gr.Examples(
-                    examples=examples, inputs=image, label="Examples (shapes test split)", elem_id="segment-examples"
-                )
+            gr.Examples(
+                examples=example_images() + photograph_examples(),
+                inputs=image,
+                label="Examples: the shapes test split; photographs from scikit-learn (CC BY 2.0)",
+                elem_id="segment-examples",
+            )
         with gr.Column(scale=2):
             with gr.Row():
                 overlay = image_output("Predicted classes over the image", height=300, elem_id="segment-overlay")

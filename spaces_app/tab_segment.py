@@ -16,6 +16,11 @@ from hf_swin_ddpm.imaging import is_background
 OVERLAY_OPACITY = 0.55
 LEGEND_HEADERS = ["class id", "class", "colour", "pixels (%)"]
 LEGEND_ALL_CLASSES_UP_TO = 12  # with more classes the legend lists only those present
+SEMANTIC_FPN_HEAD = """A **feature pyramid (FPN)** merges them top-down, and the **Semantic FPN head** (Kirillov et al. 2019) brings every
+level to 1/4 scale, sums them and predicts one class per pixel, upsampled bilinearly to the image."""
+UPERNET_HEAD = """The **UperNet head** (Xiao et al. 2018), the head of the Swin paper's ADE20K results{source}, pools the last map
+at 1, 2, 3 and 6 cells (pyramid pooling), merges the levels top-down as a feature pyramid, fuses all of them at 1/4
+scale and predicts one class per pixel, upsampled bilinearly to the image."""
 
 
 @dataclass
@@ -133,6 +138,13 @@ def segment_how_it_works(segmenter: Segmenter) -> str:
         if getattr(config, "patch_embedding_type", "linear") == "convolutional"
         else ""
     )
+    head = (
+        UPERNET_HEAD.format(
+            source=f" (converted from `{config.backbone_checkpoint}`)" if config.backbone_checkpoint else ""
+        )
+        if getattr(config, "decode_head_type", None) == "upernet"
+        else SEMANTIC_FPN_HEAD
+    )
     return f"""
 ### How it works
 **Swin Transformer** (Liu et al. 2021) cuts the image into {patch}×{patch} patches{stem} and computes self-attention only inside
@@ -140,8 +152,7 @@ non-overlapping {window}×{window} windows, so its cost grows **linearly** with 
 as in ViT, grows quadratically). Every second block **shifts the window grid** by {window // 2} patches, so
 information flows across window borders; patch merging halves the resolution between stages, which yields feature
 maps at 1/4, 1/8, 1/16 and 1/32 of the input, like a CNN.
-A **feature pyramid (FPN)** merges them top-down, and the **Semantic FPN head** (Kirillov et al. 2019) brings every
-level to 1/4 scale, sums them and predicts one class per pixel, upsampled bilinearly to the image.
+{head}
 
 Classes: {classes}. The mask is a PNG whose pixel values are the class ids (shown in the legend colours).
 Images of any size and mode are accepted; the longer side is reduced to {MAX_IMAGE_SIDE} pixels first, and images

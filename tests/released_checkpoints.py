@@ -104,3 +104,96 @@ def add_released_ddpm(
     legacy_unet = {"_class_name": "UNetModel", "ch": 128, "ch_mult": [1, 2, 2, 2], "attn_resolutions": [16]}
     (snapshot / "config.json").write_text(json.dumps({**legacy_unet, "dropout": 0.1, "num_res_blocks": 2}, indent=2))
     return unet
+
+
+# transformers 4.x names of the Swin attention and MLP weights, as the Swin checkpoints on the Hub and the
+# openmmlab/upernet-swin-* `.bin` files (written in January 2023) have them; transformers 5 renames them on load.
+LEGACY_SWIN_NAMES = (
+    ("attention.q_proj", "attention.self.query"),
+    ("attention.k_proj", "attention.self.key"),
+    ("attention.v_proj", "attention.self.value"),
+    ("attention.relative_position_bias.relative_position_bias_table", "attention.self.relative_position_bias_table"),
+    ("attention.o_proj", "attention.output.dense"),
+    ("mlp.fc1", "intermediate.dense"),
+    ("mlp.fc2", "output.dense"),
+)
+# The preprocessor_config.json of the openmmlab/upernet-* repositories (372 bytes, "Upload processor").
+UPERNET_PREPROCESSOR_CONFIG = {
+    "do_normalize": True,
+    "do_reduce_labels": False,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_processor_type": "SegformerImageProcessor",
+    "image_std": [0.229, 0.224, 0.225],
+    "resample": 2,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"height": 512, "width": 512},
+}
+UPERNET_CARD = """---
+language: en
+license: mit
+tags:
+- vision
+- image-segmentation
+model_name: openmmlab/upernet-swin-tiny
+---
+
+# UperNet, Swin Transformer tiny-sized backbone
+"""
+
+
+def add_released_upernet(cache: Path, repo_id: str, weights: str = "bin", seed: int = 0):
+    """Writes a transformers `UperNetForSemanticSegmentation` repository laid out as `openmmlab/upernet-swin-tiny` is
+    (`config.json` with a `SwinConfig` backbone and ADE20K's 150 `id2label`, `preprocessor_config.json` naming
+    `SegformerImageProcessor` at 512x512, `README.md` (MIT), weights with transformers 4's Swin key names: main has
+    only `pytorch_model.bin`; `weights` `"safetensors"` or `"both"` adds the `model.safetensors` of refs/pr/1) with a
+    tiny Swin (embed 16, depths 1-1-2-1, window 4) and heads of 16/8 channels, random weights. Returns the model."""
+    from transformers import SwinConfig, UperNetConfig, UperNetForSemanticSegmentation
+
+    from hf_swin_ddpm.imaging import ADE20K_CLASSES
+
+    snapshot = snapshot_folder(cache, repo_id)
+    backbone = SwinConfig(
+        embed_dim=16,
+        depths=[1, 1, 2, 1],
+        num_heads=[1, 2, 2, 4],
+        window_size=4,
+        drop_path_rate=0.3,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    id2label = dict(enumerate(ADE20K_CLASSES))
+    config = UperNetConfig(
+        backbone_config=backbone,
+        hidden_size=16,
+        auxiliary_channels=8,
+        auxiliary_in_channels=64,
+        use_auxiliary_head=True,
+        id2label=id2label,
+        label2id={name: i for i, name in id2label.items()},
+    )
+    torch.manual_seed(seed)
+    model = UperNetForSemanticSegmentation(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.1)
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_var"):
+                buffer.uniform_(0.5, 1.5)
+            elif name.endswith("running_mean"):
+                buffer.normal_(0.0, 0.1)
+    state = {}
+    for name, tensor in model.state_dict().items():
+        for new, old in LEGACY_SWIN_NAMES:
+            name = name.replace(new, old)
+        state[name] = tensor.contiguous()
+    if weights in ("bin", "both"):
+        torch.save(state, snapshot / "pytorch_model.bin")
+    if weights in ("safetensors", "both"):
+        save_file(state, snapshot / "model.safetensors", metadata={"format": "pt"})
+    saved = config.to_dict()
+    saved.update(architectures=["UperNetForSemanticSegmentation"], transformers_version="4.26.0.dev0")
+    (snapshot / "config.json").write_text(json.dumps(saved, indent=2, sort_keys=True))
+    (snapshot / "preprocessor_config.json").write_text(json.dumps(UPERNET_PREPROCESSOR_CONFIG, indent=2))
+    (snapshot / "README.md").write_text(UPERNET_CARD)
+    return model

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from released_checkpoints import LEGACY_SWIN_NAMES as LEGACY_NAMES
 from remote_code_support import BLOCK_PACKAGE
 from safetensors.torch import save_file
 from transformers import SwinBackbone, SwinConfig, SwinForImageClassification, SwinModel
@@ -19,17 +20,6 @@ from hf_swin_ddpm import SwinFPNConfig, SwinFPNForSegmentation, SwinFPNImageProc
 
 GEOMETRY = dict(embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4], window_size=5, patch_size=4)
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
-
-# transformers 4.x names of the attention and MLP weights, as in checkpoints on the Hub (v5 renames them on load).
-LEGACY_NAMES = [
-    ("attention.q_proj", "attention.self.query"),
-    ("attention.k_proj", "attention.self.key"),
-    ("attention.v_proj", "attention.self.value"),
-    ("attention.relative_position_bias.relative_position_bias_table", "attention.self.relative_position_bias_table"),
-    ("attention.o_proj", "attention.output.dense"),
-    ("mlp.fc1", "intermediate.dense"),
-    ("mlp.fc2", "output.dense"),
-]
 
 
 def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

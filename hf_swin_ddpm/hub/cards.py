@@ -96,6 +96,7 @@ CARD_FIELDS = (
     "eval_split",
     "limitations",
     "architecture",
+    "decode_head",
     "num_parameters",
     "labels",
     "started_from_checkpoint",
@@ -124,8 +125,8 @@ def render_model_card(kind: str, **card_fields: Any) -> ModelCard:
         eval_dataset (`str`): where the result was measured; defaults to the first of `datasets`.
         eval_split (`str`): the split it was measured on; defaults to "validation" ("test" for bits/dim).
         limitations (`str`): a sentence added to the limitations.
-        architecture (`Mapping[str, Any]`), num_parameters (`int`), labels (`list[str]`), started_from_checkpoint
-            (`bool`), sample_size (`str`), num_train_timesteps (`int`), image_file (`str`), image_caption (`str`):
+        architecture (`Mapping[str, Any]`), decode_head (`str`: "semantic_fpn" or "upernet"), num_parameters (`int`),
+            labels (`list[str]`), started_from_checkpoint (`bool`), sample_size (`str`), num_train_timesteps (`int`), image_file (`str`), image_caption (`str`):
             the model's facts and the example image's file name, which `save_for_hub` fills in.
 
     Raises:
@@ -161,6 +162,7 @@ def render_model_card(kind: str, **card_fields: Any) -> ModelCard:
         "results": [_result_row(result) for result in results],
         "limitations": fields.get("limitations"),
         "architecture": _rows(fields.get("architecture")),
+        "decode_head": fields.get("decode_head") or "semantic_fpn",
         "num_parameters": _format_count(fields.get("num_parameters")),
         "labels": _as_list(fields.get("labels"))[:_LABELS_SHOWN],
         "started_from_checkpoint": bool(fields.get("started_from_checkpoint")),

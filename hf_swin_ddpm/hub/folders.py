@@ -124,12 +124,17 @@ def _segmentation_facts(model: Any) -> dict[str, Any]:
     architecture = {
         "Backbone": f"Swin, patch {config.patch_size}, window {config.window_size}, embed dim {config.embed_dim}",
         "Depths / heads": f"{tuple(config.depths)} / {tuple(config.num_heads)}",
-        "FPN / head channels": f"{config.fpn_hidden_size} / {config.head_hidden_size}",
+        **(
+            {"UperNet channels / pool scales": f"{config.upernet_hidden_size} / {tuple(config.pool_scales)}"}
+            if config.decode_head_type == "upernet"
+            else {"FPN / head channels": f"{config.fpn_hidden_size} / {config.head_hidden_size}"}
+        ),
         "Training resolution": f"{config.image_size}x{config.image_size}",
         "Classes": config.num_labels,
     }
     facts: dict[str, Any] = {
         "architecture": architecture,
+        "decode_head": config.decode_head_type,
         "num_parameters": sum(parameter.numel() for parameter in model.parameters()),
         "labels": [config.id2label[index] for index in sorted(config.id2label)],
         "started_from_checkpoint": checkpoint is not None,

@@ -21,13 +21,13 @@ PACKAGE = __name__.split(".")[0]
 
 
 def save_transformers_remote_code(model: Any, processor: Any, folder: Path) -> None:
-    """Saves a model and its image processor with `save_pretrained`, then checks that the configs name the classes in
-    `auto_map` and that the code files transformers copied load alone."""
+    """Saves a model and its image processor with `save_pretrained`, then checks that `config.json` names the classes
+    in `auto_map` (the image processor's too: `SwinFPNConfig.to_dict` says why) and that the code files transformers
+    copied load alone."""
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
-    preprocessor = json.loads((folder / "preprocessor_config.json").read_text())
-    if "AutoModelForSemanticSegmentation" not in config.get("auto_map", {}) or "auto_map" not in preprocessor:
+    if not {"AutoModelForSemanticSegmentation", "AutoImageProcessor"} <= set(config.get("auto_map", {})):
         raise ValueError(
             "The saved configs have no `auto_map`: import hf_swin_ddpm.swin_fpn (it registers the classes for remote "
             "code) before saving."

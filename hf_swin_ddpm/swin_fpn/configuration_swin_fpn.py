@@ -36,6 +36,9 @@ MAX_GEOMETRY = {
     "image_size": 16384,
 }
 DECODE_HEAD_TYPES = ("semantic_fpn", "upernet")
+# The image processor's remote code, named in config.json's `auto_map` rather than preprocessor_config.json's (see
+# `SwinFPNConfig.to_dict`).
+IMAGE_PROCESSOR_AUTO_MAP = "image_processing_swin_fpn.SwinFPNImageProcessor"
 SWIN_FPN_PRESETS: dict[str, dict] = {
     "swin-tiny": {"embed_dim": 96, "depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24)},
     "swin-small": {"embed_dim": 96, "depths": (2, 2, 18, 2), "num_heads": (3, 6, 12, 24)},
@@ -201,6 +204,21 @@ class SwinFPNConfig(PreTrainedConfig):
         )
         if self.loss_types is not None:
             self.loss_types = normalize_loss_types(self.loss_types, self.num_labels, "SwinFPNConfig.loss_types")
+
+    def to_dict(self) -> dict:
+        """transformers' `to_dict`; a config saved with its remote code (`auto_map`) also names the image processor's
+        class there, and `SwinFPNImageProcessor.to_dict` leaves `auto_map` and the class name out of
+        `preprocessor_config.json`.
+
+        `AutoImageProcessor` reads `config.json`'s `auto_map` when `preprocessor_config.json` names no class, so
+        `trust_remote_code=True` still finds the processor where the package is absent. transformers' video-processor
+        lookup, which `pipeline()` tries on every model, reads only `preprocessor_config.json`'s: from an
+        `AutoImageProcessor` entry there it would guess a `SwinFPNVideoProcessor` as remote code and, knowing no
+        local class for it, ask on stdin whether to run it even with this package imported."""
+        output = super().to_dict()
+        if "auto_map" in output:
+            output["auto_map"] = {"AutoImageProcessor": IMAGE_PROCESSOR_AUTO_MAP, **output["auto_map"]}
+        return output
 
     @property
     def stage_channels(self) -> list[int]:

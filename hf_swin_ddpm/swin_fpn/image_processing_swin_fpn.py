@@ -67,6 +67,16 @@ class SwinFPNImageProcessor(PilBackend):
     def __init__(self, **kwargs: Unpack[SwinFPNImageProcessorKwargs]) -> None:
         super().__init__(**kwargs)
 
+    def to_dict(self) -> dict:
+        """The processor's settings without `auto_map` and `image_processor_type`: `config.json` names the class for
+        remote code (`SwinFPNConfig.to_dict` says why), and `AutoImageProcessor` only reads it there when
+        `preprocessor_config.json` names none. With the package imported, `AutoImageProcessor` finds this class from
+        the registered `SwinFPNConfig`."""
+        output = super().to_dict()
+        output.pop("auto_map", None)
+        output.pop("image_processor_type", None)
+        return output
+
     def preprocess(
         self,
         images: ImageInput,
