@@ -112,6 +112,7 @@ BAD_SWIN_FPN_FIELDS = [
     ("auxiliary_concat_input", 1, "expected bool"),
     ("auxiliary_in_index", 4, "a stage index in [0, 3]"),
     ("auxiliary_in_index", -1, "a stage index in [0, 3]"),
+    ("loss_types", 5, "expected list[dict] | str | None"),
 ]
 
 # Fields checked only together with another one (the auxiliary head's stage only when there is an auxiliary head).
