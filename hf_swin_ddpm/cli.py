@@ -681,11 +681,11 @@ def _add_convert_swin_command(commands) -> None:
 
 
 def _add_convert_upernet_command(commands) -> None:
-    convert = commands.add_parser("convert-upernet", help=convert_upernet.__doc__)
-    convert.add_argument("repo", help="transformers UperNet + Swin checkpoint: Hub id or folder")
-    convert.add_argument("output_dir", help="a new folder for the SwinFPN model, its image processor and card")
-    _add_allow_pickle(convert)
-    convert.set_defaults(handler=convert_upernet)
+    converter = commands.add_parser("convert-upernet", help=convert_upernet.__doc__)
+    converter.set_defaults(handler=convert_upernet)
+    converter.add_argument("repo", help="transformers UperNet + Swin checkpoint: Hub id or folder")
+    converter.add_argument("output_dir", help="a new folder for the SwinFPN model, its image processor and card")
+    _add_allow_pickle(converter)
 
 
 def _add_sample_command(commands) -> None:

@@ -151,15 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--weight_decay", type=float, default=0.01, help="AdamW weight decay (not on norms/biases/tables)."
     )
     seg.add_argument("--drop_path_rate", type=float, help="Stochastic depth (default: the preset's).")
-    seg.add_argument(
-        "--loss",
-        help="The decode head's loss as a weighted sum with mmseg's names and defaults: ce, dice, focal, lovasz, "
-        "e.g. ce:1.0,dice:0.5 (default: cross-entropy).",
-    )
-    seg.add_argument(
-        "--class_weight",
-        help="One weight >= 0 per class (e.g. 1,1,8), or auto: median frequency balancing from the training split.",
-    )
+    loss_help = "The decode head's loss, a weighted sum of ce, dice, focal, lovasz (mmseg's): e.g. ce:1.0,dice:0.5."
+    seg.add_argument("--loss", help=loss_help)
+    class_weight_help = "One weight >= 0 per class (e.g. 1,1,8), or auto: median frequency balancing (train split)."
+    seg.add_argument("--class_weight", help=class_weight_help)
     seg.add_argument("--scale_range", type=float, nargs=2, default=(0.5, 2.0), help="Random scale range.")
     seg.add_argument("--lr_power", type=float, default=1.0, help="Power of the polynomial decay.")
     seg.add_argument("--eval_steps", type=int, help="Evaluate every N steps (default: at the end only).")
