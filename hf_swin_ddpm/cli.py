@@ -184,8 +184,8 @@ def inpaint(args: argparse.Namespace) -> None:
     _check_image_output(Path(args.output))
     try:
         output = pipeline.inpaint(
-            _model_sized(image, pipeline),
-            _model_sized(mask.convert("L"), pipeline, nearest=True),
+            image,  # `preprocess` converts it to the model's channels and resolution
+            _mask_at_model_size(mask, pipeline),
             num_inference_steps=args.num_inference_steps,
             jump_length=args.jump_length,
             jump_n_sample=args.jump_n_sample,
@@ -207,7 +207,7 @@ def img2img(args: argparse.Namespace) -> None:
     _check_image_output(Path(args.output))
     try:
         output = pipeline.img2img(
-            _model_sized(image, pipeline),
+            image,  # `preprocess` converts it to the model's channels and resolution
             strength=args.strength,
             num_inference_steps=args.num_inference_steps,
             generator=torch.Generator().manual_seed(args.seed),
@@ -258,15 +258,13 @@ def _check_channels(image, pipeline, what: str) -> None:
         )
 
 
-def _model_sized(image, pipeline, nearest: bool = False):
-    """`image` resized to the model's resolution (grayscale or RGB as the model), as `preprocess` would."""
+def _mask_at_model_size(mask, pipeline):
+    """The grayscale mask resized (nearest) to the model's resolution, as `preprocess` resizes the image."""
     from PIL import Image
 
     side = pipeline.unet.config.sample_size
     height, width = (side, side) if isinstance(side, int) else side
-    resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
-    mode = image.mode if nearest else ("L" if pipeline.unet.config.in_channels == 1 else "RGB")
-    return image.convert(mode).resize((width, height), resample)
+    return mask.convert("L").resize((width, height), Image.Resampling.NEAREST)
 
 
 def _check_num_inference_steps(pipeline, num_inference_steps: int) -> None:

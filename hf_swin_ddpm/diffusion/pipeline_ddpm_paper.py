@@ -425,14 +425,7 @@ class DDPMPaperPipeline(DiffusionPipeline):
         )
 
         # 4. x_0 as images (Algorithm 2, line 6), with the recorded frames.
-        images = image if output_type == "latent" else self._postprocess(image, output_type)
-        self.maybe_free_model_hooks()
-        frames = trajectory.stacked() if return_trajectory else (None, None, None)
-        if not return_dict:
-            return (images, *frames) if return_trajectory else (images,)
-        return DDPMPaperPipelineOutput(
-            images=images, trajectory_timesteps=frames[0], trajectory_samples=frames[1], trajectory_x0=frames[2]
-        )
+        return self._chain_output(image, output_type, return_dict, trajectory if return_trajectory else None)
 
     def _reverse_process(
         self,
@@ -775,7 +768,7 @@ class DDPMPaperPipeline(DiffusionPipeline):
                 noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
                 known = self.encode(x0, chain[following], noise)  # q(x_{t-1} | x_0), Eq. 4
             x_t = keep * known + (1 - keep) * unknown
-        return self._edit_output(x_t, output_type, return_dict, trajectory if return_trajectory else None)
+        return self._chain_output(x_t, output_type, return_dict, trajectory if return_trajectory else None)
 
     @torch.no_grad()
     def img2img(
@@ -821,14 +814,14 @@ class DDPMPaperPipeline(DiffusionPipeline):
         trajectory = _Trajectory(range(num_steps) if return_trajectory else ())
         self._check_trajectory_size(len(trajectory.indices), tuple(x0.shape))
         if num_steps == 0:
-            return self._edit_output(x0, output_type, return_dict, trajectory if return_trajectory else None)
+            return self._chain_output(x0, output_type, return_dict, trajectory if return_trajectory else None)
         start = round(strength * self.scheduler.config.num_train_timesteps) - 1  # t_0 = strength * T, 0-based
         timesteps = np.linspace(start, 0, num_steps).round().astype(np.int64).tolist()
         self.scheduler.set_timesteps(timesteps=timesteps, device=x0.device)
         noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = self.encode(x0, start, noise)
         x_t = self._reverse_process(x_t, self._step_kwargs(generator), trajectory=trajectory)
-        return self._edit_output(x_t, output_type, return_dict, trajectory if return_trajectory else None)
+        return self._chain_output(x_t, output_type, return_dict, trajectory if return_trajectory else None)
 
     def _preprocess_image_argument(self, image: Any) -> torch.Tensor:
         """[`preprocess`] with errors that name the `image` argument."""
@@ -837,9 +830,11 @@ class DDPMPaperPipeline(DiffusionPipeline):
         except ValueError as error:
             raise ValueError(f"`image`: {error}") from None
 
-    def _edit_output(
+    def _chain_output(
         self, x0: torch.Tensor, output_type: str, return_dict: bool, trajectory: "_Trajectory | None"
     ) -> DDPMPaperPipelineOutput | tuple:
+        """The output of a chain (`__call__`, `inpaint`, `img2img`): x_0 as `output_type`, and the recorded frames
+        when `trajectory` is given."""
         images = x0 if output_type == "latent" else self._postprocess(x0, output_type)
         self.maybe_free_model_hooks()
         frames = trajectory.stacked() if trajectory is not None else (None, None, None)
