@@ -76,13 +76,13 @@ def test_digits_resolution_and_num_examples():
 
 
 def test_unknown_embedded_name_or_split_names_the_valid_ones():
-    with pytest.raises(ValueError, match="digits, mnist, shapes"):
+    with pytest.raises(ValueError, match="digits, mnist, digit_scenes, shapes"):
         embedded_dataset("cifar")
     with pytest.raises(ValueError, match="train, test"):
         embedded_dataset("shapes", "validation")
     with pytest.raises(ValueError, match="train, test"):
         embedded_dataset("digits", "valid")
-    assert set(EMBEDDED_DATASETS) == {"digits", "mnist", "shapes"}
+    assert set(EMBEDDED_DATASETS) == {"digits", "mnist", "digit_scenes", "shapes"}
 
 
 # --- shapes ---------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Datasets and transforms for training: the embedded ``digits`` and ``shapes`` sets, Hub datasets, local folders."""
+"""Datasets and transforms for training: the embedded ``digits``, ``mnist``, ``digit_scenes`` and ``shapes`` sets, Hub datasets, local folders."""
 
+from .digit_scenes import DIGIT_SCENES_ID2LABEL, SceneLayout
 from .embedded import DIGITS_ID2LABEL, EMBEDDED_DATASETS, dataset_id2label, embedded_dataset
 from .loading import EVALUATION_SPLITS, load_evaluation_split, load_image_dataset, normalize_columns
 from .shapes import SHAPES_ID2LABEL
@@ -25,6 +26,8 @@ from .transforms import (
 )
 
 __all__ = [
+    "DIGIT_SCENES_ID2LABEL",
+    "SceneLayout",
     "DIGITS_ID2LABEL",
     "EMBEDDED_DATASETS",
     "EVALUATION_SPLITS",

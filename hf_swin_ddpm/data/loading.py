@@ -14,7 +14,7 @@ from typing import Literal
 
 import datasets
 
-from .embedded import EMBEDDED_DATASETS, embedded_dataset
+from .embedded import EMBEDDED_DATASETS, GENERATED_DATASETS, embedded_dataset
 
 Task = Literal["generation", "segmentation"]
 TASKS: tuple[str, ...] = ("generation", "segmentation")
@@ -240,9 +240,9 @@ def load_image_dataset(
 ) -> AnyDataset:
     """Load the images (generation) or images and label maps (segmentation) a training script needs.
 
-    Exactly one source: ``dataset_name`` is an embedded name (``digits``, ``shapes``; ``seed`` and
-    ``resolution`` pass on to :func:`embedded_dataset`, ``resolution`` only for ``shapes``, whose images are
-    generated at that size), a local dataset file/folder (parquet, arrow, ``save_to_disk``) or a Hub dataset id
+    Exactly one source: ``dataset_name`` is an embedded name (``digits``, ``mnist``, ``digit_scenes``,
+    ``shapes``; ``seed`` and ``resolution`` pass on to :func:`embedded_dataset`, ``resolution`` only for the
+    generated ``digit_scenes`` and ``shapes``, whose images are made at that size), a local dataset file/folder (parquet, arrow, ``save_to_disk``) or a Hub dataset id
     (``datasets.load_dataset(name, config, split=..., streaming=...)``); ``train_data_dir`` is a local folder:
     for generation an image folder (``imagefolder``), for segmentation ``images/`` + ``annotations/`` (or
     ``masks/``) folders with matching file names, optionally per split, or parquet/arrow files.
@@ -259,8 +259,8 @@ def load_image_dataset(
         dataset = _load_train_data_dir(Path(train_data_dir), split, streaming, task, cache_dir)
     elif dataset_name in EMBEDDED_DATASETS:
         source = f"embedded dataset {dataset_name!r}"
-        shapes_resolution = resolution if dataset_name == "shapes" else None
-        dataset = embedded_dataset(dataset_name, split, seed=seed, resolution=shapes_resolution)
+        generated_resolution = resolution if dataset_name in GENERATED_DATASETS else None
+        dataset = embedded_dataset(dataset_name, split, seed=seed, resolution=generated_resolution)
         dataset = _maybe_streaming(dataset, streaming)
     elif Path(dataset_name).exists():
         source = f"dataset {dataset_name!r}"

@@ -24,6 +24,15 @@ KEEP_RATIO_SCALE = {"type": int, "nargs": 2, "metavar": ("LONG", "SHORT")}
 TRACKERS = ("tensorboard", "wandb", "comet_ml", "mlflow", "aim", "clearml", "dvclive", "swanlab", "trackio")
 
 
+# Datasets whose images must not be flipped (a mirrored digit is not a digit).
+NO_FLIP_DATASETS = frozenset({"digits", "mnist", "digit_scenes"})
+
+
+def default_random_flip(args: argparse.Namespace) -> bool:
+    """``--random_flip`` as given, else on except for the datasets in ``NO_FLIP_DATASETS``."""
+    return args.dataset_name not in NO_FLIP_DATASETS if args.random_flip is None else args.random_flip
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags both scripts share (names of the diffusers / transformers example scripts), group by group.
 
@@ -68,6 +77,12 @@ def _add_data_arguments(data: argparse._ArgumentGroup) -> None:
     data.add_argument("--max_eval_samples", type=int, help="Keep only the first N evaluation examples.")
     data.add_argument("--resolution", type=int, help="Training resolution; sets the model's input/sample size.")
     data.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes.")
+    data.add_argument(
+        "--random_flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Random horizontal flips (default: on, except for the digit datasets: a mirrored digit is not a digit).",
+    )
     data.add_argument(
         "--skip_bad_examples",
         action="store_true",

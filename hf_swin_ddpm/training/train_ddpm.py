@@ -49,9 +49,6 @@ from .errors import TrainingError, run_with_clear_errors
 PROGRAM = "train_ddpm"
 logger = get_logger(__name__)
 
-# Datasets whose images must not be flipped (a mirrored digit is not a digit).
-NO_FLIP_DATASETS = frozenset({"digits", "mnist"})
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags: the common ones plus the DDPM-specific ones (names of diffusers' ``train_unconditional.py``)."""
@@ -61,12 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     arguments.add_common_arguments(parser)
     ddpm = parser.add_argument_group("DDPM")
     ddpm.add_argument("--dropout", type=float, default=0.1, help="UNet dropout (the paper's CIFAR-10 value).")
-    ddpm.add_argument(
-        "--random_flip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="Random horizontal flips (default: on, except for the digits dataset).",
-    )
     ddpm.add_argument("--ddpm_num_steps", type=int, default=1000, help="T, the number of diffusion steps.")
     ddpm.add_argument(
         "--ddpm_beta_schedule",
@@ -150,8 +141,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         raise TrainingError(f"--dropout must lie in [0, 1), got {args.dropout}")
     if not 0.0 < args.ema_decay <= 1.0:
         raise TrainingError(f"--ema_decay must lie in (0, 1], got {args.ema_decay}")
-    if args.random_flip is None:
-        args.random_flip = args.dataset_name not in NO_FLIP_DATASETS
+    args.random_flip = arguments.default_random_flip(args)
     check_fid_arguments(args)
     return args
 

@@ -238,6 +238,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         raise TrainingError(f"--id2label: file {args.id2label} does not exist")
     if args.learning_rate is None:
         args.learning_rate = PRETRAINED_LEARNING_RATE if args.pretrained_backbone else SCRATCH_LEARNING_RATE
+    args.random_flip = arguments.default_random_flip(args)
     return args
 
 
@@ -389,12 +390,17 @@ def build_dataloaders(
             resolution,
             scale=tuple(args.train_scale),
             ratio_range=tuple(args.scale_range),
+            flip_probability=0.5 if args.random_flip else 0.0,
             seed=args.seed,
             **transform_options,
         )
     else:
         train_transform = SegmentationTrainTransform(
-            resolution, scale_range=tuple(args.scale_range), seed=args.seed, **transform_options
+            resolution,
+            scale_range=tuple(args.scale_range),
+            flip_probability=0.5 if args.random_flip else 0.0,
+            seed=args.seed,
+            **transform_options,
         )
     train_dataloader = training_dataloader(args, data.train, train_transform, collate_segmentation)
     eval_dataloader = None
@@ -716,9 +722,9 @@ def _augmentation_description(args: argparse.Namespace) -> str:
     if args.train_pipeline == "mmseg":
         return (
             f"mmseg: RandomResize {tuple(args.train_scale)} x {tuple(args.scale_range)}, RandomCrop "
-            "(cat_max_ratio 0.75), flip, PhotoMetricDistortion"
+            f"(cat_max_ratio 0.75), {'flip, ' if args.random_flip else ''}PhotoMetricDistortion"
         )
-    return f"random scale {tuple(args.scale_range)}, crop, horizontal flip"
+    return f"random scale {tuple(args.scale_range)}, crop" + (", horizontal flip" if args.random_flip else "")
 
 
 def _evaluation_description(args: argparse.Namespace, resolution: int) -> str:
