@@ -14,14 +14,14 @@ Three measurements, all in one process with `--threads` threads (default 2):
 3. The bits/dim evaluation (`hf_swin_ddpm.variational_bound`, which `train_ddpm.py --eval_bpd_timesteps` calls) on
    the same digits test images (16x16, as the demo trains): the full bound with all T = 1000 terms against the
    stratified estimate with 100 KL terms (the demo's `--eval_bpd_timesteps=100`), seconds per image and the bits/dim of
-   both. The UNet has random weights unless `--ddpm_model` names a saved pipeline (e.g. demo_models/ddpm-digits), so
+   both. The UNet has random weights unless `--ddpm_model` names a saved pipeline (e.g. demo_models/ddpm-mnist), so
    by default the bits/dim values say how the two estimates compare, not how good a model is.
 
 Writes `benchmarks/results/ddpm_cost.json` (not in `--quick` mode unless `--output` is given).
 
     .venv/bin/python benchmarks/bench_ddpm_cost.py                  # tiny + small UNets, writes the JSON
     .venv/bin/python benchmarks/bench_ddpm_cost.py --full           # also the CIFAR-10 UNet (slow on a CPU)
-    .venv/bin/python benchmarks/bench_ddpm_cost.py --ddpm_model demo_models/ddpm-digits   # trained weights for 2, 3
+    .venv/bin/python benchmarks/bench_ddpm_cost.py --ddpm_model demo_models/ddpm-mnist   # trained weights for 2, 3
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ddpm_cost.py --quick --threads 1  # a smoke run (~20 s)
 """
 

@@ -17,8 +17,8 @@ the time per step (median of `--steps` further steps, so recomputation's cost sh
 between the gradients of the first step with and without checkpointing (same seeds, so the same dropout masks).
 
 The Space: `spaces_app/app.py` in its own process (OMP_NUM_THREADS=1, as tests/space_load_support.py starts it), with
-(a) the tiny random-weight test models of tests/space_app_support.py and (b) `demo_models/swin-fpn-shapes` and
-`demo_models/ddpm-digits` where they exist: resident memory after launch, after one /segment call and after one
+(a) the tiny random-weight test models of tests/space_app_support.py and (b) `demo_models/swin-fpn-digit-scenes` and
+`demo_models/ddpm-mnist` where they exist: resident memory after launch, after one /segment call and after one
 /generate call, and the high-water mark (VmHWM).
 
 Writes `benchmarks/results/memory.json` (not in `--quick` mode unless `--output` is given).
@@ -53,8 +53,8 @@ from hf_swin_ddpm.training.runtime import enable_gradient_checkpointing
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "memory.json"
 DEMO_MODELS = {
-    "swin_fpn": REPO_ROOT / "demo_models" / "swin-fpn-shapes",
-    "ddpm": REPO_ROOT / "demo_models" / "ddpm-digits",
+    "swin_fpn": REPO_ROOT / "demo_models" / "swin-fpn-digit-scenes",
+    "ddpm": REPO_ROOT / "demo_models" / "ddpm-mnist",
 }
 ADE20K_CLASSES = 150
 

@@ -2,7 +2,7 @@
 project's digit classifier (`hf_swin_ddpm.evaluation.load_classifier`) against the same digits with the lower half
 filled with noise, and against the untouched digits.
 
-    python benchmarks/eval_demo_inpainting.py [--model demo_models/ddpm-digits] [--dataset digits] [--num_images 200]
+    python benchmarks/eval_demo_inpainting.py [--model demo_models/ddpm-mnist] [--dataset mnist] [--num_images 200]
         [--num_inference_steps 100] [--jump_length 10] [--jump_n_sample 5]
 
 Writes `benchmarks/results/demo_inpainting.json`: the classifier's accuracy on each of the three sets and the
@@ -36,8 +36,8 @@ def accuracy(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.Te
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="demo_models/ddpm-digits", help="a DDPMPaperPipeline folder")
-    parser.add_argument("--dataset", default="digits", help="the embedded dataset the model was trained on")
+    parser.add_argument("--model", default="demo_models/ddpm-mnist", help="a DDPMPaperPipeline folder")
+    parser.add_argument("--dataset", default="mnist", help="the embedded dataset the model was trained on")
     parser.add_argument("--num_images", type=int, default=200, help="held-out digits to inpaint")
     parser.add_argument("--num_inference_steps", type=int, default=100, help="RePaint's respaced chain")
     parser.add_argument("--jump_length", type=int, default=10, help="RePaint's jump length")

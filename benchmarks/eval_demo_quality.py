@@ -1,129 +1,239 @@
-"""How good the demo models are: DDPM digits judged by a digit classifier, SwinFPN mean IoU on the shapes test split.
+"""How good the shipped demo models are, judged by more than one measure.
 
-DDPM: a small CNN is trained on the real `digits` train split (at the DDPM's resolution, the same resize as the
-training transform), then applied to held-out real digits and to DDPM samples (the paper's 1000-step Algorithm 2).
-Recognisable samples get about the confidence of real held-out digits, and every class appears among them.
-SwinFPN: mean IoU, per-class IoU and pixel accuracy on the `shapes` test split (torchmetrics), through the saved
-image processor. Writes `benchmarks/results/demo_quality.json`.
+DDPM (`demo_models/ddpm-mnist`): for each seed, N samples (N = the 500 held-out MNIST digits) with the paper's
+sampler (sigma_t^2 = beta_t) at each step count, scored three ways:
+- FID with the project's digit-classifier features (`SampleMetrics("classifier")`, the metric of `evaluate-ddpm`);
+- FID with the features of an independent classifier: another architecture (`IndependentDigitCNN` below: two conv
+  layers, 256 pooled features), trained here with its own seed, so the recipe is not judged only by the measure it
+  was chosen on;
+- the recognition rate: the share of images the independent classifier labels with confidence >= 0.9, for the samples
+  and for the real held-out digits; their ratio says how often samples are read as digits relative to real ones.
+Each FID is against the training split and set against the floor: the real held-out split against the training split
+at the same N. A grid of samples goes to `benchmarks/results/demo_ddpm_mnist_samples.png` to be looked at.
 
-    python benchmarks/eval_demo_quality.py [--models demo_models] [--samples 200] [--steps 1000]
+SwinFPN (`demo_models/swin-fpn-digit-scenes`): mmseg's protocol (`evaluate_segmentation`, whole-image inference at
+the canvas's own size) on the `digit_scenes` test split (mean IoU and the per-class table), and, as an independent
+check of how it holds up, on test canvases laid out unlike its training data (`OTHER_LAYOUTS`: other canvas sizes,
+digit counts and digit scales), drawn from the held-out digits.
+
+    python benchmarks/eval_demo_quality.py [--part ddpm segmentation] [--seeds 0 1 2 3 4] [--steps 250 20]
+
+Writes `benchmarks/results/demo_quality.json` (the parts run update their entries).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from hf_swin_ddpm import DDPMPaperPipeline, SwinFPNForSegmentation, SwinFPNImageProcessor
-from hf_swin_ddpm.data import DDPMTransform, embedded_dataset
+from hf_swin_ddpm.data import SceneLayout
+from hf_swin_ddpm.data.embedded import digit_scenes_dataset, load_mnist_arrays
+from hf_swin_ddpm.evaluation import SampleMetrics, evaluate_segmentation
+from hf_swin_ddpm.imaging import image_grid
 
 RESULTS = Path(__file__).parent / "results"
+RECOGNISED_CONFIDENCE = 0.9
+OTHER_LAYOUTS = {
+    "dense: 128x128, 4-7 digits of 20-40 px": SceneLayout(128, 4, 7, 20, 40),
+    "large: 160x160, 1-3 digits of 48-80 px": SceneLayout(160, 1, 3, 48, 80),
+    "small: 64x64, 1-2 digits of 20-36 px": SceneLayout(64, 1, 2, 20, 36),
+}
 
 
-def digit_tensors(split: str, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real digits of `split` as (N, 1, R, R) in [-1, 1], resized exactly as the DDPM training transform does."""
-    dataset = embedded_dataset("digits", split=split)
-    transform = DDPMTransform(resolution, channels=1, random_flip=False)
-    images = torch.stack([transform.transform_image(example["image"], None) for example in dataset])
-    return images, torch.tensor(dataset["label"])
+class IndependentDigitCNN(nn.Module):
+    """A second digit classifier, of another architecture than the project's, as a feature extractor for
+    `SampleMetrics` (`extract(images) -> (features, logits)`, `num_features`, `extractor_id`)."""
+
+    num_features = 256
+    extractor_id = "independent-digit-cnn"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(256, 10)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(images * 2 - 1))
+
+    @torch.no_grad()
+    def extract(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.body(images.float() * 2 - 1)
+        return features.double(), self.head(features).double()
 
 
-def train_digit_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int = 40) -> nn.Module:
-    torch.manual_seed(0)
-    classifier = nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(256, 10),
-    )
+def mnist_tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real `mnist` split as (N, 1, 28, 28) floats in [0, 1] and its labels."""
+    arrays = load_mnist_arrays()
+    rows = np.flatnonzero(arrays["is_test"] == (split == "test"))
+    images = torch.from_numpy(arrays["images"][rows]).float().div(255).unsqueeze(1)
+    return images, torch.from_numpy(arrays["labels"][rows])
+
+
+def train_independent_classifier(epochs: int = 30) -> tuple[IndependentDigitCNN, float]:
+    """The independent classifier trained on the MNIST training split (seed 1234); returns it and its held-out
+    accuracy."""
+    torch.manual_seed(1234)
+    images, labels = mnist_tensors("train")
+    classifier = IndependentDigitCNN()
     optimizer = torch.optim.Adam(classifier.parameters(), lr=2e-3)
     for _ in range(epochs):
-        order = torch.randperm(len(images))
-        for batch in order.split(64):
+        for batch in torch.randperm(len(images)).split(64):
             loss = F.cross_entropy(classifier(images[batch]), labels[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    return classifier.eval()
+    classifier.eval()
+    test_images, test_labels = mnist_tensors("test")
+    with torch.no_grad():
+        accuracy = (classifier(test_images).argmax(-1) == test_labels).float().mean().item()
+    return classifier, accuracy
 
 
-def ddpm_quality(folder: Path, samples: int, steps: int) -> dict:
+def _recognised(logits: torch.Tensor) -> float:
+    return (logits.softmax(-1).amax(-1) >= RECOGNISED_CONFIDENCE).double().mean().item()
+
+
+def _fid(metrics: SampleMetrics, reference: torch.Tensor, images: torch.Tensor) -> float:
+    metrics.reset()
+    for batch in reference.split(500):
+        metrics.update(batch, real=True)
+    for batch in images.split(500):
+        metrics.update(batch, real=False)
+    return float(metrics.compute()["fid"])
+
+
+def ddpm_quality(folder: Path, seeds: list[int], steps: list[int]) -> dict:
+    """FID (two feature extractors) and recognition rate of the DDPM's samples, per step count, over `seeds`."""
+    train_images, _ = mnist_tensors("train")
+    test_images, _ = mnist_tensors("test")
+    independent, independent_accuracy = train_independent_classifier()
+    extractors = {
+        "project_classifier": SampleMetrics("classifier", classifier_dataset="mnist"),
+        "independent_cnn": SampleMetrics(independent),
+    }
+    floors = {name: _fid(metrics, train_images, test_images) for name, metrics in extractors.items()}
+    with torch.no_grad():
+        real_recognised = _recognised(independent(test_images))
     pipeline = DDPMPaperPipeline.from_pretrained(folder)
     pipeline.set_progress_bar_config(disable=True)
-    resolution = pipeline.unet.config.sample_size
-    train_images, train_labels = digit_tensors("train", resolution)
-    test_images, test_labels = digit_tensors("test", resolution)
-    classifier = train_digit_classifier(train_images, train_labels)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        generated = pipeline(batch_size=samples, generator=generator, num_inference_steps=steps, output_type="pt")
-        generated = generated.images * 2 - 1
-        real_probabilities = classifier(test_images).softmax(-1)
-        sample_probabilities = classifier(generated).softmax(-1)
-    sample_classes = sample_probabilities.argmax(-1)
+    count = len(test_images)
+    rows = {}
+    for num_steps in steps:
+        runs = []
+        for seed in seeds:
+            generator = torch.Generator().manual_seed(seed)
+            start = time.perf_counter()
+            images = torch.cat(
+                [
+                    pipeline(
+                        batch_size=100, generator=generator, num_inference_steps=num_steps, output_type="pt"
+                    ).images
+                    for _ in range(count // 100)
+                ]
+            )
+            seconds = time.perf_counter() - start
+            if seed == seeds[0]:
+                grid = image_grid([Image.fromarray(image) for image in (images[:64, 0] * 255).round().byte().numpy()])
+                grid.resize((grid.width * 2, grid.height * 2), Image.Resampling.NEAREST).save(
+                    RESULTS / f"demo_ddpm_mnist_samples_{num_steps}_steps.png"
+                )
+            with torch.no_grad():
+                predicted = independent(images)
+            run = {name: _fid(metrics, train_images, images) for name, metrics in extractors.items()}
+            run.update(
+                seed=seed,
+                recognised=_recognised(predicted),
+                classes_present=int((torch.bincount(predicted.argmax(-1), minlength=10) > 0).sum()),
+                sampling_seconds=round(seconds, 1),
+            )
+            runs.append(run)
+            print(json.dumps({"steps": num_steps, **run}), flush=True)
+        summary = {}
+        for name in extractors:
+            mean = statistics.fmean(run[name] for run in runs)
+            summary[name] = {
+                "fid_mean": mean,
+                "fid_per_seed": [run[name] for run in runs],
+                "ratio": mean / floors[name],
+            }
+        recognised = statistics.fmean(run["recognised"] for run in runs)
+        summary["recognised"] = recognised
+        summary["recognised_relative_to_real"] = recognised / real_recognised
+        summary["seconds_per_seed"] = statistics.fmean(run["sampling_seconds"] for run in runs)
+        summary["runs"] = runs
+        rows[f"{num_steps}_steps"] = summary
     return {
-        "resolution": resolution,
-        "samples": samples,
-        "steps": steps,
-        "classifier_test_accuracy": (real_probabilities.argmax(-1) == test_labels).float().mean().item(),
-        "real_test_mean_confidence": real_probabilities.max(-1).values.mean().item(),
-        "samples_mean_confidence": sample_probabilities.max(-1).values.mean().item(),
-        "samples_per_class": np.bincount(sample_classes.numpy(), minlength=10).tolist(),
-        "classes_present": int((np.bincount(sample_classes.numpy(), minlength=10) > 0).sum()),
+        "model": str(folder),
+        "num_samples": count,
+        "seeds": seeds,
+        "floors_fid_test_vs_train": floors,
+        "independent_classifier_test_accuracy": independent_accuracy,
+        "real_test_recognised": real_recognised,
+        "by_steps": rows,
     }
 
 
 def segmentation_quality(folder: Path) -> dict:
+    """mmseg's metrics on the `digit_scenes` test split and on the test canvases of `OTHER_LAYOUTS`."""
     model = SwinFPNForSegmentation.from_pretrained(folder).eval()
     processor = SwinFPNImageProcessor.from_pretrained(folder)
-    num_labels = model.config.num_labels
-    jaccard = MulticlassJaccardIndex(num_labels, average=None, ignore_index=255)
-    accuracy = MulticlassAccuracy(num_labels, average="micro", ignore_index=255)
-    dataset = embedded_dataset("shapes", split="test")
-    for start in range(0, len(dataset), 32):
-        batch = dataset[start : start + 32]
-        labels = torch.from_numpy(np.stack([np.asarray(a, dtype=np.int64) for a in batch["annotation"]]))
-        with torch.no_grad():
-            outputs = model(**processor(batch["image"], return_tensors="pt"))
-        predictions = processor.post_process_semantic_segmentation(
-            outputs, target_sizes=[labels.shape[-2:]] * len(labels)
-        )
-        jaccard.update(torch.stack(predictions), labels)
-        accuracy.update(torch.stack(predictions), labels)
-    per_class = jaccard.compute()
-    return {
-        "test_images": len(dataset),
-        "mean_iou": per_class.mean().item(),
-        "per_class_iou": {model.config.id2label[i]: value.item() for i, value in enumerate(per_class)},
-        "pixel_accuracy": accuracy.compute().item(),
-    }
+    options = {"mean": processor.image_mean, "std": processor.image_std, "progress": False}
+    test = digit_scenes_dataset("test")
+    side = test[0]["image"].width
+    with torch.no_grad():
+        results = evaluate_segmentation(model, test, scale=(side, side), **options)
+        report = {
+            "test": {
+                "num_images": results["num_images"],
+                "mIoU": results["mIoU"],
+                "aAcc": results["aAcc"],
+                "per_class_IoU": {name: row["IoU"] for name, row in results["per_class"].items()},
+            }
+        }
+        for name, layout in OTHER_LAYOUTS.items():
+            dataset = digit_scenes_dataset("test", num_examples=200, layout=layout)
+            scale = (layout.canvas_size, layout.canvas_size)
+            results = evaluate_segmentation(model, dataset, scale=scale, **options)
+            report[name] = {"num_images": results["num_images"], "mIoU": results["mIoU"], "aAcc": results["aAcc"]}
+    return report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="demo_models")
-    parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--models", type=Path, default=Path("demo_models"))
+    parser.add_argument("--part", nargs="+", choices=("ddpm", "segmentation"), default=["ddpm", "segmentation"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--steps", type=int, nargs="+", default=[250, 20])
+    parser.add_argument("--output", type=Path, default=RESULTS / "demo_quality.json")
     args = parser.parse_args()
-    root = Path(args.models)
-    report = {
-        "ddpm_digits": ddpm_quality(root / "ddpm-digits", args.samples, args.steps),
-        "swin_fpn_shapes": segmentation_quality(root / "swin-fpn-shapes"),
-    }
-    print(json.dumps(report, indent=2))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "demo_quality.json").write_text(json.dumps(report, indent=2))
+    report = json.loads(args.output.read_text()) if args.output.is_file() else {}
+    report = {key: value for key, value in report.items() if key in ("ddpm_mnist", "swin_fpn_digit_scenes")}
+    if "segmentation" in args.part:
+        report["swin_fpn_digit_scenes"] = segmentation_quality(args.models / "swin-fpn-digit-scenes")
+        print(json.dumps(report["swin_fpn_digit_scenes"], indent=2), flush=True)
+    if "ddpm" in args.part:
+        report["ddpm_mnist"] = ddpm_quality(args.models / "ddpm-mnist", args.seeds, args.steps)
+    report["threads"] = torch.get_num_threads()
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
