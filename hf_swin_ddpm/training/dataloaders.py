@@ -104,6 +104,13 @@ def dataset_label(args: argparse.Namespace) -> str:
     return f"local folder {Path(args.train_data_dir).name}"
 
 
+def dataset_description(args: argparse.Namespace) -> str:
+    """How the model card names the data: :func:`dataset_label`, with what an embedded dataset holds."""
+    if args.dataset_name in EMBEDDED_DATASETS:
+        return f"the embedded dataset {args.dataset_name} ({EMBEDDED_DATASETS[args.dataset_name]})"
+    return dataset_label(args)
+
+
 def hub_dataset_ids(args: argparse.Namespace) -> list[str]:
     """The ``datasets`` entry of the card metadata: the Hub dataset id (not an embedded dataset or a local path)."""
     if args.dataset_name is None or args.dataset_name in EMBEDDED_DATASETS or Path(args.dataset_name).exists():

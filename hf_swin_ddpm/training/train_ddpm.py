@@ -39,7 +39,7 @@ from ..imaging import image_grid
 from . import arguments, checkpoints, loop, publishing, reporting, runtime
 from .dataloaders import (
     TrainingData,
-    dataset_label,
+    dataset_description,
     evaluation_dataloader,
     load_train_and_eval_datasets,
     training_dataloader,
@@ -642,7 +642,7 @@ def ddpm_card_fields(
         model_config=args.model_config,
         hyperparameters=hyperparameters,
         metric=("bits_per_dim", results.get("eval_total_bpd")),
-        training_data=f"Trained on {dataset_label(args)} at {resolution}x{resolution} ({colour}); "
+        training_data=f"Trained on {dataset_description(args)} at {resolution}x{resolution} ({colour}); "
         f"held-out images: {results.get('eval_source', 'none')}.",
         num_parameters=sum(p.numel() for p in unet.parameters()),
         architecture={

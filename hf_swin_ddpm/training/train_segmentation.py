@@ -63,7 +63,7 @@ from .arguments import KEEP_RATIO_SCALE
 from .dataloaders import (
     AnyDataset,
     TrainingData,
-    dataset_label,
+    dataset_description,
     evaluation_dataloader,
     load_train_and_eval_datasets,
     training_dataloader,
@@ -688,7 +688,7 @@ def segmentation_card_fields(
         "max_grad_norm": args.max_grad_norm or "none",
     }
     model_fields: dict[str, Any] = {
-        "training_data": f"Trained on {dataset_label(args)}; evaluated on {results.get('eval_source', 'none')}.",
+        "training_data": f"Trained on {dataset_description(args)}; evaluated on {results.get('eval_source', 'none')}.",
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "architecture": {
             "embed_dim": config.embed_dim,
