@@ -11,6 +11,7 @@
     hf-swin-ddpm evaluate-seg MODEL --dataset_name NAME | --train_data_dir DIR [--split S] [--scale 2048 512]
         [--mode whole|slide --crop_size 512 --stride 341] [--tta | --scales R ... --flip] [--do_reduce_labels]
         [--output eval_results.json] [--update_card]
+    hf-swin-ddpm segment MODEL IMAGE OUT.png [--crop_size 512 --stride 341] [--window_batch_size B] [--max_pixels N]
     hf-swin-ddpm push FOLDER REPO_ID [--private] [--commit_message MESSAGE] [--card_fields FILE.json]
         [--example_image IMAGE] [--num_inference_steps S]
     hf-swin-ddpm evaluate-ddpm MODEL --reference DATASET[:SPLIT] | FOLDER | STATS.npz --num_samples N
@@ -310,6 +311,107 @@ def evaluate_seg(args: argparse.Namespace) -> None:
 
         card = update_segmentation_card_results(args.model, results, source, split, args.dataset_config_name)
         print(f"Updated the model-index of {card}")
+
+
+# bytes per pixel that `segment` holds for the whole image: the decoded image (up to 4 bands), its RGB array (3) and
+# the label map (1, 2 above 256 classes)
+SEGMENT_BYTES_PER_PIXEL = 9
+
+
+def segment(args: argparse.Namespace) -> None:
+    """Segment one image of any size by slide inference in memory bounded by a band of rows (`segment_large`) and
+    write its label map as a PNG of class ids (8-bit, 16-bit above 256 classes)."""
+    import numpy as np
+    from PIL import Image
+
+    from .evaluation.segmentation_inference import segment_large
+
+    crop_size, stride = _int_or_pair(args.crop_size), _int_or_pair(args.stride)
+    for name, value in (("crop_size", crop_size), ("stride", stride), ("window_batch_size", args.window_batch_size)):
+        values = value if isinstance(value, tuple) else (value,)
+        if value is not None and min(values) < 1:
+            raise CLIError(
+                f"--{name}: expected positive integers, got {value if isinstance(value, int) else list(value)}."
+            )
+    max_pixels = args.max_pixels if args.max_pixels is not None else _available_memory() // SEGMENT_BYTES_PER_PIXEL
+    if max_pixels < 1:
+        raise CLIError(f"--max_pixels: expected an integer >= 1, got {max_pixels}.")
+    output = Path(args.output)
+    if output.is_dir() or output.suffix.lower() != ".png":
+        raise CLIError(f"OUT: {output} is not a .png file name; give one such as labels.png (class ids need PNG).")
+    model, processor = _load_segmenter(args.model, args.allow_pickle)
+    crop = _pair_of(crop_size or model.config.image_size)
+    image = _read_large_image(args.image, max_pixels, args.max_pixels is None)
+    if crop[0] > image.height or crop[1] > image.width:
+        raise CLIError(
+            f"--crop_size: {crop[0]}x{crop[1]} is larger than IMAGE ({image.height}x{image.width}); give a crop of at "
+            "most the image's height and width."
+        )
+    pixels = np.asarray(image.convert("RGB"))
+    del image
+    labels = segment_large(
+        model,
+        pixels,
+        crop_size,
+        stride,
+        args.window_batch_size,
+        mean=processor.image_mean if processor is not None else None,
+        std=processor.image_std if processor is not None else None,
+        progress_bar=True,
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.partial")
+    Image.fromarray(labels).save(partial, format="PNG")
+    partial.replace(output)  # an earlier OUT.png stays whole until the new one is
+    print(
+        f"Wrote the {labels.shape[0]}x{labels.shape[1]} label map ({labels.dtype}, {model.config.num_labels} classes) to {output}"
+    )
+
+
+def _pair_of(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else value
+
+
+def _available_memory() -> int:
+    """Bytes of memory available to a new allocation (Linux: /proc/meminfo MemAvailable, else free pages)."""
+    import os
+
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _read_large_image(path: str, max_pixels: int, from_memory: bool):
+    """An image of any number of pixels, decoded: Pillow's decompression-bomb limit is lifted for this read only
+    (restored after); the size in its header must be at most `max_pixels`."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not Path(path).is_file():
+        raise CLIError(f"IMAGE: {path} is not a file; give an image file (PNG, JPEG, TIFF, ...).")
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as opened:
+            width, height = opened.size
+            if width * height > max_pixels:
+                source = "the memory available now" if from_memory else "--max_pixels"
+                raise CLIError(
+                    f"IMAGE: {path} is {width}x{height} = {width * height:,} pixels decoded, more than {max_pixels:,} "
+                    f"({source}); free memory or give a larger --max_pixels, or split the image."
+                )
+            opened.load()
+            return opened.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise CLIError(
+            f"IMAGE: {path} is not a readable image ({type(error).__name__}: {_one_line(error)}); give a whole PNG, "
+            "JPEG or TIFF."
+        ) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def _check_evaluate_seg_arguments(args: argparse.Namespace) -> None:
@@ -644,6 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inpaint_command(commands)
     _add_img2img_command(commands)
     _add_evaluate_seg_command(commands)
+    _add_segment_command(commands)
     _add_push_command(commands)
     _add_evaluate_ddpm_command(commands)
     _add_rate_distortion_command(commands)
@@ -768,6 +871,26 @@ def _add_evaluate_seg_command(commands) -> None:
     evaluator.add_argument("--update_card", action="store_true", help="write the results into MODEL/README.md")
     _add_allow_pickle(evaluator)
     evaluator.set_defaults(handler=evaluate_seg)
+
+
+def _add_segment_command(commands) -> None:
+    segmenter = commands.add_parser("segment", help=segment.__doc__)
+    segmenter.add_argument("model", help="a SwinFPN model: folder or Hub id")
+    segmenter.add_argument("image", help="the image to segment, any size (read at its own resolution)")
+    segmenter.add_argument("output", help="the label map PNG of class ids, e.g. labels.png")
+    segmenter.add_argument(
+        "--crop_size", type=int, nargs="+", help="slide window: SIZE or HEIGHT WIDTH (default: the model's image size)"
+    )
+    segmenter.add_argument("--stride", type=int, nargs="+", help="slide stride: SIZE or HEIGHT WIDTH (2/3 crop)")
+    segmenter.add_argument("--window_batch_size", type=int, default=1, help="windows per forward")
+    segmenter.add_argument(
+        "--max_pixels",
+        type=int,
+        default=None,
+        help=f"refuse larger images (default: the available memory / {SEGMENT_BYTES_PER_PIXEL} bytes per pixel)",
+    )
+    _add_allow_pickle(segmenter)
+    segmenter.set_defaults(handler=segment)
 
 
 def _add_evaluation_data_arguments(evaluator: argparse.ArgumentParser) -> None:

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from ..swin_fpn.modeling_swin_fpn import check_pixel_values
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ..swin_fpn.modeling_swin_fpn import SwinFPNForSegmentation
 
 
@@ -155,3 +157,125 @@ def window_origins(
             [max(min(i * stride[axis] + crop_size[axis], size[axis]) - crop_size[axis], 0) for i in range(grids)]
         )
     return [(top, left) for top in origins[0] for left in origins[1]]
+
+
+@torch.no_grad()
+def segment_large(
+    model: SwinFPNForSegmentation,
+    image,
+    crop_size: int | tuple[int, int] | None = None,
+    stride: int | tuple[int, int] | None = None,
+    window_batch_size: int = 1,
+    *,
+    mean: tuple[float, ...] | list[float] | None = None,
+    std: tuple[float, ...] | list[float] | None = None,
+    progress_bar: bool = False,
+) -> np.ndarray:
+    """The label map (height, width) of an image of any size by slide inference, in memory bounded by a band of rows:
+    the argmax of :func:`inference` with `mode="slide"`, without ever holding the image's float logits.
+
+    `image` is a PIL image (converted to RGB) or a uint8 array (height, width, channels), segmented at its own size;
+    each band of rows is normalised as the image processor does, ``(x / 255 - mean) / std`` (default: ImageNet's
+    mean and std, the image processor's), when it is read. The
+    windows are mmseg's (:func:`window_origins`: `crop_size`, default `config.image_size`, every `stride`, default
+    two thirds of the crop). They are taken band by band (one row of windows, top to bottom), `window_batch_size`
+    windows of a band per forward, left to right. Only the rows still open are accumulated: the sums of the rows that
+    the next band overlaps (full width, crop - stride rows) and, for the rows the band finishes, the columns the next
+    window still covers; finished columns are divided by their window count and their argmax written into the label
+    map. Every pixel's logits are summed in the order slide inference sums them (row-major windows, from zero), so
+    the labels equal the argmax of ``inference(mode="slide")`` exactly, ties included (torch's argmax takes the first
+    maximum), as long as the forwards give the same logits: with a `window_batch_size` of 1, or the number of windows
+    of a band (the same batches there). Peak memory: about 4 * num_labels * width * 2 * (crop - stride) bytes for the
+    open rows plus one window batch's logits, against 4 * num_labels * height * width for :func:`inference`.
+
+    Returns uint8 class ids for up to 256 classes, uint16 above. `progress_bar` shows a tqdm bar of the windows.
+    """
+    import numpy as np
+    from tqdm.auto import tqdm
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    array = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+    if array.ndim != 3 or array.dtype != np.uint8 or min(array.shape) < 1:
+        raise ValueError(
+            f"segment_large: expected a PIL image or a uint8 array (height, width, channels), got {array.dtype} "
+            f"{array.shape}."
+        )
+    if array.shape[2] != model.config.num_channels:
+        raise ValueError(
+            f"segment_large: the image has {array.shape[2]} channels, the model takes {model.config.num_channels}."
+        )
+    height, width = array.shape[:2]
+    crop = _pair(crop_size if crop_size is not None else model.config.image_size, "crop_size")
+    window_stride = _pair(stride if stride is not None else tuple(max(1, 2 * c // 3) for c in crop), "stride")
+    if isinstance(window_batch_size, bool) or not isinstance(window_batch_size, int) or window_batch_size < 1:
+        raise ValueError(f"segment_large: window_batch_size must be a positive int, got {window_batch_size!r}.")
+    if any(s > c for s, c in zip(window_stride, crop)):
+        raise ValueError(f"segment_large: stride {window_stride} exceeds crop_size {crop}; use a stride <= the crop.")
+    window = (min(crop[0], height), min(crop[1], width))
+    origins = window_origins((height, width), crop, window_stride)
+    tops = sorted({top for top, _ in origins})
+    lefts = sorted({left for _, left in origins})
+    # every pixel's window count is its row's count times its column's (the windows form a grid)
+    row_count = torch.zeros(height)
+    col_count = torch.zeros(width)
+    for top in tops:
+        row_count[top : top + window[0]] += 1
+    for left in lefts:
+        col_count[left : left + window[1]] += 1
+    num_labels = model.config.num_labels
+    labels = np.zeros((height, width), dtype=np.uint8 if num_labels <= 256 else np.uint16)
+    normalise = (
+        torch.tensor(IMAGENET_DEFAULT_MEAN if mean is None else mean, dtype=torch.float32).view(-1, 1, 1),
+        torch.tensor(IMAGENET_DEFAULT_STD if std is None else std, dtype=torch.float32).view(-1, 1, 1),
+    )
+
+    def emit(sums: torch.Tensor, top: int, left: int) -> None:
+        """Finished sums (num_labels, rows, columns) at (top, left) into the label map."""
+        rows, columns = sums.shape[1:]
+        count = row_count[top : top + rows, None] * col_count[None, left : left + columns]
+        labels[top : top + rows, left : left + columns] = (sums / count).argmax(dim=0).numpy()
+
+    carry = torch.zeros(num_labels, 0, width)  # the sums of rows [top, top + len) from the bands above
+    with tqdm(total=len(origins), desc="segment", unit="window", disable=not progress_bar) as bar:
+        for index, top in enumerate(tops):
+            # 1. the band's rows, normalised; the rows it finishes and the rows the next band overlaps
+            band = torch.from_numpy(np.array(array[top : top + window[0]])).permute(2, 0, 1).float()
+            band = band.div_(255.0).sub_(normalise[0]).div_(normalise[1])[None]
+            next_top = tops[index + 1] if index + 1 < len(tops) else top + window[0]
+            finished = next_top - top
+            next_carry = torch.zeros(num_labels, window[0] - finished, width)
+            carried = carry.shape[1] - finished  # rows of the carry that the next band overlaps too
+            if carried > 0:
+                next_carry[:, :carried] = carry[:, finished:]
+
+            # 2. the band's windows, left to right; the finished rows' columns left of the next window emitted
+            open_left, open_sums = 0, _carried_sums(carry, finished, 0, 0)
+            for start in range(0, len(lefts), window_batch_size):
+                group = lefts[start : start + window_batch_size]
+                crops = torch.cat([band[..., left : left + window[1]] for left in group])
+                logits = model(pixel_values=crops.to(device=model.device, dtype=model.dtype), return_dict=True)
+                for left, crop_logits in zip(group, logits.logits.float().cpu(), strict=True):
+                    if left > open_left:  # columns [open_left, left) are final
+                        emit(open_sums[..., : left - open_left], top, open_left)
+                        open_sums = open_sums[..., left - open_left :]
+                        open_left = left
+                    open_right = open_left + open_sums.shape[-1]
+                    if left + window[1] > open_right:
+                        carried_sums = _carried_sums(carry, finished, open_right, left + window[1])
+                        open_sums = torch.cat([open_sums, carried_sums], dim=-1)
+                    offset = left - open_left
+                    open_sums[..., offset : offset + window[1]] += crop_logits[:, :finished]
+                    next_carry[..., left : left + window[1]] += crop_logits[:, finished:]
+                bar.update(len(group))
+            emit(open_sums, top, open_left)
+            carry = next_carry
+    return labels
+
+
+def _carried_sums(carry: torch.Tensor, rows: int, start: int, stop: int) -> torch.Tensor:
+    """The sums so far of a band's first `rows` rows in columns [start, stop): the carry's (the bands above), zero in
+    the rows below it."""
+    sums = carry.new_zeros(carry.shape[0], rows, stop - start)
+    carried = min(rows, carry.shape[1])
+    sums[:, :carried] = carry[:, :carried, start:stop]
+    return sums
