@@ -290,7 +290,8 @@ def export_onnx(args: argparse.Namespace) -> None:
 
 def evaluate_seg(args: argparse.Namespace) -> None:
     """Evaluate a SwinFPN segmenter with mmsegmentation's protocol: keep-ratio resize, whole/slide inference,
-    optional multi-scale + flip TTA, metrics at each label map's own size (aAcc, mIoU, mAcc, mDice, mFscore)."""
+    optional multi-scale + flip TTA, metrics at each label map's own size (aAcc, mIoU, mAcc, mDice, mFscore). Under
+    `accelerate launch` each process evaluates a shard and the class counts are summed (the one-process metrics)."""
     from .data import load_evaluation_split
     from .evaluation.segmentation import evaluate_segmentation, format_results_table
 
@@ -302,7 +303,12 @@ def evaluate_seg(args: argparse.Namespace) -> None:
     if args.max_eval_samples is not None:
         dataset = dataset.select(range(min(args.max_eval_samples, len(dataset))))
     settings = _segmentation_settings(args, model, processor)
-    results = evaluate_segmentation(model, dataset, **settings)
+    state = _distributed_state()
+    if state is not None:
+        model.to(state.device)
+    results = evaluate_segmentation(model, dataset, **settings, accelerator=state)
+    if state is not None and not state.is_main_process:
+        return  # the main process writes the results
     source = args.dataset_name or str(args.train_data_dir)
     results.update(model=str(args.model), dataset=source, split=split, reduce_labels=settings["reduce_labels"])
     _write_results(results, Path(args.output), format_results_table(results))
@@ -412,6 +418,18 @@ def _read_large_image(path: str, max_pixels: int, from_memory: bool):
         ) from None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
+
+
+def _distributed_state():
+    """accelerate's ``PartialState`` when the command runs in several processes (``accelerate launch``), else None."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as accelerate's AcceleratorState reads it
 
 
 def _check_evaluate_seg_arguments(args: argparse.Namespace) -> None:

@@ -160,3 +160,32 @@ def test_train_data_dir_with_reduced_labels(model_dir, tmp_path):
     expected = numpy_metrics(predictions, reduced, len(SHAPES_ID2LABEL))
     assert results["mIoU"] == pytest.approx(expected["mIoU"], abs=1e-9)
     assert results["aAcc"] == pytest.approx(expected["aAcc"], abs=1e-9)
+
+
+def test_two_processes_under_accelerate_launch_give_the_one_process_metrics(model_dir, tmp_path, capsys):
+    """`accelerate launch --num_processes 2` (two CPU processes over gloo): each evaluates a shard of the 5 images
+    (3 + 2), the class counts are summed, and the results file is the one-process file, value for value."""
+    import os
+    import socket
+
+    from training_support import run_cli_in_process
+
+    argv = ["evaluate-seg", str(model_dir), "--dataset_name", "shapes", "--max_eval_samples", "5"]
+    argv += ["--mode", "slide", "--crop_size", "24", "--stride", "16"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launch = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no"]
+    launch += ["--dynamo_backend", "no", "-m", "hf_swin_ddpm.cli", *argv, "--output", "two.json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env["ACCELERATE_USE_CPU"] = "1"  # --multi_gpu on CPUs: torchrun workers talking over gloo
+    two = subprocess.run(launch, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("Wrote ") == 1  # the main process writes the results, once
+    assert "evaluate: 100%" in two.stderr and "3/3" in two.stderr  # the main process's bar: its shard of 3
+    one = run_cli_in_process(*argv, "--output", "one.json", cwd=tmp_path, capsys=capsys)
+    assert one.returncode == 0, one.stderr
+    results = json.loads((tmp_path / "two.json").read_text())
+    assert results["num_images"] == 5
+    assert results == json.loads((tmp_path / "one.json").read_text())
