@@ -453,11 +453,12 @@ def _check_evaluate_seg_arguments(args: argparse.Namespace) -> None:
 
 def _segmentation_settings(args: argparse.Namespace, model, processor) -> dict:
     """`evaluate_segmentation`'s keyword arguments: the flags, else the image processor's values, else the model's
-    (its image size) and ImageNet's normalisation."""
+    (its image size) and ImageNet's normalisation. The default scale is the one the model was trained for, as mmseg
+    tests: the image processor's ``test_scale`` (recorded by train-seg), else the short side at the training
+    resolution (the processor's size, else the model's image size; `short_side_scale`)."""
     from .data import IMAGENET_MEAN, IMAGENET_STD
     from .evaluation.segmentation import MMSEG_TTA_SCALES, InferenceProtocol
 
-    size = processor.size if processor is not None else None
     protocol = InferenceProtocol(
         mode=args.mode,
         crop_size=_int_or_pair(args.crop_size) or (model.config.image_size if args.mode == "slide" else None),
@@ -466,13 +467,24 @@ def _segmentation_settings(args: argparse.Namespace, model, processor) -> dict:
         flip=args.flip or args.tta,
     )
     return {
-        "scale": args.scale or ([size["height"], size["width"]] if size else [model.config.image_size] * 2),
+        "scale": args.scale or _default_test_scale(processor, model),
         "protocol": protocol,
         "mean": processor.image_mean if processor is not None else IMAGENET_MEAN,
         "std": processor.image_std if processor is not None else IMAGENET_STD,
         "reduce_labels": args.do_reduce_labels or bool(processor is not None and processor.do_reduce_labels),
         "ignore_index": model.config.semantic_loss_ignore_index,
     }
+
+
+def _default_test_scale(processor, model) -> list[int]:
+    from .data import short_side_scale
+
+    recorded = getattr(processor, "test_scale", None)
+    if recorded:
+        return [int(recorded[0]), int(recorded[1])]
+    size = processor.size if processor is not None else None
+    resolution = min(size["height"], size["width"]) if size else model.config.image_size
+    return list(short_side_scale(resolution))
 
 
 def _write_results(results: dict, output: Path, table: str) -> None:
@@ -926,7 +938,8 @@ def _add_inference_protocol_arguments(evaluator: argparse.ArgumentParser) -> Non
     evaluator.add_argument(
         "--scale",
         **KEEP_RATIO_SCALE,
-        help="keep-ratio resize scale, e.g. 2048 512 for ADE20K (default: the image processor's size)",
+        help="keep-ratio resize scale, e.g. 2048 512 for ADE20K (default: the model's training scale, its image "
+        "processor's test_scale, else 4*size size: the short side at the training resolution)",
     )
     evaluator.add_argument(
         "--mode", choices=("whole", "slide"), default="whole", help="whole-image or sliding-window inference"

@@ -50,7 +50,9 @@ def assert_same_scores(results: dict, expected: dict) -> None:
             assert (math.nan if value is None else value) == pytest.approx(
                 expected[metric][index], abs=1e-9, nan_ok=True
             )
-    assert results["num_images"] == SAMPLES and results["scale"] == [32, 32]
+    # the default scale: the short side at the training resolution (the processor records no test_scale); the 64x64
+    # images come to 32x32 as at (32, 32), the scale the expected scores use
+    assert results["num_images"] == SAMPLES and results["scale"] == [128, 32]
 
 
 def test_whole_mode_console_script_table_json_and_card(model_dir, tmp_path):
@@ -189,3 +191,40 @@ def test_two_processes_under_accelerate_launch_give_the_one_process_metrics(mode
     results = json.loads((tmp_path / "two.json").read_text())
     assert results["num_images"] == 5
     assert results == json.loads((tmp_path / "one.json").read_text())
+
+
+def test_default_scale_is_the_recorded_test_scale_else_the_short_side_at_the_training_size(tmp_path, capsys):
+    """On 48x24 images: the processor's test_scale (64, 16) when recorded (images to 32x16), else (128, 32) from its
+    32x32 size (images to 64x32), each the same results as giving that --scale, and not those of the old square
+    default (32, 32), which shrank the images to 32x16."""
+    from PIL import Image
+    from training_support import write_segmentation_folders
+
+    root = write_segmentation_folders(tmp_path / "data", count=3, resolution=24)
+    for kind in ("images", "annotations"):
+        for path in (root / kind).iterdir():
+            resample = Image.BILINEAR if kind == "images" else Image.NEAREST
+            Image.open(path).resize((48, 24), resample).save(path)
+    torch.manual_seed(0)
+    model = SwinFPNForSegmentation(SwinFPNConfig(**TINY_SWIN_FPN_GEOMETRY, id2label=SHAPES_ID2LABEL, image_size=32))
+    with torch.no_grad():  # a prediction that depends on the image's scale
+        for parameter in model.decode_head.parameters():
+            if parameter.ndim > 1:
+                parameter.normal_(std=0.5)
+    model.save_pretrained(tmp_path / "plain")
+    SwinFPNImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "plain")
+    model.save_pretrained(tmp_path / "recorded")
+    SwinFPNImageProcessor(size={"height": 32, "width": 32}, test_scale=[64, 16]).save_pretrained(tmp_path / "recorded")
+
+    def evaluate(folder: str, *extra: str) -> dict:
+        output = tmp_path / "r.json"
+        argv = ["evaluate-seg", str(tmp_path / folder), "--train_data_dir", str(root), "--output", str(output)]
+        assert main([*argv, *extra]) == 0, capsys.readouterr().err
+        return json.loads(output.read_text())
+
+    recorded = evaluate("recorded")
+    assert recorded["scale"] == [64, 16] and recorded == evaluate("recorded", "--scale", "64", "16")
+    plain = evaluate("plain")
+    assert plain["scale"] == [128, 32] and plain == evaluate("plain", "--scale", "128", "32")
+    square = evaluate("plain", "--scale", "32", "32")
+    assert square["aAcc"] != plain["aAcc"]
