@@ -179,14 +179,17 @@ def segment_large(
     mean and std, the image processor's), when it is read. The
     windows are mmseg's (:func:`window_origins`: `crop_size`, default `config.image_size`, every `stride`, default
     two thirds of the crop). They are taken band by band (one row of windows, top to bottom), `window_batch_size`
-    windows of a band per forward, left to right. Only the rows still open are accumulated: the sums of the rows that
-    the next band overlaps (full width, crop - stride rows) and, for the rows the band finishes, the columns the next
-    window still covers; finished columns are divided by their window count and their argmax written into the label
+    windows of a band per forward, left to right. Only the pixels still open are accumulated, per column segment
+    (between consecutive window edges): the band's rows in the segments its current window covers, and the rows the
+    next band overlaps (crop - stride rows; more before the last band, which is moved back to the border) in the
+    segments already passed, carried to the next band and freed as it takes them. A segment no further window of the
+    band covers is closed: its finished rows divided by their window count and their argmax written into the label
     map. Every pixel's logits are summed in the order slide inference sums them (row-major windows, from zero), so
     the labels equal the argmax of ``inference(mode="slide")`` exactly, ties included (torch's argmax takes the first
     maximum), as long as the forwards give the same logits: with a `window_batch_size` of 1, or the number of windows
-    of a band (the same batches there). Peak memory: about 4 * num_labels * width * 2 * (crop - stride) bytes for the
-    open rows plus one window batch's logits, against 4 * num_labels * height * width for :func:`inference`.
+    of a band (the same batches there). Peak memory: about 4 * num_labels * width * (the most rows carried, crop -
+    stride or, before the last band, up to crop - 1) bytes, plus one band's rows over a window and a window batch's
+    logits, against 4 * num_labels * height * width for :func:`inference`; the label map is 1 (2) bytes a pixel.
 
     Returns uint8 class ids for up to 256 classes, uint16 above. `progress_bar` shows a tqdm bar of the windows.
     """
@@ -235,47 +238,53 @@ def segment_large(
         count = row_count[top : top + rows, None] * col_count[None, left : left + columns]
         labels[top : top + rows, left : left + columns] = (sums / count).argmax(dim=0).numpy()
 
-    carry = torch.zeros(num_labels, 0, width)  # the sums of rows [top, top + len) from the bands above
+    # column segments: between consecutive window edges, each covered by one fixed set of windows of a band
+    edges = sorted({0, width, *lefts, *(left + window[1] for left in lefts)})
+    segments = list(zip(edges[:-1], edges[1:], strict=True))
+    carry: list[torch.Tensor | None] = [None] * len(segments)  # per segment: the sums from the bands above
+
+    def close(open_sums: dict[int, torch.Tensor], segment: int, top: int, finished: int) -> None:
+        """Emit the `finished` rows of a segment no further window of the band covers; carry the others."""
+        sums = open_sums.pop(segment)
+        emit(sums[:, :finished], top, segments[segment][0])
+        carry[segment] = sums[:, finished:].clone() if finished < window[0] else None
+
     with tqdm(total=len(origins), desc="segment", unit="window", disable=not progress_bar) as bar:
         for index, top in enumerate(tops):
-            # 1. the band's rows, normalised; the rows it finishes and the rows the next band overlaps
+            # 1. the band's rows, normalised; it finishes rows [top, next_top), the next band overlaps the rest
             band = torch.from_numpy(np.array(array[top : top + window[0]])).permute(2, 0, 1).float()
             band = band.div_(255.0).sub_(normalise[0]).div_(normalise[1])[None]
             next_top = tops[index + 1] if index + 1 < len(tops) else top + window[0]
             finished = next_top - top
-            next_carry = torch.zeros(num_labels, window[0] - finished, width)
-            carried = carry.shape[1] - finished  # rows of the carry that the next band overlaps too
-            if carried > 0:
-                next_carry[:, :carried] = carry[:, finished:]
-
-            # 2. the band's windows, left to right; the finished rows' columns left of the next window emitted
-            open_left, open_sums = 0, _carried_sums(carry, finished, 0, 0)
+            open_sums: dict[int, torch.Tensor] = {}  # segment -> sums of the band's rows, while windows add to it
+            next_segment = 0  # the segments before it are closed
+            # 2. the band's windows, left to right, each added segment by segment
             for start in range(0, len(lefts), window_batch_size):
                 group = lefts[start : start + window_batch_size]
                 crops = torch.cat([band[..., left : left + window[1]] for left in group])
                 logits = model(pixel_values=crops.to(device=model.device, dtype=model.dtype), return_dict=True)
                 for left, crop_logits in zip(group, logits.logits.float().cpu(), strict=True):
-                    if left > open_left:  # columns [open_left, left) are final
-                        emit(open_sums[..., : left - open_left], top, open_left)
-                        open_sums = open_sums[..., left - open_left :]
-                        open_left = left
-                    open_right = open_left + open_sums.shape[-1]
-                    if left + window[1] > open_right:
-                        carried_sums = _carried_sums(carry, finished, open_right, left + window[1])
-                        open_sums = torch.cat([open_sums, carried_sums], dim=-1)
-                    offset = left - open_left
-                    open_sums[..., offset : offset + window[1]] += crop_logits[:, :finished]
-                    next_carry[..., left : left + window[1]] += crop_logits[:, finished:]
+                    while segments[next_segment][1] <= left:  # left of this window: final
+                        close(open_sums, next_segment, top, finished)
+                        next_segment += 1
+                    segment = next_segment
+                    while segment < len(segments) and segments[segment][1] <= left + window[1]:
+                        begin, end = segments[segment]
+                        if segment not in open_sums:
+                            open_sums[segment] = _opened_sums(carry[segment], num_labels, window[0], end - begin)
+                            carry[segment] = None
+                        open_sums[segment] += crop_logits[..., begin - left : end - left]
+                        segment += 1
                 bar.update(len(group))
-            emit(open_sums, top, open_left)
-            carry = next_carry
+            for segment in sorted(open_sums):
+                close(open_sums, segment, top, finished)
     return labels
 
 
-def _carried_sums(carry: torch.Tensor, rows: int, start: int, stop: int) -> torch.Tensor:
-    """The sums so far of a band's first `rows` rows in columns [start, stop): the carry's (the bands above), zero in
-    the rows below it."""
-    sums = carry.new_zeros(carry.shape[0], rows, stop - start)
-    carried = min(rows, carry.shape[1])
-    sums[:, :carried] = carry[:, :carried, start:stop]
+def _opened_sums(carried: torch.Tensor | None, num_labels: int, rows: int, columns: int) -> torch.Tensor:
+    """A band's sums (num_labels, rows, columns) for one column segment before its windows: the bands above's sums
+    of its first rows (`carried`), zero below."""
+    sums = torch.zeros(num_labels, rows, columns)
+    if carried is not None:
+        sums[:, : carried.shape[1]] = carried
     return sums
