@@ -327,7 +327,6 @@ SEGMENT_BYTES_PER_PIXEL = 9
 def segment(args: argparse.Namespace) -> None:
     """Segment one image of any size by slide inference in memory bounded by a band of rows (`segment_large`) and
     write its label map as a PNG of class ids (8-bit, 16-bit above 256 classes)."""
-    import numpy as np
     from PIL import Image
 
     from .evaluation.segmentation_inference import segment_large
@@ -347,14 +346,7 @@ def segment(args: argparse.Namespace) -> None:
         raise CLIError(f"OUT: {output} is not a .png file name; give one such as labels.png (class ids need PNG).")
     model, processor = _load_segmenter(args.model, args.allow_pickle)
     crop = _pair_of(crop_size or model.config.image_size)
-    image = _read_large_image(args.image, max_pixels, args.max_pixels is None)
-    if crop[0] > image.height or crop[1] > image.width:
-        raise CLIError(
-            f"--crop_size: {crop[0]}x{crop[1]} is larger than IMAGE ({image.height}x{image.width}); give a crop of at "
-            "most the image's height and width."
-        )
-    pixels = np.asarray(image.convert("RGB"))
-    del image
+    pixels = _read_large_image(args.image, max_pixels, args.max_pixels is None, crop)
     labels = segment_large(
         model,
         pixels,
@@ -391,9 +383,11 @@ def _available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def _read_large_image(path: str, max_pixels: int, from_memory: bool):
-    """An image of any number of pixels, decoded: Pillow's decompression-bomb limit is lifted for this read only
-    (restored after); the size in its header must be at most `max_pixels`."""
+def _read_large_image(path: str, max_pixels: int, from_memory: bool, crop: tuple[int, int]):
+    """An image of any number of pixels as a uint8 RGB array (height, width, 3): Pillow's decompression-bomb limit
+    is lifted for this read only (restored after); the size in its header, checked before decoding, must be at most
+    `max_pixels` and at least the `crop` (height, width)."""
+    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     if not Path(path).is_file():
@@ -409,8 +403,13 @@ def _read_large_image(path: str, max_pixels: int, from_memory: bool):
                     f"IMAGE: {path} is {width}x{height} = {width * height:,} pixels decoded, more than {max_pixels:,} "
                     f"({source}); free memory or give a larger --max_pixels, or split the image."
                 )
+            if crop[0] > height or crop[1] > width:
+                raise CLIError(
+                    f"--crop_size: {crop[0]}x{crop[1]} is larger than IMAGE ({height}x{width}); give a crop of at "
+                    "most the image's height and width."
+                )
             opened.load()
-            return opened.copy()
+            return np.asarray(opened if opened.mode == "RGB" else opened.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise CLIError(
             f"IMAGE: {path} is not a readable image ({type(error).__name__}: {_one_line(error)}); give a whole PNG, "
