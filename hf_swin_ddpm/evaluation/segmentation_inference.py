@@ -175,16 +175,15 @@ def segment_large(
     the argmax of :func:`inference` with `mode="slide"`, without ever holding the image's float logits.
 
     `image` is a PIL image (converted to RGB) or a uint8 array (height, width, channels), segmented at its own size;
-    each band of rows is normalised as the image processor does, ``(x / 255 - mean) / std`` (default: ImageNet's
-    mean and std, the image processor's), when it is read. The
-    windows are mmseg's (:func:`window_origins`: `crop_size`, default `config.image_size`, every `stride`, default
-    two thirds of the crop). They are taken band by band (one row of windows, top to bottom), `window_batch_size`
-    windows of a band per forward, left to right. Only the pixels still open are accumulated, per column segment
-    (between consecutive window edges): the band's rows in the segments its current window covers, and the rows the
-    next band overlaps (crop - stride rows; more before the last band, which is moved back to the border) in the
-    segments already passed, carried to the next band and freed as it takes them. A segment no further window of the
-    band covers is closed: its finished rows divided by their window count and their argmax written into the label
-    map. Every pixel's logits are summed in the order slide inference sums them (row-major windows, from zero), so
+    each band of rows is normalised when it is read, as the image processor does: ``(x / 255 - mean) / std``
+    (default: ImageNet's mean and std, the image processor's). The windows are mmseg's (:func:`window_origins`:
+    `crop_size`, default `config.image_size`, every `stride`, default two thirds of the crop), taken band by band
+    (one row of windows, top to bottom), `window_batch_size` windows of a band per forward, left to right. Only the
+    pixels still open are accumulated, per column segment (between consecutive window edges): the band's rows in the
+    segments its current window covers, and the rows the next band overlaps (crop - stride rows; more before the
+    last band, which is moved back to the border) in the segments already passed, carried to the next band and freed
+    as it takes them. A segment no further window of the band covers is closed: its finished rows divided by their
+    window count and their argmax written into the label map. Every pixel's logits are summed in the order slide inference sums them (row-major windows, from zero), so
     the labels equal the argmax of ``inference(mode="slide")`` exactly, ties included (torch's argmax takes the first
     maximum), as long as the forwards give the same logits: with a `window_batch_size` of 1, or the number of windows
     of a band (the same batches there). Peak memory: about 4 * num_labels * width * (the most rows carried, crop -
