@@ -30,6 +30,7 @@ Bad arguments or files print one line naming the problem and exit with status 2,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import sys
@@ -297,13 +298,14 @@ def evaluate_seg(args: argparse.Namespace) -> None:
 
     _check_evaluate_seg_arguments(args)
     model, processor = _load_segmenter(args.model, args.allow_pickle)
-    dataset, split = load_evaluation_split(
-        args.dataset_name, args.dataset_config_name, args.train_data_dir, args.split, task="segmentation"
-    )
+    state = _distributed_state()
+    with state.main_process_first() if state is not None else contextlib.nullcontext():  # one writes the cache
+        dataset, split = load_evaluation_split(
+            args.dataset_name, args.dataset_config_name, args.train_data_dir, args.split, task="segmentation"
+        )
     if args.max_eval_samples is not None:
         dataset = dataset.select(range(min(args.max_eval_samples, len(dataset))))
     settings = _segmentation_settings(args, model, processor)
-    state = _distributed_state()
     if state is not None:
         model.to(state.device)
     results = evaluate_segmentation(model, dataset, **settings, accelerator=state)
