@@ -102,7 +102,7 @@ def test_the_test_scale_follows_the_training_pipeline(tmp_path):
     """mmseg's convention: the test scale is the training pipeline's base scale (--train_scale for the mmseg
     pipeline, the short side at the resolution for the default one), unless --eval_scale names one."""
     base = ["--dataset_name", "shapes", "--output_dir", str(tmp_path), "--resolution", "64"]
-    scale = train_segmentation.test_scale
+    scale = train_segmentation.model_test_scale
     assert scale(train_segmentation.parse_args(base), 64) == (256, 64)
     mmseg = [*base, "--train_pipeline", "mmseg", "--train_scale", "1024", "256"]
     assert scale(train_segmentation.parse_args(mmseg), 64) == (1024, 256)

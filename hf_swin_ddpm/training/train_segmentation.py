@@ -404,14 +404,14 @@ def build_dataloaders(
         if args.eval_protocol == "square":
             eval_transform, collate = SegmentationEvalTransform(resolution, **transform_options), collate_segmentation
         else:
-            scale = test_scale(args, resolution)
+            scale = model_test_scale(args, resolution)
             eval_transform = SegmentationKeepRatioEvalTransform(scale, **transform_options)
             collate = collate_segmentation_lists
         eval_dataloader = evaluation_dataloader(args, data.eval, eval_transform, collate, data.eval_source)
     return train_dataloader, eval_dataloader, train_transform
 
 
-def test_scale(args: argparse.Namespace, resolution: int) -> tuple[int, int]:
+def model_test_scale(args: argparse.Namespace, resolution: int) -> tuple[int, int]:
     """The keep-ratio scale the model is evaluated at, here and (recorded in the saved image processor's
     ``test_scale``) by ``evaluate-seg``: ``--eval_scale`` when given, else mmseg's convention, the training
     pipeline's base scale: ``--train_scale`` for the mmseg pipeline, the short side at the resolution
@@ -620,7 +620,7 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
     image_processor = SwinFPNImageProcessor(
         size={"height": resolution, "width": resolution},
         do_reduce_labels=args.do_reduce_labels,
-        test_scale=list(test_scale(args, resolution)),
+        test_scale=list(model_test_scale(args, resolution)),
     )
     if accelerator.is_main_process:
         with publishing.final_outputs_written(output_dir):
@@ -740,7 +740,7 @@ def _augmentation_description(args: argparse.Namespace) -> str:
 def _evaluation_description(args: argparse.Namespace, resolution: int) -> str:
     if args.eval_protocol == "square":
         return f"images and labels resized to {resolution}x{resolution}, scored there"
-    scale = test_scale(args, resolution)
+    scale = model_test_scale(args, resolution)
     return f"keep-ratio resize to {scale}, whole inference, scored at each label map's size (mmseg's protocol)"
 
 
