@@ -178,3 +178,16 @@ def test_segment_unknown_model_folder_and_output_name(saved, tmp_path, capsys):
         errors = result.stderr.strip().splitlines()
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert errors[-1].startswith("hf-swin-ddpm segment: error: ") and message in errors[-1], errors[-1]
+
+
+def test_segment_default_max_pixels_comes_from_the_available_memory(saved, tmp_path, capsys, monkeypatch):
+    import hf_swin_ddpm.cli as cli
+
+    assert cli._available_memory() > 0
+    monkeypatch.setattr(cli, "_available_memory", lambda: 2000 * cli.SEGMENT_BYTES_PER_PIXEL)  # room for 2,000 px
+    result = run_cli_in_process(
+        "segment", str(saved / "model"), str(saved / "image.png"), "labels.png", cwd=tmp_path, capsys=capsys
+    )
+    assert result.returncode == 2
+    assert "2,745 pixels decoded, more than 2,000 (the memory available now)" in result.stderr.splitlines()[-1]
+    assert not (tmp_path / "labels.png").exists()
