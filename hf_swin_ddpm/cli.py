@@ -361,8 +361,11 @@ def segment(args: argparse.Namespace) -> None:
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.partial")
-    Image.fromarray(labels).save(partial, format="PNG")
-    partial.replace(output)  # an earlier OUT.png stays whole until the new one is
+    try:
+        Image.fromarray(labels).save(partial, format="PNG")
+        partial.replace(output)  # an earlier OUT.png stays whole until the new one is
+    finally:
+        partial.unlink(missing_ok=True)
     print(
         f"Wrote the {labels.shape[0]}x{labels.shape[1]} label map ({labels.dtype}, {model.config.num_labels} classes) to {output}"
     )
