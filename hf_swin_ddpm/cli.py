@@ -11,6 +11,7 @@
     hf-swin-ddpm evaluate-seg MODEL --dataset_name NAME | --train_data_dir DIR [--split S] [--scale 2048 512]
         [--mode whole|slide --crop_size 512 --stride 341] [--tta | --scales R ... --flip] [--do_reduce_labels]
         [--output eval_results.json] [--update_card]
+    hf-swin-ddpm segment MODEL IMAGE OUT.png [--crop_size 512 --stride 341] [--window_batch_size B] [--max_pixels N]
     hf-swin-ddpm push FOLDER REPO_ID [--private] [--commit_message MESSAGE] [--card_fields FILE.json]
         [--example_image IMAGE] [--num_inference_steps S]
     hf-swin-ddpm evaluate-ddpm MODEL --reference DATASET[:SPLIT] | FOLDER | STATS.npz --num_samples N
@@ -29,6 +30,7 @@ Bad arguments or files print one line naming the problem and exit with status 2,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import sys
@@ -289,19 +291,26 @@ def export_onnx(args: argparse.Namespace) -> None:
 
 def evaluate_seg(args: argparse.Namespace) -> None:
     """Evaluate a SwinFPN segmenter with mmsegmentation's protocol: keep-ratio resize, whole/slide inference,
-    optional multi-scale + flip TTA, metrics at each label map's own size (aAcc, mIoU, mAcc, mDice, mFscore)."""
+    optional multi-scale + flip TTA, metrics at each label map's own size (aAcc, mIoU, mAcc, mDice, mFscore). Under
+    `accelerate launch` each process evaluates a shard and the class counts are summed (the one-process metrics)."""
     from .data import load_evaluation_split
     from .evaluation.segmentation import evaluate_segmentation, format_results_table
 
     _check_evaluate_seg_arguments(args)
     model, processor = _load_segmenter(args.model, args.allow_pickle)
-    dataset, split = load_evaluation_split(
-        args.dataset_name, args.dataset_config_name, args.train_data_dir, args.split, task="segmentation"
-    )
+    state = _distributed_state()
+    with state.main_process_first() if state is not None else contextlib.nullcontext():  # one writes the cache
+        dataset, split = load_evaluation_split(
+            args.dataset_name, args.dataset_config_name, args.train_data_dir, args.split, task="segmentation"
+        )
     if args.max_eval_samples is not None:
         dataset = dataset.select(range(min(args.max_eval_samples, len(dataset))))
     settings = _segmentation_settings(args, model, processor)
-    results = evaluate_segmentation(model, dataset, **settings)
+    if state is not None:
+        model.to(state.device)
+    results = evaluate_segmentation(model, dataset, **settings, accelerator=state)
+    if state is not None and not state.is_main_process:
+        return  # the main process writes the results
     source = args.dataset_name or str(args.train_data_dir)
     results.update(model=str(args.model), dataset=source, split=split, reduce_labels=settings["reduce_labels"])
     _write_results(results, Path(args.output), format_results_table(results))
@@ -310,6 +319,121 @@ def evaluate_seg(args: argparse.Namespace) -> None:
 
         card = update_segmentation_card_results(args.model, results, source, split, args.dataset_config_name)
         print(f"Updated the model-index of {card}")
+
+
+# bytes per pixel that `segment` holds for the whole image: the decoded image (up to 4 bands), its RGB array (3) and
+# the label map (1, 2 above 256 classes)
+SEGMENT_BYTES_PER_PIXEL = 9
+
+
+def segment(args: argparse.Namespace) -> None:
+    """Segment one image of any size by slide inference in memory bounded by a band of rows (`segment_large`) and
+    write its label map as a PNG of class ids (8-bit, 16-bit above 256 classes)."""
+    from PIL import Image
+
+    from .evaluation.segmentation_inference import segment_large
+
+    crop_size, stride = _int_or_pair(args.crop_size), _int_or_pair(args.stride)
+    for name, value in (("crop_size", crop_size), ("stride", stride), ("window_batch_size", args.window_batch_size)):
+        values = value if isinstance(value, tuple) else (value,)
+        if value is not None and min(values) < 1:
+            raise CLIError(
+                f"--{name}: expected positive integers, got {value if isinstance(value, int) else list(value)}."
+            )
+    max_pixels = args.max_pixels if args.max_pixels is not None else _available_memory() // SEGMENT_BYTES_PER_PIXEL
+    if max_pixels < 1:
+        raise CLIError(f"--max_pixels: expected an integer >= 1, got {max_pixels}.")
+    output = Path(args.output)
+    if output.is_dir() or output.suffix.lower() != ".png":
+        raise CLIError(f"OUT: {output} is not a .png file name; give one such as labels.png (class ids need PNG).")
+    model, processor = _load_segmenter(args.model, args.allow_pickle)
+    crop = _pair_of(crop_size or model.config.image_size)
+    pixels = _read_large_image(args.image, max_pixels, args.max_pixels is None, crop)
+    labels = segment_large(
+        model,
+        pixels,
+        crop_size,
+        stride,
+        args.window_batch_size,
+        mean=processor.image_mean if processor is not None else None,
+        std=processor.image_std if processor is not None else None,
+        progress_bar=True,
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        Image.fromarray(labels).save(partial, format="PNG")
+        partial.replace(output)  # an earlier OUT.png stays whole until the new one is
+    finally:
+        partial.unlink(missing_ok=True)
+    print(
+        f"Wrote the {labels.shape[0]}x{labels.shape[1]} label map ({labels.dtype}, {model.config.num_labels} classes) to {output}"
+    )
+
+
+def _pair_of(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else value
+
+
+def _available_memory() -> int:
+    """Bytes of memory available to a new allocation (Linux: /proc/meminfo MemAvailable, else free pages)."""
+    import os
+
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _read_large_image(path: str, max_pixels: int, from_memory: bool, crop: tuple[int, int]):
+    """An image of any number of pixels as a uint8 RGB array (height, width, 3): Pillow's decompression-bomb limit
+    is lifted for this read only (restored after); the size in its header, checked before decoding, must be at most
+    `max_pixels` and at least the `crop` (height, width)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    if not Path(path).is_file():
+        raise CLIError(f"IMAGE: {path} is not a file; give an image file (PNG, JPEG, TIFF, ...).")
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as opened:
+            width, height = opened.size
+            if width * height > max_pixels:
+                source = "the memory available now" if from_memory else "--max_pixels"
+                raise CLIError(
+                    f"IMAGE: {path} is {width}x{height} = {width * height:,} pixels decoded, more than {max_pixels:,} "
+                    f"({source}); free memory or give a larger --max_pixels, or split the image."
+                )
+            if crop[0] > height or crop[1] > width:
+                raise CLIError(
+                    f"--crop_size: {crop[0]}x{crop[1]} is larger than IMAGE ({height}x{width}); give a crop of at "
+                    "most the image's height and width."
+                )
+            opened.load()
+            return np.asarray(opened if opened.mode == "RGB" else opened.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise CLIError(
+            f"IMAGE: {path} is not a readable image ({type(error).__name__}: {_one_line(error)}); give a whole PNG, "
+            "JPEG or TIFF."
+        ) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _distributed_state():
+    """accelerate's ``PartialState`` when the command runs in several processes (``accelerate launch``), else None."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as accelerate's AcceleratorState reads it
 
 
 def _check_evaluate_seg_arguments(args: argparse.Namespace) -> None:
@@ -333,11 +457,12 @@ def _check_evaluate_seg_arguments(args: argparse.Namespace) -> None:
 
 def _segmentation_settings(args: argparse.Namespace, model, processor) -> dict:
     """`evaluate_segmentation`'s keyword arguments: the flags, else the image processor's values, else the model's
-    (its image size) and ImageNet's normalisation."""
+    (its image size) and ImageNet's normalisation. The default scale is the one the model was trained for, as mmseg
+    tests: the image processor's ``test_scale`` (recorded by train-seg), else the short side at the training
+    resolution (the processor's size, else the model's image size; `short_side_scale`)."""
     from .data import IMAGENET_MEAN, IMAGENET_STD
     from .evaluation.segmentation import MMSEG_TTA_SCALES, InferenceProtocol
 
-    size = processor.size if processor is not None else None
     protocol = InferenceProtocol(
         mode=args.mode,
         crop_size=_int_or_pair(args.crop_size) or (model.config.image_size if args.mode == "slide" else None),
@@ -346,13 +471,24 @@ def _segmentation_settings(args: argparse.Namespace, model, processor) -> dict:
         flip=args.flip or args.tta,
     )
     return {
-        "scale": args.scale or ([size["height"], size["width"]] if size else [model.config.image_size] * 2),
+        "scale": args.scale or _default_test_scale(processor, model),
         "protocol": protocol,
         "mean": processor.image_mean if processor is not None else IMAGENET_MEAN,
         "std": processor.image_std if processor is not None else IMAGENET_STD,
         "reduce_labels": args.do_reduce_labels or bool(processor is not None and processor.do_reduce_labels),
         "ignore_index": model.config.semantic_loss_ignore_index,
     }
+
+
+def _default_test_scale(processor, model) -> list[int]:
+    from .data import short_side_scale
+
+    recorded = getattr(processor, "test_scale", None)
+    if recorded:
+        return [int(recorded[0]), int(recorded[1])]
+    size = processor.size if processor is not None else None
+    resolution = min(size["height"], size["width"]) if size else model.config.image_size
+    return list(short_side_scale(resolution))
 
 
 def _write_results(results: dict, output: Path, table: str) -> None:
@@ -644,6 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inpaint_command(commands)
     _add_img2img_command(commands)
     _add_evaluate_seg_command(commands)
+    _add_segment_command(commands)
     _add_push_command(commands)
     _add_evaluate_ddpm_command(commands)
     _add_rate_distortion_command(commands)
@@ -770,6 +907,26 @@ def _add_evaluate_seg_command(commands) -> None:
     evaluator.set_defaults(handler=evaluate_seg)
 
 
+def _add_segment_command(commands) -> None:
+    segmenter = commands.add_parser("segment", help=segment.__doc__)
+    segmenter.add_argument("model", help="a SwinFPN model: folder or Hub id")
+    segmenter.add_argument("image", help="the image to segment, any size (read at its own resolution)")
+    segmenter.add_argument("output", help="the label map PNG of class ids, e.g. labels.png")
+    segmenter.add_argument(
+        "--crop_size", type=int, nargs="+", help="slide window: SIZE or HEIGHT WIDTH (default: the model's image size)"
+    )
+    segmenter.add_argument("--stride", type=int, nargs="+", help="slide stride: SIZE or HEIGHT WIDTH (2/3 crop)")
+    segmenter.add_argument("--window_batch_size", type=int, default=1, help="windows per forward")
+    segmenter.add_argument(
+        "--max_pixels",
+        type=int,
+        default=None,
+        help=f"refuse larger images (default: the available memory / {SEGMENT_BYTES_PER_PIXEL} bytes per pixel)",
+    )
+    _add_allow_pickle(segmenter)
+    segmenter.set_defaults(handler=segment)
+
+
 def _add_evaluation_data_arguments(evaluator: argparse.ArgumentParser) -> None:
     """`evaluate-seg`'s data: the flags of the training scripts, and the split."""
     evaluator.add_argument("--dataset_name", help="embedded (shapes), Hub dataset id or local dataset file/folder")
@@ -785,7 +942,8 @@ def _add_inference_protocol_arguments(evaluator: argparse.ArgumentParser) -> Non
     evaluator.add_argument(
         "--scale",
         **KEEP_RATIO_SCALE,
-        help="keep-ratio resize scale, e.g. 2048 512 for ADE20K (default: the image processor's size)",
+        help="keep-ratio resize scale, e.g. 2048 512 for ADE20K (default: the model's training scale, its image "
+        "processor's test_scale, else 4*size size: the short side at the training resolution)",
     )
     evaluator.add_argument(
         "--mode", choices=("whole", "slide"), default="whole", help="whole-image or sliding-window inference"

@@ -50,7 +50,9 @@ def assert_same_scores(results: dict, expected: dict) -> None:
             assert (math.nan if value is None else value) == pytest.approx(
                 expected[metric][index], abs=1e-9, nan_ok=True
             )
-    assert results["num_images"] == SAMPLES and results["scale"] == [32, 32]
+    # the default scale: the short side at the training resolution (the processor records no test_scale); the 64x64
+    # images come to 32x32 as at (32, 32), the scale the expected scores use
+    assert results["num_images"] == SAMPLES and results["scale"] == [128, 32]
 
 
 def test_whole_mode_console_script_table_json_and_card(model_dir, tmp_path):
@@ -160,3 +162,69 @@ def test_train_data_dir_with_reduced_labels(model_dir, tmp_path):
     expected = numpy_metrics(predictions, reduced, len(SHAPES_ID2LABEL))
     assert results["mIoU"] == pytest.approx(expected["mIoU"], abs=1e-9)
     assert results["aAcc"] == pytest.approx(expected["aAcc"], abs=1e-9)
+
+
+def test_two_processes_under_accelerate_launch_give_the_one_process_metrics(model_dir, tmp_path, capsys):
+    """`accelerate launch --num_processes 2` (two CPU processes over gloo): each evaluates a shard of the 5 images
+    (3 + 2), the class counts are summed, and the results file is the one-process file, value for value."""
+    import os
+    import socket
+
+    from training_support import run_cli_in_process
+
+    argv = ["evaluate-seg", str(model_dir), "--dataset_name", "shapes", "--max_eval_samples", "5"]
+    argv += ["--mode", "slide", "--crop_size", "24", "--stride", "16"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launch = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no"]
+    launch += ["--dynamo_backend", "no", "-m", "hf_swin_ddpm.cli", *argv, "--output", "two.json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env["ACCELERATE_USE_CPU"] = "1"  # --multi_gpu on CPUs: torchrun workers talking over gloo
+    two = subprocess.run(launch, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("Wrote ") == 1  # the main process writes the results, once
+    assert "evaluate: 100%" in two.stderr and "3/3" in two.stderr  # the main process's bar: its shard of 3
+    one = run_cli_in_process(*argv, "--output", "one.json", cwd=tmp_path, capsys=capsys)
+    assert one.returncode == 0, one.stderr
+    results = json.loads((tmp_path / "two.json").read_text())
+    assert results["num_images"] == 5
+    assert results == json.loads((tmp_path / "one.json").read_text())
+
+
+def test_default_scale_is_the_recorded_test_scale_else_the_short_side_at_the_training_size(tmp_path, capsys):
+    """On 48x24 images: the processor's test_scale (64, 16) when recorded (images to 32x16), else (128, 32) from its
+    32x32 size (images to 64x32), each the same results as giving that --scale, and not those of the old square
+    default (32, 32), which shrank the images to 32x16."""
+    from PIL import Image
+    from training_support import write_segmentation_folders
+
+    root = write_segmentation_folders(tmp_path / "data", count=3, resolution=24)
+    for kind in ("images", "annotations"):
+        for path in (root / kind).iterdir():
+            resample = Image.BILINEAR if kind == "images" else Image.NEAREST
+            Image.open(path).resize((48, 24), resample).save(path)
+    torch.manual_seed(0)
+    model = SwinFPNForSegmentation(SwinFPNConfig(**TINY_SWIN_FPN_GEOMETRY, id2label=SHAPES_ID2LABEL, image_size=32))
+    with torch.no_grad():  # a prediction that depends on the image's scale
+        for parameter in model.decode_head.parameters():
+            if parameter.ndim > 1:
+                parameter.normal_(std=0.5)
+    model.save_pretrained(tmp_path / "plain")
+    SwinFPNImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "plain")
+    model.save_pretrained(tmp_path / "recorded")
+    SwinFPNImageProcessor(size={"height": 32, "width": 32}, test_scale=[64, 16]).save_pretrained(tmp_path / "recorded")
+
+    def evaluate(folder: str, *extra: str) -> dict:
+        output = tmp_path / "r.json"
+        argv = ["evaluate-seg", str(tmp_path / folder), "--train_data_dir", str(root), "--output", str(output)]
+        assert main([*argv, *extra]) == 0, capsys.readouterr().err
+        return json.loads(output.read_text())
+
+    recorded = evaluate("recorded")
+    assert recorded["scale"] == [64, 16] and recorded == evaluate("recorded", "--scale", "64", "16")
+    plain = evaluate("plain")
+    assert plain["scale"] == [128, 32] and plain == evaluate("plain", "--scale", "128", "32")
+    square = evaluate("plain", "--scale", "32", "32")
+    assert square["aAcc"] != plain["aAcc"]

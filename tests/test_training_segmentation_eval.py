@@ -15,7 +15,7 @@ from test_training_segmentation import TINY as SEGMENTATION_TINY
 from test_training_segmentation import one_thread  # noqa: F401  (the autouse fixture)
 from training_support import flags, with_flags, write_segmentation_folders
 
-from hf_swin_ddpm import SwinFPNForSegmentation
+from hf_swin_ddpm import SwinFPNForSegmentation, SwinFPNImageProcessor
 from hf_swin_ddpm.data import IMAGENET_MEAN, IMAGENET_STD, MMSegTrainTransform, embedded_dataset
 from hf_swin_ddpm.data.loading import segmentation_folder_dataset
 from hf_swin_ddpm.swin_fpn.modeling_swin_fpn import SwinFPNAuxiliaryHead
@@ -41,6 +41,9 @@ def test_default_evaluation_is_the_keep_ratio_protocol_at_label_size(tmp_path):
         assert results[f"eval_{ours}"] == pytest.approx(expected[theirs], abs=1e-9), ours
     assert results["eval_per_class_accuracy"]["background"] == pytest.approx(expected["Acc"][0], abs=1e-9)
     assert "keep-ratio resize to (24, 24)" in (tmp_path / "run" / "README.md").read_text()
+    # the scale it was evaluated at is recorded with the model, as evaluate-seg's default
+    assert json.loads((tmp_path / "run" / "preprocessor_config.json").read_text())["test_scale"] == [24, 24]
+    assert SwinFPNImageProcessor.from_pretrained(tmp_path / "run").test_scale == [24, 24]
 
 
 def square_predictions(model, dataset, size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -93,6 +96,19 @@ def test_swin_ade20k_recipe_sets_the_papers_run_and_flags_override(tmp_path, mon
     assert train_segmentation.parse_args([*base, "--learning_rate", "1e-4"]).learning_rate == 1e-4
     monkeypatch.setenv("WORLD_SIZE", "8")
     assert train_segmentation.parse_args(base).train_batch_size == 2  # 8 processes x 2 = the paper's 16
+
+
+def test_the_test_scale_follows_the_training_pipeline(tmp_path):
+    """mmseg's convention: the test scale is the training pipeline's base scale (--train_scale for the mmseg
+    pipeline, the short side at the resolution for the default one), unless --eval_scale names one."""
+    base = ["--dataset_name", "shapes", "--output_dir", str(tmp_path), "--resolution", "64"]
+    scale = train_segmentation.model_test_scale
+    assert scale(train_segmentation.parse_args(base), 64) == (256, 64)
+    mmseg = [*base, "--train_pipeline", "mmseg", "--train_scale", "1024", "256"]
+    assert scale(train_segmentation.parse_args(mmseg), 64) == (1024, 256)
+    assert scale(train_segmentation.parse_args([*mmseg, "--eval_scale", "96", "48"]), 64) == (96, 48)
+    recipe = train_segmentation.parse_args(["--recipe", "swin-ade20k", *base[:4]])
+    assert scale(recipe, recipe.resolution) == (2048, 512)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from .transforms import (
     example_rng,
     keep_ratio_size,
     photo_metric_distortion,
+    short_side_scale,
 )
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "example_rng",
     "keep_ratio_size",
     "photo_metric_distortion",
+    "short_side_scale",
     "load_evaluation_split",
     "load_image_dataset",
     "normalize_columns",

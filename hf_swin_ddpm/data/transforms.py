@@ -329,6 +329,13 @@ def keep_ratio_size(height: int, width: int, scale: Sequence[int]) -> tuple[int,
     return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
 
 
+def short_side_scale(resolution: int) -> tuple[int, int]:
+    """mmseg's base scale for a training resolution (crop size): the short side at `resolution`, the long side at
+    most 4x it, as ``(2048, 512)`` for 512 crops. The test scale of models trained with random rescaling of the short
+    side around `resolution` (``SegmentationTrainTransform``), and of saved models that record none."""
+    return 4 * int(resolution), int(resolution)
+
+
 class SegmentationKeepRatioEvalTransform(SegmentationEvalTransform):
     """mmseg's test pipeline: the image resized (bilinear) keeping its aspect ratio to ``scale`` (see
     :func:`keep_ratio_size`) and normalised; the label map left at its original size, to score predictions brought

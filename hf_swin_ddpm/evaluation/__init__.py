@@ -36,6 +36,7 @@ _SUBMODULE_OF = {
     "SampleMetrics": "metrics",
     **dict.fromkeys(("Reference", "parse_reference", "reference_batches", "reference_statistics"), "reference"),
     "add_pipeline_samples": "sampling",
+    "segment_large": "segmentation_inference",
     "check_sample_count": "sampling",
     **dict.fromkeys(
         ("InferenceProtocol", "evaluate_segmentation", "format_results_table", "segmentation_counts"), "segmentation"

@@ -208,9 +208,16 @@ def evaluate_segmentation(
     reduce_labels: bool = False,
     ignore_index: int = DEFAULT_IGNORE_INDEX,
     progress: bool = True,
+    accelerator=None,
 ) -> dict[str, Any]:
     """Evaluate `model` on a dataset of ``image`` + ``annotation`` examples with mmseg's protocol: keep-ratio resize to
     `scale`, `protocol` inference, predictions at each label map's own size, :func:`scores_from_counts`.
+
+    On several processes (`accelerator`: an ``Accelerator`` or accelerate's ``PartialState``, as ``accelerate
+    launch`` starts them) each process evaluates its own shard of the dataset
+    (``datasets.distributed.split_dataset_by_node``; for other iterables every num_processes-th example) and the
+    shards' class counts and image counts are summed over the processes: integer sums, so the metrics are exactly the
+    one-process metrics. Every process returns them.
 
     Returns the summary metrics, ``per_class``, ``num_images``, ``scale`` and ``protocol`` (NaN as None).
     """
@@ -218,6 +225,9 @@ def evaluate_segmentation(
     transform = SegmentationKeepRatioEvalTransform(
         scale, mean=mean, std=std, num_labels=len(id2label), reduce_labels=reduce_labels, ignore_index=ignore_index
     )
+    distributed = accelerator is not None and accelerator.num_processes > 1
+    if distributed:
+        dataset = _process_shard(dataset, accelerator.process_index, accelerator.num_processes)
     batches = (
         transform({"image": [example["image"]], "annotation": [example["annotation"]]}, indices=[index])
         for index, example in enumerate(dataset)
@@ -228,14 +238,32 @@ def evaluate_segmentation(
         len(id2label),
         ignore_index=ignore_index,
         protocol=protocol,
-        desc="evaluate" if progress else None,
+        desc="evaluate" if progress and (not distributed or accelerator.is_local_main_process) else None,
         total=len(dataset) if hasattr(dataset, "__len__") else None,
     )
+    if distributed:
+        from accelerate.utils import gather_object
+
+        shards = gather_object([(total, num_images)])
+        total = torch.stack([counts for counts, _ in shards]).sum(dim=0)
+        num_images = sum(images for _, images in shards)
     if num_images == 0:
         raise ValueError("the evaluation dataset is empty; give a split that holds images")
     results = scores_from_counts(total, id2label)
     results.update(num_images=num_images, scale=list(scale), protocol=protocol.describe())
     return _json_value(results)
+
+
+def _process_shard(dataset: Iterable[dict[str, Any]], rank: int, world_size: int) -> Iterable[dict[str, Any]]:
+    """Process `rank`'s part of `dataset`: a contiguous shard of a ``datasets`` dataset, else every
+    `world_size`-th example from `rank`."""
+    import datasets
+
+    if isinstance(dataset, datasets.Dataset | datasets.IterableDataset):
+        from datasets.distributed import split_dataset_by_node
+
+        return split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+    return (example for index, example in enumerate(dataset) if index % world_size == rank)
 
 
 def _percent(value: float | None) -> str:

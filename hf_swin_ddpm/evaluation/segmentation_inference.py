@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from ..swin_fpn.modeling_swin_fpn import check_pixel_values
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ..swin_fpn.modeling_swin_fpn import SwinFPNForSegmentation
 
 
@@ -155,3 +157,133 @@ def window_origins(
             [max(min(i * stride[axis] + crop_size[axis], size[axis]) - crop_size[axis], 0) for i in range(grids)]
         )
     return [(top, left) for top in origins[0] for left in origins[1]]
+
+
+@torch.no_grad()
+def segment_large(
+    model: SwinFPNForSegmentation,
+    image,
+    crop_size: int | tuple[int, int] | None = None,
+    stride: int | tuple[int, int] | None = None,
+    window_batch_size: int = 1,
+    *,
+    mean: tuple[float, ...] | list[float] | None = None,
+    std: tuple[float, ...] | list[float] | None = None,
+    progress_bar: bool = False,
+) -> np.ndarray:
+    """The label map (height, width) of an image of any size by slide inference, in memory bounded by a band of rows:
+    the argmax of :func:`inference` with `mode="slide"`, without ever holding the image's float logits.
+
+    `image` is a PIL image (converted to RGB) or a uint8 array (height, width, channels), segmented at its own size;
+    each band of rows is normalised when it is read, as the image processor does: ``(x / 255 - mean) / std``
+    (default: ImageNet's mean and std, the image processor's). The windows are mmseg's (:func:`window_origins`:
+    `crop_size`, default `config.image_size`, every `stride`, default two thirds of the crop), taken band by band
+    (one row of windows, top to bottom), `window_batch_size` windows of a band per forward, left to right. Only the
+    pixels still open are accumulated, per column segment (between consecutive window edges): the band's rows in the
+    segments its current window covers, and the rows the next band overlaps (crop - stride rows; more before the
+    last band, which is moved back to the border) in the segments already passed, carried to the next band and freed
+    as it takes them. A segment no further window of the band covers is closed: its finished rows divided by their
+    window count and their argmax written into the label map. Every pixel's logits are summed in the order slide inference sums them (row-major windows, from zero), so
+    the labels equal the argmax of ``inference(mode="slide")`` exactly, ties included (torch's argmax takes the first
+    maximum), as long as the forwards give the same logits: with a `window_batch_size` of 1, or the number of windows
+    of a band (the same batches there). Peak memory: about 4 * num_labels * width * (the most rows carried, crop -
+    stride or, before the last band, up to crop - 1) bytes, plus one band's rows over a window and a window batch's
+    logits, against 4 * num_labels * height * width for :func:`inference`; the label map is 1 (2) bytes a pixel.
+
+    Returns uint8 class ids for up to 256 classes, uint16 above. `progress_bar` shows a tqdm bar of the windows.
+    """
+    import numpy as np
+    from tqdm.auto import tqdm
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    array = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+    if array.ndim != 3 or array.dtype != np.uint8 or min(array.shape) < 1:
+        raise ValueError(
+            f"segment_large: expected a PIL image or a uint8 array (height, width, channels), got {array.dtype} "
+            f"{array.shape}."
+        )
+    if array.shape[2] != model.config.num_channels:
+        raise ValueError(
+            f"segment_large: the image has {array.shape[2]} channels, the model takes {model.config.num_channels}."
+        )
+    height, width = array.shape[:2]
+    crop = _pair(crop_size if crop_size is not None else model.config.image_size, "crop_size")
+    window_stride = _pair(stride if stride is not None else tuple(max(1, 2 * c // 3) for c in crop), "stride")
+    if isinstance(window_batch_size, bool) or not isinstance(window_batch_size, int) or window_batch_size < 1:
+        raise ValueError(f"segment_large: window_batch_size must be a positive int, got {window_batch_size!r}.")
+    if any(s > c for s, c in zip(window_stride, crop)):
+        raise ValueError(f"segment_large: stride {window_stride} exceeds crop_size {crop}; use a stride <= the crop.")
+    window = (min(crop[0], height), min(crop[1], width))
+    origins = window_origins((height, width), crop, window_stride)
+    tops = sorted({top for top, _ in origins})
+    lefts = sorted({left for _, left in origins})
+    # every pixel's window count is its row's count times its column's (the windows form a grid)
+    row_count = torch.zeros(height)
+    col_count = torch.zeros(width)
+    for top in tops:
+        row_count[top : top + window[0]] += 1
+    for left in lefts:
+        col_count[left : left + window[1]] += 1
+    num_labels = model.config.num_labels
+    labels = np.zeros((height, width), dtype=np.uint8 if num_labels <= 256 else np.uint16)
+    normalise = (
+        torch.tensor(IMAGENET_DEFAULT_MEAN if mean is None else mean, dtype=torch.float32).view(-1, 1, 1),
+        torch.tensor(IMAGENET_DEFAULT_STD if std is None else std, dtype=torch.float32).view(-1, 1, 1),
+    )
+
+    def emit(sums: torch.Tensor, top: int, left: int) -> None:
+        """Finished sums (num_labels, rows, columns) at (top, left) into the label map."""
+        rows, columns = sums.shape[1:]
+        count = row_count[top : top + rows, None] * col_count[None, left : left + columns]
+        labels[top : top + rows, left : left + columns] = (sums / count).argmax(dim=0).numpy()
+
+    # column segments: between consecutive window edges, each covered by one fixed set of windows of a band
+    edges = sorted({0, width, *lefts, *(left + window[1] for left in lefts)})
+    segments = list(zip(edges[:-1], edges[1:], strict=True))
+    carry: list[torch.Tensor | None] = [None] * len(segments)  # per segment: the sums from the bands above
+
+    def close(open_sums: dict[int, torch.Tensor], segment: int, top: int, finished: int) -> None:
+        """Emit the `finished` rows of a segment no further window of the band covers; carry the others."""
+        sums = open_sums.pop(segment)
+        emit(sums[:, :finished], top, segments[segment][0])
+        carry[segment] = sums[:, finished:].clone() if finished < window[0] else None
+
+    with tqdm(total=len(origins), desc="segment", unit="window", disable=not progress_bar) as bar:
+        for index, top in enumerate(tops):
+            # 1. the band's rows, normalised; it finishes rows [top, next_top), the next band overlaps the rest
+            band = torch.from_numpy(np.array(array[top : top + window[0]])).permute(2, 0, 1).float()
+            band = band.div_(255.0).sub_(normalise[0]).div_(normalise[1])[None]
+            next_top = tops[index + 1] if index + 1 < len(tops) else top + window[0]
+            finished = next_top - top
+            open_sums: dict[int, torch.Tensor] = {}  # segment -> sums of the band's rows, while windows add to it
+            next_segment = 0  # the segments before it are closed
+            # 2. the band's windows, left to right, each added segment by segment
+            for start in range(0, len(lefts), window_batch_size):
+                group = lefts[start : start + window_batch_size]
+                crops = torch.cat([band[..., left : left + window[1]] for left in group])
+                logits = model(pixel_values=crops.to(device=model.device, dtype=model.dtype), return_dict=True)
+                for left, crop_logits in zip(group, logits.logits.float().cpu(), strict=True):
+                    while segments[next_segment][1] <= left:  # left of this window: final
+                        close(open_sums, next_segment, top, finished)
+                        next_segment += 1
+                    segment = next_segment
+                    while segment < len(segments) and segments[segment][1] <= left + window[1]:
+                        begin, end = segments[segment]
+                        if segment not in open_sums:
+                            open_sums[segment] = _opened_sums(carry[segment], num_labels, window[0], end - begin)
+                            carry[segment] = None
+                        open_sums[segment] += crop_logits[..., begin - left : end - left]
+                        segment += 1
+                bar.update(len(group))
+            for segment in sorted(open_sums):
+                close(open_sums, segment, top, finished)
+    return labels
+
+
+def _opened_sums(carried: torch.Tensor | None, num_labels: int, rows: int, columns: int) -> torch.Tensor:
+    """A band's sums (num_labels, rows, columns) for one column segment before its windows: the bands above's sums
+    of its first rows (`carried`), zero below."""
+    sums = torch.zeros(num_labels, rows, columns)
+    if carried is not None:
+        sums[:, : carried.shape[1]] = carried
+    return sums

@@ -25,9 +25,14 @@ class SwinFPNImageProcessorKwargs(ImagesKwargs, total=False):
     do_reduce_labels (`bool`, *optional*, defaults to `self.do_reduce_labels`):
         Subtract 1 from every label and map 0 (background) to 255, the ignore index, for datasets such as ADE20K
         whose class 0 is "other".
+    test_scale (`list[int]`, *optional*, defaults to `self.test_scale`):
+        The keep-ratio resize scale (long side, short side) the model is tested at, mmseg's test `Resize(scale,
+        keep_ratio=True)`: recorded at training time (the training pipeline's base scale, e.g. (2048, 512) for 512
+        crops); `evaluate-seg` resizes to it by default. Not used by `preprocess`, which resizes to `size`.
     """
 
     do_reduce_labels: bool
+    test_scale: list[int] | None
 
 
 class SwinFPNImageProcessor(PilBackend):
@@ -62,6 +67,7 @@ class SwinFPNImageProcessor(PilBackend):
     do_normalize = True
     do_convert_rgb = True
     do_reduce_labels = False
+    test_scale = None
     rescale_factor = 1 / 255
 
     def __init__(self, **kwargs: Unpack[SwinFPNImageProcessorKwargs]) -> None:

@@ -45,6 +45,7 @@ from ..data import (
     collate_segmentation,
     collate_segmentation_lists,
     dataset_id2label,
+    short_side_scale,
 )
 from ..evaluation.loop import prepare_evaluation_dataloader
 from ..evaluation.segmentation import (
@@ -193,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--eval_scale",
         **KEEP_RATIO_SCALE,
-        help="Keep-ratio resize scale of the evaluation, e.g. 2048 512 for ADE20K (default: resolution resolution).",
+        help="Keep-ratio resize scale of the evaluation, e.g. 2048 512 for ADE20K, recorded in the image processor as "
+        "evaluate-seg's default (default: --train_scale with --train_pipeline mmseg, else 4*resolution resolution).",
     )
     parser.set_defaults(
         model_config="swin-tiny",
@@ -408,11 +410,23 @@ def build_dataloaders(
         if args.eval_protocol == "square":
             eval_transform, collate = SegmentationEvalTransform(resolution, **transform_options), collate_segmentation
         else:
-            scale = args.eval_scale or (resolution, resolution)
+            scale = model_test_scale(args, resolution)
             eval_transform = SegmentationKeepRatioEvalTransform(scale, **transform_options)
             collate = collate_segmentation_lists
         eval_dataloader = evaluation_dataloader(args, data.eval, eval_transform, collate, data.eval_source)
     return train_dataloader, eval_dataloader, train_transform
+
+
+def model_test_scale(args: argparse.Namespace, resolution: int) -> tuple[int, int]:
+    """The keep-ratio scale the model is evaluated at, here and (recorded in the saved image processor's
+    ``test_scale``) by ``evaluate-seg``: ``--eval_scale`` when given, else mmseg's convention, the training
+    pipeline's base scale: ``--train_scale`` for the mmseg pipeline, the short side at the resolution
+    (:func:`~hf_swin_ddpm.data.short_side_scale`) for the default one, whose random scale is of the short side."""
+    if args.eval_scale:
+        return int(args.eval_scale[0]), int(args.eval_scale[1])
+    if args.train_pipeline == "mmseg":
+        return int(args.train_scale[0]), int(args.train_scale[1])
+    return short_side_scale(resolution)
 
 
 def default_warmup_steps(max_train_steps: int) -> int:
@@ -610,7 +624,9 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
         if accelerator.is_main_process:  # rows of image, ground truth and prediction
             example = example_prediction(unwrapped, next(iter(eval_dataloader)), id2label)
     image_processor = SwinFPNImageProcessor(
-        size={"height": resolution, "width": resolution}, do_reduce_labels=args.do_reduce_labels
+        size={"height": resolution, "width": resolution},
+        do_reduce_labels=args.do_reduce_labels,
+        test_scale=list(model_test_scale(args, resolution)),
     )
     if accelerator.is_main_process:
         with publishing.final_outputs_written(output_dir):
@@ -730,7 +746,7 @@ def _augmentation_description(args: argparse.Namespace) -> str:
 def _evaluation_description(args: argparse.Namespace, resolution: int) -> str:
     if args.eval_protocol == "square":
         return f"images and labels resized to {resolution}x{resolution}, scored there"
-    scale = tuple(args.eval_scale or (resolution, resolution))
+    scale = model_test_scale(args, resolution)
     return f"keep-ratio resize to {scale}, whole inference, scored at each label map's size (mmseg's protocol)"
 
 
