@@ -87,11 +87,18 @@ class SampleMetrics:
         passthrough = _Precomputed(self.extractor.num_features)
         with warnings.catch_warnings():  # "will save all extracted features in buffer": they are small features
             warnings.filterwarnings("ignore", message=".*will save all extracted features", category=UserWarning)
-            self.fid = FrechetInceptionDistance(feature=passthrough, reset_real_features=False)
+            # no torchmetrics sync across processes: a SampleMetrics is given every image of the set itself (the
+            # main process scores the samples all processes drew, `generate_samples`)
+            local = {"sync_on_compute": False}
+            self.fid = FrechetInceptionDistance(feature=passthrough, reset_real_features=False, **local)
             self.kid = KernelInceptionDistance(
-                feature=passthrough, subsets=kid_subsets, subset_size=kid_subset_size, reset_real_features=False
+                feature=passthrough,
+                subsets=kid_subsets,
+                subset_size=kid_subset_size,
+                reset_real_features=False,
+                **local,
             )
-            self.inception_score = InceptionScore(feature=passthrough, splits=is_splits)
+            self.inception_score = InceptionScore(feature=passthrough, splits=is_splits, **local)
         self.reference: ReferenceStatistics | None = None
 
     def extract(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
