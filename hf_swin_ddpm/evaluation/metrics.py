@@ -135,7 +135,8 @@ class SampleMetrics:
                 f"the reference statistics were computed with {reference.extractor!r}, this metric uses "
                 f"{self.extractor_id!r}; compute them with the same features."
             )
-        count = int(reference.count)
+        # pytorch-fid's files record no count (0): FID needs only mu and sigma, rebuilt exactly from any count >= 2
+        count = max(int(reference.count), 2)
         mean = torch.from_numpy(np.asarray(reference.mean, np.float64))
         covariance = torch.from_numpy(np.asarray(reference.covariance, np.float64))
         # torchmetrics keeps sum(x) and sum(x x^T); rebuild them from the mean and the unbiased covariance
@@ -174,7 +175,7 @@ class SampleMetrics:
             "kid_std": None,
             "inception_score_mean": None,
             "inception_score_std": None,
-            "num_real": num_real,
+            "num_real": num_real if self.reference is None or self.reference.count >= 2 else None,
             "num_generated": num_generated,
             "features": self.extractor_id,
         }
