@@ -546,8 +546,8 @@ def evaluate_ddpm(args: argparse.Namespace) -> None:
 
     _check_evaluate_arguments(args)
     reference = parse_reference(args.reference)
-    metrics = _sample_metrics(args, reference)  # before loading the model: a missing package or file fails fast
     if args.from_samples:
+        metrics = _sample_metrics(args, reference)
         samples = load_sample_images(args.from_samples)
         results = {"samples": str(args.from_samples), "reference": args.reference}
         results.update(evaluate_samples(metrics, reference, samples, cache_dir=args.cache_dir))
@@ -555,6 +555,8 @@ def evaluate_ddpm(args: argparse.Namespace) -> None:
         _write_results(results, Path(args.output), _results_table(results))
         return
     state = _processes()
+    with state.main_process_first():  # the main process trains and caches the classifier when it is not cached
+        metrics = _sample_metrics(args, reference)  # before loading the model: a missing package or file fails fast
     pipeline = _load_pipeline(args.model, args.allow_pickle, args.sampler, args.variance).to(state.device)
     _check_num_inference_steps(pipeline, args.num_inference_steps)
     autocast_dtype = torch.bfloat16 if args.bf16 else None
