@@ -2,7 +2,7 @@
 projection for k processes (GPUs).
 
 Each run is the real command, `--samples_dir` in a fresh folder, one thread per process; the rate is
-`num_samples / sampling_seconds` as the results JSON reports it (the slowest process's sampling time, model loading
+`num_samples / sampling_seconds` as the results JSON reports it (rounded there to 10 ms) (the slowest process's sampling time, model loading
 and scoring left out). The scaling efficiency e = rate(2) / (2 rate(1)) gives the projection
 rate(k) ~ k e rate(1) (sample i depends only on (seed, i), so the processes share nothing while sampling), and the
 time of an FID-50k sample set at that rate. On a machine shared with other jobs two processes may not get two cores;
@@ -90,12 +90,10 @@ def main() -> None:
     rates = {k: args.num_samples / r["sampling_seconds"] for k, r in runs.items()}
     efficiency = rates[2] / (2 * rates[1])
     assert runs[1]["fid"] == runs[2]["fid"], "the sample set must not depend on the number of processes"
+    projected = {k: rates[1] if k == 1 else k * efficiency * rates[1] for k in (1, 2, 4, 8)}
     projection = {
-        k: {
-            "samples_per_second": round(k * efficiency * rates[1], 2),
-            "fid_50k_hours": round(50_000 / (k * efficiency * rates[1]) / 3600, 2),
-        }
-        for k in (1, 2, 4, 8)
+        k: {"samples_per_second": round(rate, 2), "fid_50k_hours": round(50_000 / rate / 3600, 2)}
+        for k, rate in projected.items()
     }
     report = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
