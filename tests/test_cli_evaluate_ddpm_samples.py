@@ -7,7 +7,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +201,39 @@ def test_sweep_ddpm_writes_the_table_and_the_plot(root, capsys):
     )
     assert status == 0, err
     assert float(rows[2]["fid"]) == pytest.approx(json.loads((root / "c.json").read_text())["fid"], rel=1e-12)
+
+
+def test_a_sigterm_keeps_the_samples_written_and_the_rerun_finishes_them(root, capsys):
+    num, steps = 24, 20
+    args = ["evaluate-ddpm", "model", "--reference", "digits:test", "--num_samples", str(num), "--batch_size", "2"]
+    args += [
+        "--num_inference_steps",
+        str(steps),
+        "--cache_dir",
+        "cache",
+        "--bpd_images",
+        "0",
+        "--samples_dir",
+        "killed",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen([str(CONSOLE_SCRIPT), *args], cwd=root, env=env, stderr=subprocess.DEVNULL)
+    folder = root / "killed"
+    deadline = time.monotonic() + 120
+    while len(list(folder.glob("[0-9]*.png"))) < 4 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) != 0  # killed before the end
+    written = sample_bytes(folder)
+    assert 4 <= len(written) < num
+    pipeline = DDPMPaperPipeline.from_pretrained(root / "model")
+    pipeline.set_progress_bar_config(disable=True)
+    for name in written:  # every file there is a whole, correct sample
+        index = int(name.removesuffix(".png"))
+        with Image.open(folder / name) as image:
+            assert np.array_equal(np.asarray(image), draw_samples(pipeline, [index], steps, seed=0)[0, 0].numpy())
+    result = run_cli_in_process(*args, "--output", "k.json", cwd=root, capsys=capsys)
+    assert result.returncode == 0, result.stderr
+    assert f"{num - len(written)} samples made (0 of them repaired" in result.stdout
+    assert f"{len(written)} already there" in result.stdout
+    assert {name: data for name, data in sample_bytes(folder).items() if name in written} == written

@@ -81,6 +81,8 @@ class SampleFolder:
                     path.unlink()
         if write:
             self.folder.mkdir(parents=True, exist_ok=True)
+            for leftover in self.folder.glob(".[0-9]*.png.tmp"):  # the write a killed run was in the middle of
+                leftover.unlink()
             text = json.dumps({"format": MANIFEST_FORMAT, **self.manifest}, indent=2) + "\n"
             _atomic_write(self.folder / MANIFEST, lambda path: path.write_text(text))
 
