@@ -20,6 +20,7 @@ from training_support import CONSOLE_SCRIPT, run_cli_in_process
 
 from hf_swin_ddpm import DDPMPaperPipeline, DDPMPaperScheduler
 from hf_swin_ddpm.diffusion import paper_unet
+from hf_swin_ddpm.diffusion.samplers import SAMPLERS, sampler_scheduler
 from hf_swin_ddpm.evaluation import SampleMetrics
 from hf_swin_ddpm.evaluation.extractors import load_classifier
 from hf_swin_ddpm.evaluation.reference import reference_statistics
@@ -150,6 +151,19 @@ def test_from_samples_scores_a_folder_and_a_guided_diffusion_npz_as_the_run_did(
         assert scores(root / f"{source}-scored.json") == expected
     status, _, err = evaluate(root, capsys, "model", "--from_samples", "made")
     assert status == 2 and "MODEL" in err and "--from_samples" in err
+    # bad folders: one line each, naming the file or the fix
+    (root / "broken").mkdir()
+    (root / "broken" / "a.png").write_bytes((root / "made" / "000000.png").read_bytes()[:30])
+    (root / "unmanaged").mkdir()
+    (root / "unmanaged" / "000000.png").write_bytes((root / "made" / "000000.png").read_bytes())
+    for args, fragment in [
+        (["--from_samples", "broken"], "a.png"),
+        (["--from_samples", "nowhere"], "no such folder or .npz"),
+        (["model", "--samples_dir", "unmanaged"], "no manifest.json"),
+    ]:
+        status, _, err = evaluate(root, capsys, *args)
+        errors = [line for line in err.splitlines() if ": error: " in line]
+        assert status == 2 and len(errors) == 1 and fragment in errors[0] and "Traceback" not in err, err
 
 
 def test_pytorch_fid_statistics_are_read_and_written_with_its_keys(root, capsys, tmp_path):
@@ -237,3 +251,15 @@ def test_a_sigterm_keeps_the_samples_written_and_the_rerun_finishes_them(root, c
     assert f"{num - len(written)} samples made (0 of them repaired" in result.stdout
     assert f"{len(written)} already there" in result.stdout
     assert {name: data for name, data in sample_bytes(folder).items() if name in written} == written
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_draws_sample_i_from_its_own_generator_whatever_the_batch(root, sampler):
+    """diffusers' schedulers take the list of generators too (initial noise and each step's noise per sample)."""
+    pipeline = DDPMPaperPipeline.from_pretrained(root / "model")
+    pipeline.scheduler = sampler_scheduler(sampler, pipeline.scheduler)
+    pipeline.set_progress_bar_config(disable=True)
+    together = draw_samples(pipeline, [0, 1, 2], STEPS, seed=3)
+    apart = torch.cat([draw_samples(pipeline, [0], STEPS, seed=3), draw_samples(pipeline, [1, 2], STEPS, seed=3)])
+    assert torch.equal(together, apart)
+    assert not torch.equal(together, draw_samples(pipeline, [0, 1, 2], STEPS, seed=4))
