@@ -639,11 +639,10 @@ def _samples_folder(args: argparse.Namespace, pipeline, autocast_dtype, state):
         "channels": channels,
     }
     folder = SampleFolder(args.samples_dir, manifest)
+    folder.prepare(overwrite=args.overwrite, write=False)  # every process: a contradiction stops all of them
     if state.is_main_process:
         folder.prepare(overwrite=args.overwrite, write=True)
     state.wait_for_everyone()
-    if not state.is_main_process:
-        folder.prepare(overwrite=args.overwrite, write=False)
     return folder
 
 
