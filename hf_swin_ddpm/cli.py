@@ -16,7 +16,10 @@
         [--example_image IMAGE] [--num_inference_steps S]
     hf-swin-ddpm evaluate-ddpm MODEL --reference DATASET[:SPLIT] | FOLDER | STATS.npz --num_samples N
         --num_inference_steps S --features classifier|inception [--inception_weights PATH_OR_REPO] --batch_size B
-        --seed K [--bf16] --output eval_results.json [--update_card]
+        --seed K [--bf16] --output eval_results.json [--update_card] [--samples_dir DIR [--overwrite]]
+    hf-swin-ddpm evaluate-ddpm --from_samples DIR_OR_NPZ --reference ...   (score images made by anything)
+    hf-swin-ddpm sweep-ddpm MODEL --reference ... --num_inference_steps 10 20 50 --sampler ddim dpmsolver++
+        [--num_samples N] [--output_dir sweep]
     hf-swin-ddpm rate-distortion MODEL --dataset DATASET[:SPLIT] --max_eval_samples N [--output_dir DIR]
     hf-swin-ddpm export-onnx MODEL_DIR OUT_DIR [--opset 18]
 
@@ -618,6 +621,12 @@ def _check_unet_weights(folder: Path, allow_pickle: bool) -> None:
 
 
 def _check_evaluate_arguments(args: argparse.Namespace) -> None:
+    if (args.model is None) == (args.from_samples is None):
+        raise CLIError("give MODEL (to sample it) or --from_samples DIR_OR_NPZ (to score those images), one of them.")
+    if args.from_samples and (args.samples_dir or args.update_card):
+        raise CLIError("--from_samples scores existing images; leave out --samples_dir and --update_card.")
+    if args.samples_dir and Path(args.samples_dir).is_file():
+        raise CLIError(f"--samples_dir: {args.samples_dir} is a file; give a folder.")
     if args.num_samples < 2:
         raise CLIError(f"--num_samples: expected an integer >= 2 (FID needs a covariance), got {args.num_samples}.")
     if args.num_inference_steps < 1:
@@ -663,36 +672,53 @@ def _reference_bits_per_dim(pipeline, reference, args: argparse.Namespace) -> fl
 
 
 def evaluate_ddpm(args: argparse.Namespace) -> None:
-    """Sample a DDPMPaperPipeline and measure FID, KID and Inception Score against a reference (and bits/dim)."""
+    """Sample a DDPMPaperPipeline (or read --from_samples) and measure FID, KID and Inception Score against a reference
+    (and bits/dim); under `accelerate launch` the samples are shared out over the processes."""
     import torch
 
-    from .evaluation import SampleMetrics, parse_reference
-    from .evaluation.sampling import evaluate_pipeline
+    from .evaluation import parse_reference
+    from .evaluation.sample_folder import load_sample_images
+    from .evaluation.sampling import evaluate_samples, generate_samples
 
     _check_evaluate_arguments(args)
     reference = parse_reference(args.reference)
-    classifier_dataset = _classifier_dataset(args, reference)
-    metrics = SampleMetrics(  # before loading the model: a missing package or file fails fast
-        args.features,
-        classifier_dataset=classifier_dataset,
-        seed=args.seed,
-        inception_weights=args.inception_weights,
-        cache_dir=args.cache_dir,
-    )
-    pipeline = _load_pipeline(args.model, args.allow_pickle, args.sampler, args.variance)
+    if args.from_samples:
+        metrics = _sample_metrics(args, reference)
+        samples = load_sample_images(args.from_samples)
+        results = {"samples": str(args.from_samples), "reference": args.reference}
+        results.update(evaluate_samples(metrics, reference, samples, cache_dir=args.cache_dir))
+        results["bits_per_dim"] = None
+        _write_results(results, Path(args.output), _results_table(results))
+        return
+    state = _processes()
+    with state.main_process_first():  # the main process trains and caches the classifier when it is not cached
+        metrics = _sample_metrics(args, reference)  # before loading the model: a missing package or file fails fast
+    pipeline = _load_pipeline(args.model, args.allow_pickle, args.sampler, args.variance).to(state.device)
     _check_num_inference_steps(pipeline, args.num_inference_steps)
-    results = evaluate_pipeline(
+    autocast_dtype = torch.bfloat16 if args.bf16 else None
+    folder = _samples_folder(args, pipeline, autocast_dtype, state)
+    samples, counts = generate_samples(
         pipeline,
-        metrics,
-        reference,
         args.num_samples,
         args.num_inference_steps,
-        batch_size=args.batch_size,
         seed=args.seed,
-        cache_dir=args.cache_dir,
-        autocast_dtype=torch.bfloat16 if args.bf16 else None,
+        batch_size=args.batch_size,
+        samples_dir=folder,
+        state=state,
+        autocast_dtype=autocast_dtype,
     )
-    results = {"model": str(args.model), "reference": args.reference, **results}
+    if not state.is_main_process:
+        return
+    if folder is not None:
+        reused = args.num_samples - counts["samples_made"]
+        print(
+            f"{args.samples_dir}: {counts['samples_made']} samples made ({counts['samples_repaired']} of them "
+            f"repaired: truncated or unreadable files), {reused} already there"
+        )
+    results = {"model": str(args.model), "reference": args.reference}
+    results.update(evaluate_samples(metrics, reference, samples, cache_dir=args.cache_dir))
+    results.update(counts)
+    results["num_inference_steps"] = args.num_inference_steps
     results["bits_per_dim"] = _reference_bits_per_dim(pipeline, reference, args)
     if results["bits_per_dim"] is not None:
         results["bits_per_dim_images"] = min(args.bpd_images, results["num_real"])
@@ -704,6 +730,99 @@ def evaluate_ddpm(args: argparse.Namespace) -> None:
         dataset, split = (reference.source, reference.split) if reference.is_dataset else (args.reference, None)
         card = update_card_results(args.model, results, dataset=dataset, split=split)
         print(f"Updated the model-index of {card}")
+
+
+def _processes():
+    """This run's processes: an `Accelerator` (one process, or those of `accelerate launch`, CPU ones over gloo with
+    ACCELERATE_USE_CPU); mixed precision stays "no" (`--bf16` is the pipeline's own autocast)."""
+    from accelerate import Accelerator
+
+    from .training.runtime import forget_other_mixed_precision
+
+    forget_other_mixed_precision("no")
+    return Accelerator(mixed_precision="no")
+
+
+def _sample_metrics(args: argparse.Namespace, reference):
+    from .evaluation import SampleMetrics
+
+    return SampleMetrics(
+        args.features,
+        classifier_dataset=_classifier_dataset(args, reference),
+        seed=args.seed,
+        inception_weights=args.inception_weights,
+        cache_dir=args.cache_dir,
+    )
+
+
+def _samples_folder(args: argparse.Namespace, pipeline, autocast_dtype, state):
+    """The `--samples_dir` of this run, its manifest checked (and written by the main process), or None."""
+    from .evaluation.sample_folder import SampleFolder
+    from .evaluation.sampling import pipeline_resolution
+
+    if not args.samples_dir:
+        return None
+    side, channels = pipeline_resolution(pipeline)
+    model = str(Path(args.model).resolve()) if Path(args.model).is_dir() else str(args.model)
+    manifest = {
+        "model": model,
+        "seed": args.seed,
+        "num_inference_steps": args.num_inference_steps,
+        "sampler": args.sampler or f"model's own ({type(pipeline.scheduler).__name__})",
+        "variance": args.variance,
+        "autocast_dtype": "bfloat16" if autocast_dtype is not None else None,
+        "resolution": side,
+        "channels": channels,
+    }
+    folder = SampleFolder(args.samples_dir, manifest)
+    folder.prepare(overwrite=args.overwrite, write=False)  # every process: a contradiction stops all of them
+    if state.is_main_process:
+        folder.prepare(overwrite=args.overwrite, write=True)
+    state.wait_for_everyone()
+    return folder
+
+
+def sweep_ddpm(args: argparse.Namespace) -> None:
+    """FID, KID and IS of a DDPMPaperPipeline for every sampler and number of steps: a CSV and a PNG of the trade-off."""
+    import torch
+
+    from .evaluation import parse_reference
+    from .evaluation.sweep import plot_sweep, sweep_samplers, write_sweep_csv
+
+    if args.num_samples < 2:
+        raise CLIError(f"--num_samples: expected an integer >= 2 (FID needs a covariance), got {args.num_samples}.")
+    if args.batch_size < 1:
+        raise CLIError(f"--batch_size: expected an integer >= 1, got {args.batch_size}.")
+    if min(args.num_inference_steps) < 1:
+        raise CLIError(f"--num_inference_steps: expected integers >= 1, got {min(args.num_inference_steps)}.")
+    if Path(args.output_dir).is_file():
+        raise CLIError(f"--output_dir: {args.output_dir} is a file; give a folder.")
+    reference = parse_reference(args.reference)
+    metrics = _sample_metrics(args, reference)
+    _check_num_inference_steps(_load_pipeline(args.model, args.allow_pickle), max(args.num_inference_steps))
+    rows = sweep_samplers(
+        lambda sampler: _load_pipeline(args.model, args.allow_pickle, sampler).to(_processes().device),
+        metrics,
+        reference,
+        list(dict.fromkeys(args.sampler)),
+        sorted(set(args.num_inference_steps)),
+        args.num_samples,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        cache_dir=args.cache_dir,
+        autocast_dtype=torch.bfloat16 if args.bf16 else None,
+    )
+    output = Path(args.output_dir)
+    table = write_sweep_csv(rows, output / "sweep.csv")
+    figure = plot_sweep(
+        rows, output / "sweep.png", title=f"{args.model}: N = {args.num_samples} against {args.reference}"
+    )
+    for row in rows:
+        print(
+            f"{row['sampler']:>11} {row['steps']:>5} steps  {row['seconds']:>8.2f} s  FID {row['fid']:.4f}  "
+            f"IS {row['inception_score']:.3f}"
+        )
+    print(f"Wrote {table} and {figure}")
 
 
 def _results_table(results: dict) -> str:
@@ -719,7 +838,7 @@ def _results_table(results: dict) -> str:
         ),
         ("bits/dim (reference)", number(results.get("bits_per_dim"))),
         ("samples N", str(results["num_generated"])),
-        ("steps S", str(results["num_inference_steps"])),
+        ("steps S", str(results.get("num_inference_steps", "n/a"))),
         ("reference images", str(results["num_real"])),
         ("features", results["features"]),
     ]
@@ -783,6 +902,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment_command(commands)
     _add_push_command(commands)
     _add_evaluate_ddpm_command(commands)
+    _add_sweep_ddpm_command(commands)
     _add_rate_distortion_command(commands)
     _add_export_onnx_command(commands)
     _add_training_commands(commands)
@@ -983,9 +1103,18 @@ def _add_push_command(commands) -> None:
 
 def _add_evaluate_ddpm_command(commands) -> None:
     evaluator = commands.add_parser("evaluate-ddpm", help=evaluate_ddpm.__doc__)
-    evaluator.add_argument("model", help="a DDPMPaperPipeline folder or Hub repo id")
+    evaluator.add_argument("model", nargs="?", help="a DDPMPaperPipeline folder or Hub repo id")
     evaluator.add_argument("--reference", required=True, help="DATASET[:SPLIT], an image FOLDER or a STATS.npz")
     evaluator.add_argument("--num_samples", type=int, default=1000, help="generated images N (>= 2)")
+    evaluator.add_argument(
+        "--samples_dir", default=None, help="write the samples there as PNGs; a rerun makes only the missing ones"
+    )
+    evaluator.add_argument(
+        "--overwrite", action="store_true", help="replace --samples_dir's samples made with other arguments"
+    )
+    evaluator.add_argument(
+        "--from_samples", default=None, help="score these images instead of sampling MODEL: a folder or an arr_0 .npz"
+    )
     evaluator.add_argument("--num_inference_steps", type=int, default=250, help="sampling steps S")
     _add_sampler_arguments(evaluator)
     _add_sample_metric_arguments(evaluator)
@@ -999,6 +1128,35 @@ def _add_evaluate_ddpm_command(commands) -> None:
     evaluator.add_argument("--cache_dir", default=None, help="classifier and statistics cache (default: hub cache)")
     _add_allow_pickle(evaluator)
     evaluator.set_defaults(handler=evaluate_ddpm)
+
+
+def _add_sweep_ddpm_command(commands) -> None:
+    from .diffusion.samplers import SAMPLERS
+
+    sweeper = commands.add_parser("sweep-ddpm", help=sweep_ddpm.__doc__)
+    sweeper.add_argument("model", help="a DDPMPaperPipeline folder or Hub repo id")
+    sweeper.add_argument("--reference", required=True, help="DATASET[:SPLIT], an image FOLDER or a STATS.npz")
+    _add_flag(
+        sweeper,
+        "--num_inference_steps",
+        "--steps",
+        type=int,
+        nargs="+",
+        default=[10, 20, 50, 100, 250, 1000],
+        help="the sampling step counts S to try",
+    )
+    sweeper.add_argument(
+        "--sampler", choices=SAMPLERS, nargs="+", default=["paper", "ddim", "dpmsolver++"], help="the samplers to try"
+    )
+    sweeper.add_argument("--num_samples", type=int, default=1000, help="generated images N per cell (>= 2)")
+    _add_sample_metric_arguments(sweeper)
+    sweeper.add_argument("--batch_size", type=int, default=64, help="images per UNet call")
+    sweeper.add_argument("--seed", type=int, default=0, help="seed of the samples (the same in every cell)")
+    sweeper.add_argument("--bf16", action="store_true", help=BF16_HELP)
+    sweeper.add_argument("--output_dir", default="sweep", help="where sweep.csv and sweep.png are written")
+    sweeper.add_argument("--cache_dir", default=None, help="classifier and statistics cache (default: hub cache)")
+    _add_allow_pickle(sweeper)
+    sweeper.set_defaults(handler=sweep_ddpm)
 
 
 def _add_sample_metric_arguments(evaluator: argparse.ArgumentParser) -> None:

@@ -19,6 +19,7 @@ from hf_swin_ddpm.data import embedded_dataset
 from hf_swin_ddpm.data.transforms import DDPMTransform
 from hf_swin_ddpm.diffusion import paper_unet
 from hf_swin_ddpm.evaluation.extractors import load_classifier, load_extractor
+from hf_swin_ddpm.evaluation.sampling import sample_seed
 from hf_swin_ddpm.hub import save_for_hub, update_card_results
 
 T = 40
@@ -41,7 +42,7 @@ def saved_pipeline(tmp_path_factory):
 
 def independent_metrics(root, num_samples: int, steps: int, batch_size: int, seed: int = 0) -> dict[str, float]:
     """FID, KID and IS of the CLI's samples, written out in float64 numpy/scipy from the same features: the samples
-    redrawn (one generator seeded `seed`, batches of `batch_size`), the classifier features of them and of the
+    redrawn (sample i with a generator seeded `sample_seed(seed, i)`, in uint8), the classifier features of them and of the
     180 digits test images; FID = |mu1 - mu2|^2 + tr S1 + tr S2 - 2 sum_i sqrt(eig_i(S1 S2)) (Heusel et al. 2017); KID = the
     unbiased MMD^2 with kernel (x.y / d + 1)^3 over 100 subsets of min(N, real) images (Binkowski et al. 2018); IS =
     exp(E KL(p(y|x) || p(y))) over splits (Salimans et al. 2016). Subsets, the IS permutation and the chunking follow
@@ -49,15 +50,16 @@ def independent_metrics(root, num_samples: int, steps: int, batch_size: int, see
     extractor = load_extractor("classifier", classifier_dataset="digits", seed=0, cache_dir=root / "cache")
     pipeline = DDPMPaperPipeline.from_pretrained(root / "model")
     pipeline.set_progress_bar_config(disable=True)
-    generator = torch.Generator().manual_seed(seed)
     fake, logits = [], []
     for offset in range(0, num_samples, batch_size):
+        indices = range(offset, min(offset + batch_size, num_samples))
         images = pipeline(
-            batch_size=min(batch_size, num_samples - offset),
-            generator=generator,
+            batch_size=len(indices),
+            generator=[torch.Generator().manual_seed(sample_seed(seed, index)) for index in indices],
             num_inference_steps=steps,
             output_type="pt",
         ).images
+        images = (images * 255).round() / 255  # the uint8 samples a PNG holds
         features, class_logits = extractor.extract(images)
         fake.append(features.double().numpy())
         logits.append(class_logits.double().numpy())

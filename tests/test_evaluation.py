@@ -25,6 +25,7 @@ from hf_swin_ddpm.evaluation import (
     reference_statistics,
 )
 from hf_swin_ddpm.evaluation.extractors import CLASSIFIER_MIN_ACCURACY, load_classifier, load_extractor
+from hf_swin_ddpm.evaluation.sampling import sample_seed
 
 
 def random_spd(rng: np.random.Generator, dim: int) -> np.ndarray:
@@ -328,12 +329,15 @@ def test_add_pipeline_samples_draws_the_pipelines_own_samples_in_fp32_and_bf16()
         timing = add_pipeline_samples(
             recorder, pipeline, 5, 3, batch_size=3, seed=4, progress=False, autocast_dtype=dtype
         )
-        generator = torch.Generator().manual_seed(4)
-        expected = [
+        expected = [  # sample i from the generator seeded (4, i)
             pipeline(
-                batch_size=count, generator=generator, num_inference_steps=3, output_type="pt", autocast_dtype=dtype
+                batch_size=len(indices),
+                generator=[torch.Generator().manual_seed(sample_seed(4, index)) for index in indices],
+                num_inference_steps=3,
+                output_type="pt",
+                autocast_dtype=dtype,
             ).images
-            for count in (3, 2)
+            for indices in (range(3), range(3, 5))
         ]
         assert [tuple(images.shape) for images in recorder.images] == [(3, 1, 8, 8), (2, 1, 8, 8)]
         assert all(torch.equal(got, want) for got, want in zip(recorder.images, expected, strict=True))

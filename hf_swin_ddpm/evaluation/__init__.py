@@ -1,8 +1,9 @@
 """Evaluation of both models as their papers report it.
 
 - ``segmentation``: mmsegmentation's protocol and metrics for SwinFPN (aAcc, mIoU, mAcc, mDice, mFscore);
-- ``extractors``, ``statistics``, ``metrics``, ``reference``, ``sampling``: a DDPM's sample quality (FID, KID,
-  Inception Score, cached reference statistics); ``bits_per_dim`` and ``rate_distortion``: its variational bound;
+- ``extractors``, ``statistics``, ``metrics``, ``reference``, ``sampling``, ``sample_folder``, ``sweep``: a DDPM's
+  sample quality (FID, KID, Inception Score, cached reference statistics, samples drawn per index over processes and
+  kept on disk, the sampler trade-off table); ``bits_per_dim`` and ``rate_distortion``: its variational bound;
 - ``loop``: the distributed evaluation loop they share (accelerate's ``gather_for_metrics``).
 
     from hf_swin_ddpm.evaluation import evaluate_segmentation, feature_statistics, frechet_distance, SampleMetrics
@@ -35,9 +36,21 @@ _SUBMODULE_OF = {
     "prepare_evaluation_dataloader": "loop",
     "SampleMetrics": "metrics",
     **dict.fromkeys(("Reference", "parse_reference", "reference_batches", "reference_statistics"), "reference"),
-    "add_pipeline_samples": "sampling",
     "segment_large": "segmentation_inference",
-    "check_sample_count": "sampling",
+    **dict.fromkeys(("SampleFolder", "load_sample_images", "save_sample_batch"), "sample_folder"),
+    **dict.fromkeys(
+        (
+            "add_pipeline_samples",
+            "check_sample_count",
+            "draw_samples",
+            "evaluate_samples",
+            "generate_samples",
+            "sample_generators",
+            "sample_seed",
+        ),
+        "sampling",
+    ),
+    **dict.fromkeys(("plot_sweep", "sweep_samplers", "write_sweep_csv"), "sweep"),
     **dict.fromkeys(
         ("InferenceProtocol", "evaluate_segmentation", "format_results_table", "segmentation_counts"), "segmentation"
     ),

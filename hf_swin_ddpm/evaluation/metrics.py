@@ -87,11 +87,18 @@ class SampleMetrics:
         passthrough = _Precomputed(self.extractor.num_features)
         with warnings.catch_warnings():  # "will save all extracted features in buffer": they are small features
             warnings.filterwarnings("ignore", message=".*will save all extracted features", category=UserWarning)
-            self.fid = FrechetInceptionDistance(feature=passthrough, reset_real_features=False)
+            # no torchmetrics sync across processes: a SampleMetrics is given every image of the set itself (the
+            # main process scores the samples all processes drew, `generate_samples`)
+            local = {"sync_on_compute": False}
+            self.fid = FrechetInceptionDistance(feature=passthrough, reset_real_features=False, **local)
             self.kid = KernelInceptionDistance(
-                feature=passthrough, subsets=kid_subsets, subset_size=kid_subset_size, reset_real_features=False
+                feature=passthrough,
+                subsets=kid_subsets,
+                subset_size=kid_subset_size,
+                reset_real_features=False,
+                **local,
             )
-            self.inception_score = InceptionScore(feature=passthrough, splits=is_splits)
+            self.inception_score = InceptionScore(feature=passthrough, splits=is_splits, **local)
         self.reference: ReferenceStatistics | None = None
 
     def extract(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,7 +135,8 @@ class SampleMetrics:
                 f"the reference statistics were computed with {reference.extractor!r}, this metric uses "
                 f"{self.extractor_id!r}; compute them with the same features."
             )
-        count = int(reference.count)
+        # pytorch-fid's files record no count (0): FID needs only mu and sigma, rebuilt exactly from any count >= 2
+        count = max(int(reference.count), 2)
         mean = torch.from_numpy(np.asarray(reference.mean, np.float64))
         covariance = torch.from_numpy(np.asarray(reference.covariance, np.float64))
         # torchmetrics keeps sum(x) and sum(x x^T); rebuild them from the mean and the unbiased covariance
@@ -167,7 +175,7 @@ class SampleMetrics:
             "kid_std": None,
             "inception_score_mean": None,
             "inception_score_std": None,
-            "num_real": num_real,
+            "num_real": num_real if self.reference is None or self.reference.count >= 2 else None,
             "num_generated": num_generated,
             "features": self.extractor_id,
         }

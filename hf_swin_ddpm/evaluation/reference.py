@@ -116,12 +116,16 @@ def reference_statistics(
 ) -> ReferenceStatistics:
     """The reference's statistics under `extractor` (a `SampleMetrics` extractor), from the cache when present.
 
-    A `STATS.npz` reference is read and must have been made with `extractor` (else `StaleStatisticsError`). Otherwise
+    A `STATS.npz` reference is read and must have been made with `extractor` (else `StaleStatisticsError`); one
+    without ids (pytorch-fid's `mu` and `sigma` only) is taken as made with it (no KID: it holds no features). Otherwise
     the statistics are cached under `cache_dir` (default: the hub cache) keyed by the extractor id and the dataset id
     (source, split, size, channels, count); a cached file whose recorded ids differ is recomputed.
     """
     parsed = reference if isinstance(reference, Reference) else parse_reference(reference)
     if parsed.kind == "statistics":
+        stored = load_statistics(parsed.source)
+        if stored.extractor == "unknown":  # pytorch-fid's file: mu and sigma only; the user names its features
+            return dataclasses.replace(stored, extractor=extractor.extractor_id, dataset=parsed.source)
         return load_statistics(parsed.source, extractor=extractor.extractor_id)
     dataset = dataset_id(parsed, resolution, channels, max_images)
     path = statistics_path(extractor.extractor_id, dataset, cache_dir)
