@@ -43,7 +43,7 @@ DEMO_RECIPES: dict[str, DemoRecipe] = {
             "--model_config=tiny",
             "--resolution=28",  # 28 -> 14 -> 7: three levels, attention at 14x14
             "--train_batch_size=32",
-            "--max_train_steps=12000",
+            "--max_train_steps=10000",
             "--learning_rate=5e-4",
             "--lr_scheduler=constant_with_warmup",  # any prefix of the run is the run with fewer steps
             "--lr_warmup_steps=200",
@@ -65,10 +65,10 @@ DEMO_RECIPES: dict[str, DemoRecipe] = {
         module="hf_swin_ddpm.training.train_segmentation",
         flags=(
             "--dataset_name=digit_scenes",
-            "--model_config=tiny",
+            "--model_config=tiny-48",
             "--resolution=96",
             "--train_batch_size=16",
-            "--max_train_steps=8000",
+            "--max_train_steps=7000",
             "--learning_rate=2e-3",
             "--scale_range",  # digits from 18 to 72 pixels: wider than the canvases' 24-48
             "0.75",

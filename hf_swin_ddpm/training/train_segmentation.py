@@ -121,6 +121,20 @@ SEGMENTATION_PRESETS: dict[str, dict[str, Any]] = {
         "head_num_groups": 8,
         "drop_path_rate": 0.0,  # a small model trained briefly underfits: no stochastic depth
     },
+    # the demo segmenter of digit scenes: tiny at width 48 with a third block in stage 3 (telling ten digit classes
+    # apart needs more than tiny's capacity: 0.717 test mean IoU for tiny, same recipe)
+    "tiny-48": {
+        "image_size": 96,
+        "patch_embedding_type": "convolutional",
+        "embed_dim": 48,
+        "depths": [1, 1, 3, 1],
+        "num_heads": [2, 4, 8, 16],
+        "window_size": 4,
+        "fpn_hidden_size": 64,
+        "head_hidden_size": 32,
+        "head_num_groups": 8,
+        "drop_path_rate": 0.0,
+    },
     **{
         name: {**{k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()}, "image_size": 512}
         | {"drop_path_rate": 0.3}
