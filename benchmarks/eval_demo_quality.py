@@ -11,8 +11,8 @@ sampler (sigma_t^2 = beta_t) at each step count, scored three ways:
 Each FID is against the training split and set against the floor: the real held-out split against the training split
 at the same N. A grid of samples goes to `benchmarks/results/demo_ddpm_mnist_samples.png` to be looked at.
 
-SwinFPN (`demo_models/swin-fpn-digit-scenes`): mmseg's protocol (`evaluate_segmentation`, whole-image inference at
-the canvas's own size) on the `digit_scenes` test split (mean IoU and the per-class table), and, as an independent
+SwinFPN (`demo_models/swin-fpn-digit-scenes`): mmseg's protocol (`evaluate_segmentation`, keep-ratio resize to the
+test scale recorded in the image processor, whole-image inference) on the `digit_scenes` test split (mean IoU and the per-class table), and, as an independent
 check of how it holds up, on test canvases laid out unlike its training data (`OTHER_LAYOUTS`: other canvas sizes,
 digit counts and digit scales), drawn from the held-out digits.
 
@@ -196,11 +196,12 @@ def segmentation_quality(folder: Path) -> dict:
     model = SwinFPNForSegmentation.from_pretrained(folder).eval()
     processor = SwinFPNImageProcessor.from_pretrained(folder)
     options = {"mean": processor.image_mean, "std": processor.image_std, "progress": False}
+    scale = tuple(processor.test_scale)
     test = digit_scenes_dataset("test")
-    side = test[0]["image"].width
     with torch.no_grad():
-        results = evaluate_segmentation(model, test, scale=(side, side), **options)
+        results = evaluate_segmentation(model, test, scale=scale, **options)
         report = {
+            "test_scale": list(scale),
             "test": {
                 "num_images": results["num_images"],
                 "mIoU": results["mIoU"],
@@ -210,7 +211,6 @@ def segmentation_quality(folder: Path) -> dict:
         }
         for name, layout in OTHER_LAYOUTS.items():
             dataset = digit_scenes_dataset("test", num_examples=200, layout=layout)
-            scale = (layout.canvas_size, layout.canvas_size)
             results = evaluate_segmentation(model, dataset, scale=scale, **options)
             report[name] = {"num_images": results["num_images"], "mIoU": results["mIoU"], "aAcc": results["aAcc"]}
     return report
