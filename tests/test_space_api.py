@@ -652,3 +652,19 @@ def test_samples_canvas_lays_the_samples_out_at_the_segmenters_scale():
     assert (single[:30] == 0).all() and (single[66:] == 0).all()  # centred on the black ground
     with pytest.raises(gr.Error, match="Generate some samples first"):
         tab.samples_canvas([])
+
+
+def test_segment_these_segments_the_generated_samples_on_one_canvas(space):
+    gallery, _ = space.client.predict(4, 8, 2, "sigma² = beta", api_name="/generate")
+    samples = [(item["image"], item["caption"]) for item in gallery]  # the gallery's value, as the page sends it
+    (segment_these,) = [fn.fn for fn in space.demo.fns.values() if fn.fn.__name__ == "segment_these"]
+    tabs, sources, canvas, overlay, mask, legend = segment_these(samples)
+    assert tabs.selected == "segment" and sources.selected == "segment-upload"
+    expected_canvas = load_space_module("tab_generate").samples_canvas([Image.open(path) for path, _ in samples])
+    assert canvas.size == (144, 96) and np.array_equal(np.asarray(canvas), np.asarray(expected_canvas))
+    segmenter = space.app.load_segmenter(str(space.swin_fpn_folder))
+    expected_overlay, expected_mask, expected_legend = load_space_module("tab_segment").segment(segmenter, canvas)
+    assert np.array_equal(np.asarray(mask), np.asarray(expected_mask))
+    assert np.array_equal(np.asarray(overlay), np.asarray(expected_overlay)) and legend == expected_legend
+    with pytest.raises(gr.Error, match="Generate some samples first"):
+        segment_these(None)
