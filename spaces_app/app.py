@@ -1,9 +1,11 @@
 """The hf-swin-ddpm Space: Swin + FPN semantic segmentation and a DDPM (Ho et al. 2020), side by side.
 
-Five tabs, each also an API route:
+Five tabs and six API routes:
 
-- ``/segment`` (image): overlay of the predicted classes, the class-id mask as a lossless PNG, a legend;
-- ``/generate`` (seed, number of images, inference steps, variance): samples, and the denoising trajectory;
+- Segment: ``/segment`` (an uploaded image) and ``/segment_drawing`` (the sketchpad's drawing, white on black or black
+  on white): overlay of the predicted classes, the class-id mask as a lossless PNG, a legend;
+- ``/generate`` (seed, number of images, inference steps, variance): samples, and the denoising trajectory; its
+  "Segment these" button puts the samples on one canvas and shows them segmented in the Segment tab;
 - ``/forward_diffusion`` (image, t, noise seed): a draw of q(x_t | x_0), the alpha-bar / SNR curve, the numbers;
 - ``/interpolate`` (two images, t, number of points, seed, inference steps, shared noise): the two images mixed in
   the latent space at step t and decoded (the paper's Fig. 8);
@@ -11,7 +13,7 @@ Five tabs, each also an API route:
   (RePaint) or image-to-image (SDEdit) with the DDPM; the input as the model sees it, the result, the trajectory.
 
 Models come from ``SWIN_FPN_MODEL`` and ``DDPM_MODEL`` (a local folder or a Hub repo id), by default
-``demo_models/swin-fpn-shapes`` and ``demo_models/ddpm-digits`` at the repository root (``make demo-models``).
+``demo_models/swin-fpn-digit-scenes`` and ``demo_models/ddpm-mnist`` at the repository root (``make demo-models``).
 Run ``python spaces_app/app.py``; ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` set the address
 (default http://127.0.0.1:7860).
 """
@@ -24,6 +26,7 @@ import json
 import os
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,7 @@ from tab_edit import (  # noqa: E402
 )
 from tab_forward_process import forward_diffusion, forward_how_it_works  # noqa: E402
 from tab_generate import (  # noqa: E402
+    CANVAS_MIN_SIDE,
     DEFAULT_INFERENCE_STEPS,
     DEFAULT_NUM_IMAGES,
     MAX_INFERENCE_STEPS,
@@ -61,19 +65,31 @@ from tab_generate import (  # noqa: E402
     generate,
     generate_how_it_works,
     sample_resolution,
+    samples_canvas,
     sampling_estimate,
     time_unet_call,
     variance_choice,
 )
 from tab_interpolate import DEFAULT_POINTS, MAX_POINTS, interpolate, interpolate_how_it_works  # noqa: E402
-from tab_segment import LEGEND_HEADERS, Segmenter, segment, segment_how_it_works  # noqa: E402
+from tab_segment import (  # noqa: E402
+    DRAWING_BRUSH_SIZE,
+    DRAWING_SIDE,
+    INKS,
+    LEGEND_HEADERS,
+    WHITE_ON_BLACK,
+    Segmenter,
+    blank_drawing,
+    segment,
+    segment_drawing,
+    segment_how_it_works,
+)
 
 APP_DIR = Path(__file__).resolve().parent
 REPO_ROOT = APP_DIR.parent
 EXAMPLES_DIR = APP_DIR / "examples"
 PHOTOGRAPH_EXAMPLES = ("china.jpg", "flower.jpg")
-DEFAULT_SWIN_FPN_MODEL = REPO_ROOT / "demo_models" / "swin-fpn-shapes"
-DEFAULT_DDPM_MODEL = REPO_ROOT / "demo_models" / "ddpm-digits"
+DEFAULT_SWIN_FPN_MODEL = REPO_ROOT / "demo_models" / "swin-fpn-digit-scenes"
+DEFAULT_DDPM_MODEL = REPO_ROOT / "demo_models" / "ddpm-mnist"
 SWIN_FPN_MODEL_ENV = "SWIN_FPN_MODEL"
 DDPM_MODEL_ENV = "DDPM_MODEL"
 
@@ -108,9 +124,9 @@ def model_name(location: str) -> str:
 
 def missing_model_message(what: str, location: str, env_var: str, reason: str) -> str:
     return (
-        f"Could not load the {what} from {location!r}: {reason}. Run `make demo-models` to train the demo models "
-        f"into demo_models/ (about 15 minutes on 2 CPU cores), or set {env_var} to a saved model folder or a Hub "
-        "repo id."
+        f"Could not load the {what} from {location!r}: {reason}. Run `make demo-models` to build the demo "
+        f"models in demo_models/ (it retrains any that are missing with their recorded recipes), or set {env_var} "
+        "to a saved model folder or a Hub repo id."
     )
 
 
@@ -198,8 +214,9 @@ def load_ddpm(location: str) -> DDPMPaperPipeline:
 INTRO = """
 # Swin + FPN segmentation · DDPM generation
 Two models built as native Hugging Face transformers / diffusers components, small enough to run on a CPU:
-a **Swin Transformer with a Semantic FPN head** segments circles, squares and triangles, and a **denoising diffusion
-probabilistic model** draws handwritten digits. Every tab is also an API route (see "Use via API" below).
+a **Swin Transformer with a Semantic FPN head** finds each handwritten digit on a canvas and names it (draw some, or
+upload an image), and a **denoising diffusion probabilistic model** draws new MNIST digits, which the segmenter can
+then read ("Segment these"). Every tab is also an API route (see "Use via API" below).
 """
 
 CSS = """
@@ -222,7 +239,13 @@ def launch_options() -> dict[str, Any]:
 
 
 def example_images() -> list[str]:
-    return sorted(str(path) for path in EXAMPLES_DIR.glob("*.png"))
+    """The Segment tab's examples: canvases of the digit_scenes test split (spaces_app/make_examples.py)."""
+    return sorted(str(path) for path in EXAMPLES_DIR.glob("digit_scenes_test_*.png"))
+
+
+def digit_examples() -> list[str]:
+    """The DDPM tabs' examples: real MNIST test digits, 28x28 (spaces_app/make_examples.py)."""
+    return sorted(str(path) for path in EXAMPLES_DIR.glob("mnist_test_*.png"))
 
 
 def photograph_examples() -> list[str]:
@@ -291,17 +314,57 @@ def on_click(button: gr.Button, run: Any, api_name: str, **settings: Any) -> Non
     )
 
 
-def build_segment_tab(segmenter: Segmenter) -> None:
+@dataclass
+class SegmentTab:
+    """The Segment tab's components that other tabs write to ("Segment these")."""
+
+    sources: gr.Tabs
+    image: gr.Image
+    overlay: gr.Image
+    mask: gr.Image
+    legend: gr.Dataframe
+
+
+def build_segment_tab(segmenter: Segmenter) -> SegmentTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
-            image = image_input("Image", elem_id="segment-image")
-            button = gr.Button("Segment", variant="primary", elem_id="segment-button")
-            gr.Examples(
-                examples=example_images() + photograph_examples(),
-                inputs=image,
-                label="Examples: the shapes test split; photographs from scikit-learn (CC BY 2.0)",
-                elem_id="segment-examples",
-            )
+            with gr.Tabs(selected="segment-draw") as sources:
+                with gr.Tab("Draw", id="segment-draw"):
+                    ink = gr.Radio(
+                        list(INKS),
+                        value=WHITE_ON_BLACK,
+                        label="Ink",
+                        info="Changing it starts a new canvas",
+                        elem_id="segment-ink",
+                    )
+                    sketchpad = gr.Sketchpad(
+                        value=blank_drawing(WHITE_ON_BLACK),
+                        label="Draw digits, each about a third of the canvas high",
+                        type="pil",
+                        image_mode="RGBA",
+                        canvas_size=(DRAWING_SIDE, DRAWING_SIDE),
+                        brush=gr.Brush(colors=[rgb_hex(INKS[WHITE_ON_BLACK][0])], default_size=DRAWING_BRUSH_SIZE),
+                        layers=False,
+                        height=380,
+                        elem_id="segment-sketchpad",
+                    )
+                    draw_button = gr.Button("Segment the drawing", variant="primary", elem_id="segment-draw-button")
+                with gr.Tab("Upload", id="segment-upload"):
+                    image = image_input("Image", elem_id="segment-image")
+                    button = gr.Button("Segment", variant="primary", elem_id="segment-button")
+                    gr.Examples(
+                        examples=example_images(),
+                        inputs=image,
+                        label="Examples: canvases of held-out MNIST digits (the digit_scenes test split)",
+                        elem_id="segment-examples",
+                    )
+                    gr.Examples(
+                        examples=photograph_examples(),
+                        inputs=image,
+                        label="Photographs from scikit-learn (CC BY 2.0), for a photograph model such as "
+                        "SWIN_FPN_MODEL=openmmlab/upernet-swin-tiny",
+                        elem_id="segment-photographs",
+                    )
         with gr.Column(scale=2):
             with gr.Row():
                 overlay = image_output("Predicted classes over the image", height=300, elem_id="segment-overlay")
@@ -319,10 +382,26 @@ def build_segment_tab(segmenter: Segmenter) -> None:
     def run(image: PIL.Image.Image | None):
         return segment(segmenter, image)
 
+    def run_drawing(drawing: Any):
+        return segment_drawing(segmenter, drawing)
+
+    def new_canvas(chosen: str):
+        if chosen not in INKS:
+            raise gr.Error(f"Ink must be one of {list(INKS)}; got {chosen!r}.")
+        brush = gr.Brush(colors=[rgb_hex(INKS[chosen][0])], default_size=DRAWING_BRUSH_SIZE)
+        return gr.Sketchpad(value=blank_drawing(chosen), brush=brush)
+
     on_click(button, run, "segment", inputs=image, outputs=[overlay, mask, legend])
+    on_click(draw_button, run_drawing, "segment_drawing", inputs=sketchpad, outputs=[overlay, mask, legend])
+    ink.change(new_canvas, inputs=ink, outputs=sketchpad, api_visibility="private", queue=False)
+    return SegmentTab(sources, image, overlay, mask, legend)
 
 
-def build_generate_tab(pipeline: DDPMPaperPipeline) -> None:
+def rgb_hex(colour: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*colour)
+
+
+def build_generate_tab(pipeline: DDPMPaperPipeline) -> tuple[gr.Gallery, gr.Button]:
     num_train_timesteps = pipeline.scheduler.config.num_train_timesteps
     max_steps = min(MAX_INFERENCE_STEPS, num_train_timesteps)
     seconds_per_call = time_unet_call(pipeline.unet)
@@ -366,6 +445,9 @@ def build_generate_tab(pipeline: DDPMPaperPipeline) -> None:
             estimate = gr.Markdown(estimate_line(steps.value, num_images.value), elem_id="generate-estimate")
         with gr.Column(scale=2):
             gallery = sample_gallery("Samples", elem_id="generate-gallery")
+            segment_these = gr.Button(
+                "Segment these: all samples on one canvas, in the Segment tab", elem_id="generate-segment-these"
+            )
             gr.Markdown("**Denoising trajectory of sample #1** (Ho et al. 2020, Fig. 6): noise → sample")
             strip = strip_image(elem_id="generate-trajectory")
     gr.Markdown(generate_how_it_works(pipeline.scheduler), elem_classes=["how-it-works"])
@@ -391,6 +473,30 @@ def build_generate_tab(pipeline: DDPMPaperPipeline) -> None:
             queue=False,
             show_progress="hidden",
         )
+    return gallery, segment_these
+
+
+def connect_segment_these(
+    button: gr.Button, gallery: gr.Gallery, tabs: gr.Tabs, target: SegmentTab, segmenter: Segmenter
+) -> None:
+    """ "Segment these": the Generate tab's samples on one canvas (`samples_canvas`), segmented, shown in the Segment
+    tab's Upload view, and that tab selected. A page event, not an API route: API clients call `/generate` and then
+    `/segment` on their own canvas."""
+
+    def segment_these(samples: Any):
+        images = [PIL.Image.open(item[0] if isinstance(item, (list, tuple)) else item) for item in samples or []]
+        canvas = samples_canvas(images, min_side=CANVAS_MIN_SIDE)
+        overlay, mask, legend = segment(segmenter, canvas)
+        return gr.Tabs(selected="segment"), gr.Tabs(selected="segment-upload"), canvas, overlay, mask, legend
+
+    button.click(
+        segment_these,
+        inputs=gallery,
+        outputs=[tabs, target.sources, target.image, target.overlay, target.mask, target.legend],
+        api_visibility="private",
+        concurrency_id="inference",
+        concurrency_limit=INFERENCE_CONCURRENCY,
+    )
 
 
 def build_forward_tab(scheduler: DDPMPaperScheduler) -> None:
@@ -401,9 +507,12 @@ def build_forward_tab(scheduler: DDPMPaperScheduler) -> None:
             timestep = timestep_slider(num_train_timesteps, num_train_timesteps // 4, elem_id="forward-t")
             noise_seed = seed_input("Noise seed")
             button = gr.Button("Add noise", variant="primary", elem_id="forward-button")
-            examples = example_images()
-            if examples:
-                gr.Examples(examples=examples, inputs=image, label="Examples", elem_id="forward-examples")
+            gr.Examples(
+                examples=digit_examples(),
+                inputs=image,
+                label="Examples: MNIST test digits",
+                elem_id="forward-examples",
+            )
         with gr.Column(scale=2):
             with gr.Row():
                 noisy = image_output("xₜ ~ q(xₜ | x₀)", height=300, elem_id="forward-noisy", scale=2)
@@ -455,9 +564,13 @@ def build_interpolate_tab(pipeline: DDPMPaperPipeline) -> None:
             )
             shared_noise = gr.Checkbox(value=True, label="Same noise for both images", elem_id="interpolate-shared")
             button = gr.Button("Interpolate", variant="primary", elem_id="interpolate-button")
-            examples = example_images()
-            if len(examples) >= 2:
-                gr.Examples(examples=[examples[:2]], inputs=[image_a, image_b], label="Examples")
+            digits = digit_examples()
+            gr.Examples(
+                examples=[digits[i : i + 2] for i in range(0, len(digits) - 1, 2)],
+                inputs=[image_a, image_b],
+                label="Examples: pairs of MNIST test digits",
+                elem_id="interpolate-examples",
+            )
         with gr.Column(scale=2):
             gallery = sample_gallery("Decoded mixes", elem_id="interpolate-gallery")
             strip = strip_image(elem_id="interpolate-strip")
@@ -494,9 +607,12 @@ def build_edit_tab(pipeline: DDPMPaperPipeline) -> None:
             steps = whole_number_slider("Inference steps", 1, MAX_EDIT_STEPS, DEFAULT_EDIT_STEPS, elem_id="edit-steps")
             seed = seed_input("Seed", elem_id="edit-seed")
             button = gr.Button("Edit", variant="primary", elem_id="edit-button")
-            examples = example_images()
-            if examples:
-                gr.Examples(examples=examples[:4], inputs=[editor], label="Examples", elem_id="edit-examples")
+            gr.Examples(
+                examples=digit_examples(),
+                inputs=[editor],
+                label="Examples: MNIST test digits",
+                elem_id="edit-examples",
+            )
         with gr.Column(scale=2):
             with gr.Row():
                 seen = image_output("Input as the model sees it", elem_id="edit-input")
@@ -539,8 +655,8 @@ def build_demo(
 
     Args:
         swin_fpn_model: segmentation model folder or Hub repo id; default `$SWIN_FPN_MODEL`, else
-            `demo_models/swin-fpn-shapes`.
-        ddpm_model: `DDPMPaperPipeline` folder or Hub repo id; default `$DDPM_MODEL`, else `demo_models/ddpm-digits`.
+            `demo_models/swin-fpn-digit-scenes`.
+        ddpm_model: `DDPMPaperPipeline` folder or Hub repo id; default `$DDPM_MODEL`, else `demo_models/ddpm-mnist`.
 
     Raises:
         ModelLoadError: a model is missing or unreadable (the message says to run `make demo-models`).
@@ -551,11 +667,12 @@ def build_demo(
     pipeline = load_ddpm(ddpm_source)
     with gr.Blocks(title="Swin + FPN segmentation · DDPM generation") as demo:
         gr.Markdown(INTRO)
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Segment", id="segment"):
-                build_segment_tab(segmenter)
+                segment_tab = build_segment_tab(segmenter)
             with gr.Tab("Generate", id="generate"):
-                build_generate_tab(pipeline)
+                gallery, segment_these = build_generate_tab(pipeline)
+                connect_segment_these(segment_these, gallery, tabs, segment_tab, segmenter)
             with gr.Tab("Forward process", id="forward"):
                 build_forward_tab(pipeline.scheduler)
             with gr.Tab("Interpolate", id="interpolate"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -20,6 +21,8 @@ DEFAULT_NUM_IMAGES = 8
 DEFAULT_INFERENCE_STEPS = 250
 TRAJECTORY_FRAMES = 8
 GALLERY_DISPLAY_SIDE = 128  # samples are upscaled (nearest) to about this side
+CANVAS_CELL_SIDE = 36  # "Segment these": each sample's side on the canvas (the demo segmenter's digits: 24-48 px)
+CANVAS_MIN_SIDE = 96  # ... on a canvas at least this big (the demo segmenter's training canvases)
 SIGMA_BETA = "sigma² = beta"
 SIGMA_BETA_TILDE = "beta-tilde"
 VARIANCE_TYPES = {SIGMA_BETA: "fixed_large", SIGMA_BETA_TILDE: "fixed_small"}
@@ -103,6 +106,35 @@ def upscale_nearest(image: PIL.Image.Image, target_side: int = GALLERY_DISPLAY_S
     """Enlarges small samples by a whole factor with nearest-neighbour sampling, so pixels stay crisp."""
     factor = max(1, target_side // max(image.size))
     return image.resize((image.width * factor, image.height * factor), PIL.Image.Resampling.NEAREST)
+
+
+def samples_canvas(
+    images: list[PIL.Image.Image], cell_side: int = CANVAS_CELL_SIDE, min_side: int = CANVAS_MIN_SIDE
+) -> PIL.Image.Image:
+    """The samples side by side on one RGB canvas, for the segmenter ("Segment these").
+
+    Each sample is reduced (area-averaged) to `cell_side` pixels and placed in a grid (rows of 2 for up to 4
+    samples, of up to 4 beyond: 2x1, 2x2, 3x2, 4x2, 3x3, 4x3, 4x4), centred on a canvas of at least `min_side` on each
+    side, filled with the samples' own background: the median of their border pixels (black for MNIST digits). With
+    the defaults, 4 samples fit a 96x96 canvas, 8 a 144x96 one and 16 a 144x144 one, with digits about as large as on
+    the segmenter's training canvases.
+    """
+    if not images:
+        raise gr.Error("Generate some samples first, then segment them.")
+    rows = math.ceil(len(images) / (2 if len(images) <= 4 else 4))
+    columns = math.ceil(len(images) / rows)
+    cells = [image.convert("RGB").resize((cell_side, cell_side), PIL.Image.Resampling.BOX) for image in images]
+    borders = np.concatenate(
+        [np.concatenate([p[0], p[-1], p[:, 0], p[:, -1]]) for p in (np.asarray(cell) for cell in cells)]
+    )
+    ground = tuple(int(v) for v in np.median(borders, axis=0))
+    width, height = max(min_side, columns * cell_side), max(min_side, rows * cell_side)
+    canvas = PIL.Image.new("RGB", (width, height), ground)
+    left, top = (width - columns * cell_side) // 2, (height - rows * cell_side) // 2
+    for index, cell in enumerate(cells):
+        row, column = divmod(index, columns)
+        canvas.paste(cell, (left + column * cell_side, top + row * cell_side))
+    return canvas
 
 
 def show_model_image(axis: Any, sample: torch.Tensor) -> None:

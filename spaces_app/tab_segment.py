@@ -1,4 +1,9 @@
-"""The Segment tab (`/segment`): the predicted classes of an image as an overlay, a class-id mask and a legend."""
+"""The Segment tab: the predicted classes of an image as an overlay, a class-id mask and a legend.
+
+Two routes: `/segment` takes an uploaded image; `/segment_drawing` takes the sketchpad's value (a drawing, white
+strokes on black or black strokes on white), composited onto a solid ground and predicted as one whole image at the
+model's training size.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import gradio as gr
 import numpy as np
 import PIL.Image
 import torch
-from image_inputs import MAX_IMAGE_SIDE, prepare_image
+from image_inputs import MAX_IMAGE_SIDE, check_pixel_count, prepare_image
 
 from hf_swin_ddpm.imaging import is_background
 
 OVERLAY_OPACITY = 0.55
 LEGEND_HEADERS = ["class id", "class", "colour", "pixels (%)"]
 LEGEND_ALL_CLASSES_UP_TO = 12  # with more classes the legend lists only those present
+DRAWING_SIDE = 384  # the sketchpad's canvas; 4x the demo segmenter's 96x96 training canvases
+DRAWING_BRUSH_SIZE = 8  # strokes about 16 pixels wide: 4 at 96x96, an MNIST stroke on a 40-pixel digit
+WHITE_ON_BLACK = "white on black"
+BLACK_ON_WHITE = "black on white"
+INKS = {WHITE_ON_BLACK: ((255, 255, 255), (0, 0, 0)), BLACK_ON_WHITE: ((0, 0, 0), (255, 255, 255))}  # ink, ground
 SEMANTIC_FPN_HEAD = """A **feature pyramid (FPN)** merges them top-down, and the **Semantic FPN head** (Kirillov et al. 2019) brings every
 level to 1/4 scale, sums them and predicts one class per pixel, upsampled bilinearly to the image."""
 UPERNET_HEAD = """The **UperNet head** (Xiao et al. 2018), the head of the Swin paper's ADE20K results{source}, pools the last map
@@ -49,8 +60,10 @@ def uses_slide_inference(model, processor, image: PIL.Image.Image) -> bool:
 
 
 @torch.inference_mode()
-def predict_classes(model, processor, image: PIL.Image.Image) -> np.ndarray:
-    """The class id of every pixel of an RGB image, (H, W) int64.
+def predict_classes(
+    model, processor, image: PIL.Image.Image, output_size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """The class id of every pixel of an RGB image, (H, W) int64 (or `output_size` (H, W) on the resize path).
 
     An image no larger than the model's training size (the image processor's `size`) is resized to it, predicted in
     one forward and the logits resized back; a larger one (uploads stay bounded by `MAX_IMAGE_SIDE`) keeps its
@@ -61,7 +74,7 @@ def predict_classes(model, processor, image: PIL.Image.Image) -> np.ndarray:
     if not uses_slide_inference(model, processor, image):
         inputs = processor(images=image, return_tensors="pt")
         outputs = model(pixel_values=inputs["pixel_values"])
-        target_size = [(image.height, image.width)]
+        target_size = [output_size or (image.height, image.width)]
         return processor.post_process_semantic_segmentation(outputs, target_sizes=target_size)[0].numpy()
     pixel_values = processor(images=image, do_resize=False, return_tensors="pt")["pixel_values"]
     logits = model.inference(pixel_values.to(model.dtype), mode="slide", crop_size=training_size(processor))
@@ -128,6 +141,75 @@ def segment(
     )
 
 
+def blank_drawing(ink: str = WHITE_ON_BLACK) -> dict[str, Any]:
+    """The sketchpad's value for an empty canvas of `ink`'s ground colour (opaque, so strokes of either colour show)."""
+    _, ground = INKS[ink]
+    return {"background": PIL.Image.new("RGB", (DRAWING_SIDE, DRAWING_SIDE), ground), "layers": [], "composite": None}
+
+
+def _as_rgba(image: Any) -> PIL.Image.Image | None:
+    if image is None:
+        return None
+    if isinstance(image, np.ndarray):
+        image = PIL.Image.fromarray(image)
+    if not isinstance(image, PIL.Image.Image):
+        raise gr.Error("Could not read the drawing; draw on the canvas or upload an image in the Upload tab.")
+    check_pixel_count(image, "the drawing")
+    return image.convert("RGBA")
+
+
+def drawing_image(value: Any) -> PIL.Image.Image:
+    """The sketchpad's value (background, layers, composite) as an opaque RGB image.
+
+    The editor's composite is used when it is there, else the background with the layers on top. Where the canvas is
+    transparent (a sketchpad without background: gradio's default, or after the trash button) the strokes are put
+    on a solid ground of the opposite brightness to their ink, black under light strokes and white under dark ones,
+    so that white-on-black and black-on-white drawings both come out as the model was trained on them.
+    """
+    if not isinstance(value, dict):
+        raise gr.Error("Draw one or more digits on the canvas first.")
+    image = _as_rgba(value.get("composite"))
+    if image is None:
+        layers = [
+            layer
+            for layer in map(_as_rgba, [value.get("background"), *(value.get("layers") or [])])
+            if layer is not None
+        ]
+        if not layers:
+            raise gr.Error("Draw one or more digits on the canvas first.")
+        image = PIL.Image.new("RGBA", layers[0].size, (0, 0, 0, 0))
+        for layer in layers:
+            image = PIL.Image.alpha_composite(image, layer.resize(image.size, PIL.Image.Resampling.NEAREST))
+    pixels = np.asarray(image)
+    alpha = pixels[:, :, 3]
+    if not alpha.any() or (alpha.min() == 255 and (pixels[:, :, :3] == pixels[0, 0, :3]).all()):
+        raise gr.Error("Draw one or more digits on the canvas first.")
+    if alpha.min() < 255:
+        painted = pixels[alpha > 0, :3].astype(np.float64)
+        light_ink = (painted @ np.array([0.299, 0.587, 0.114])).mean() >= 128
+        ground = PIL.Image.new("RGBA", image.size, (0, 0, 0, 255) if light_ink else (255, 255, 255, 255))
+        image = PIL.Image.alpha_composite(ground, image)
+    return image.convert("RGB")
+
+
+def segment_drawing(segmenter: Segmenter, value: Any) -> tuple[PIL.Image.Image, PIL.Image.Image, list[list[Any]]]:
+    """The `/segment_drawing` route: overlay, class-id mask and legend for the sketchpad's drawing.
+
+    A drawing is one scene, not a photograph to tile: it is reduced (area-averaged) to the model's training size,
+    predicted in one forward, and the logits are resized back to the drawing's size (bilinear), so that digits drawn
+    at a third of the canvas reach the model at the scale of its training digits.
+    """
+    drawing = drawing_image(value)
+    size = training_size(segmenter.processor)
+    model_input = drawing if size is None else drawing.resize((size[1], size[0]), PIL.Image.Resampling.BOX)
+    classes = predict_classes(segmenter.model, segmenter.processor, model_input, (drawing.height, drawing.width))
+    return (
+        overlay_image(drawing, classes, segmenter),
+        mask_image(classes, segmenter.colours),
+        legend_rows(classes, segmenter),
+    )
+
+
 def segment_how_it_works(segmenter: Segmenter) -> str:
     config = segmenter.model.config
     window = getattr(config, "window_size", 7)
@@ -157,4 +239,6 @@ maps at 1/4, 1/8, 1/16 and 1/32 of the input, like a CNN.
 Classes: {classes}. The mask is a PNG whose pixel values are the class ids (shown in the legend colours).
 Images of any size and mode are accepted; the longer side is reduced to {MAX_IMAGE_SIDE} pixels first, and images
 larger than the model's training size are predicted with sliding windows of that size (logits averaged).
+A drawing is put on a solid ground (black under white strokes, white under black ones), reduced to the training
+size as a whole and predicted in one pass.
 """

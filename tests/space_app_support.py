@@ -46,10 +46,11 @@ def load_space_module(name: str) -> ModuleType:
     return importlib.import_module(name)
 
 
-def save_tiny_segmenter(folder: Path) -> Path:
-    """A random-weight SwinFPN with the shapes classes and its processor (64x64), saved to `folder`."""
+def save_tiny_segmenter(folder: Path, id2label: dict[int, str] = SHAPES_ID2LABEL) -> Path:
+    """A random-weight SwinFPN with the shapes classes (or `id2label`, e.g. ``DIGIT_SCENES_ID2LABEL``) and its
+    processor (64x64), saved to `folder`."""
     torch.manual_seed(0)
-    config = SwinFPNConfig(**TINY_SWIN_FPN, id2label=dict(SHAPES_ID2LABEL))
+    config = SwinFPNConfig(**TINY_SWIN_FPN, id2label=dict(id2label))
     model = SwinFPNForSegmentation(config).eval()
     model.save_pretrained(folder)
     SwinFPNImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)

@@ -29,6 +29,7 @@ from space_app_support import (
 
 from hf_swin_ddpm import DDPMPaperPipeline, SwinFPNForSegmentation, SwinFPNImageProcessor
 from hf_swin_ddpm.data import SHAPES_ID2LABEL
+from hf_swin_ddpm.data.digit_scenes import DIGIT_SCENES_ID2LABEL
 
 LAST_T = TINY_NUM_TRAIN_TIMESTEPS - 1
 
@@ -94,7 +95,7 @@ def expected_classes(space: Space, image: Image.Image) -> np.ndarray:
 
 def still_answers(space: Space) -> None:
     overlay, _, _ = segment(space, example_path(space.app))
-    assert overlay.size == (64, 64)
+    assert overlay.size == (96, 96)  # the digit_scenes canvases
 
 
 # ------------------------------------------------------------------------------------------------ routes
@@ -108,10 +109,29 @@ def test_api_routes_and_their_first_inputs(space):
     assert parameters["/generate"][3] == "variance"
     assert parameters["/generate"][4] == "use_bf16"
     assert parameters["/forward_diffusion"][:2] == ["image", "t"]
+    assert parameters["/segment_drawing"] == ["drawing"]
+
+
+SPACE_ROUTES = {"/segment", "/segment_drawing", "/generate", "/forward_diffusion", "/interpolate", "/edit"}
+
+
+def test_the_space_card_and_the_docs_list_every_route_and_tab(space):
+    endpoints = space.client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(endpoints) == SPACE_ROUTES  # "Segment these" is a page event, not a route
+    tabs = [block.label for block in space.demo.blocks.values() if isinstance(block, gr.Tab)]
+    assert {"Segment", "Generate", "Forward process", "Interpolate", "Edit", "Draw", "Upload"} <= set(tabs)
+    root = Path(space.app.__file__).resolve().parents[1]
+    for document in (root / "spaces_app" / "README.md", root / "docs" / "space.md"):
+        text = document.read_text(encoding="utf-8")
+        for route in SPACE_ROUTES:
+            assert f"`{route}`" in text, (document, route)
+        for tab in ("Segment", "Generate", "Forward process", "Interpolate", "Edit", "Segment these"):
+            assert f"| {tab}" in text or f"**{tab}**" in text, (document, tab)
 
 
 def test_segment_mask_is_a_lossless_png_of_the_models_argmax(space):
-    path = example_path(space.app)
+    scene = Image.open(example_path(space.app)).convert("RGB").resize((64, 64), Image.Resampling.BOX)
+    path = save_input(space, scene, "scene_at_the_training_size.png")  # one forward, no slide windows
     overlay, mask, legend = segment(space, path)
     assert mask.format == "PNG" and mask.mode == "P" and overlay.size == mask.size == (64, 64)
     classes = np.asarray(mask)
@@ -407,10 +427,9 @@ def test_queue_bounds_concurrency_and_waiting_jobs(space):
     demo = space.demo
     assert demo._queue.max_size == space.app.QUEUE_MAX_SIZE
     assert demo._queue.default_concurrency_limit == space.app.INFERENCE_CONCURRENCY
-    model_events = [
-        fn for fn in demo.fns.values() if fn.api_name in ("segment", "generate", "forward_diffusion", "run")
-    ]
-    assert len(model_events) == 4  # the three routes and the t slider's release
+    model_events = [fn for fn in demo.fns.values() if fn.api_name in {*(r[1:] for r in SPACE_ROUTES), "run"}]
+    model_events += [fn for fn in demo.fns.values() if fn.fn.__name__ == "segment_these"]
+    assert len(model_events) == 8  # the six routes, the t slider's release and "Segment these"
     for fn in model_events:  # one shared pool of workers for every event that runs a model
         assert (fn.concurrency_id, fn.concurrency_limit) == ("inference", space.app.INFERENCE_CONCURRENCY)
 
@@ -489,7 +508,9 @@ def test_model_locations_come_from_the_argument_then_the_environment_then_the_de
     app = load_app_module()
     monkeypatch.delenv("DDPM_MODEL", raising=False)
     assert app.model_location(None, "DDPM_MODEL", app.DEFAULT_DDPM_MODEL) == str(app.DEFAULT_DDPM_MODEL)
-    assert app.DEFAULT_DDPM_MODEL == Path(app.__file__).resolve().parents[1] / "demo_models" / "ddpm-digits"
+    demo_models = Path(app.__file__).resolve().parents[1] / "demo_models"
+    assert app.DEFAULT_DDPM_MODEL == demo_models / "ddpm-mnist"
+    assert app.DEFAULT_SWIN_FPN_MODEL == demo_models / "swin-fpn-digit-scenes"
     monkeypatch.setenv("DDPM_MODEL", "someone/ddpm-digits")
     assert app.model_location(None, "DDPM_MODEL", app.DEFAULT_DDPM_MODEL) == "someone/ddpm-digits"
     assert app.model_location("/models/mine", "DDPM_MODEL", app.DEFAULT_DDPM_MODEL) == "/models/mine"
@@ -523,3 +544,127 @@ def test_interpolate_route_serves_the_pipelines_interpolation(space):
     assert Image.open(strip).size == (3 * 96, 96)
     with pytest.raises(Exception, match="t must be a whole number from 0 to 999"):
         space.client.predict(handle_file(first), handle_file(second), 1000, 3, 2, 4, True, api_name="/interpolate")
+
+
+# ------------------------------------------------------------------------------------------------ drawings
+
+
+def drawing_strokes(ink: tuple[int, int, int], size: int = 384) -> Image.Image:
+    """Two strokes of `ink` on a transparent canvas, as the sketchpad's layer (or composite without background)."""
+    layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    pixels = np.asarray(layer).copy()
+    pixels[size // 4 : 3 * size // 4, size // 4 : size // 4 + 16] = (*ink, 255)  # a "1"
+    pixels[size // 4 : size // 4 + 16, size // 2 : 3 * size // 4] = (*ink, 255)  # the bar of a "7"
+    return Image.fromarray(pixels)
+
+
+def expected_drawing_classes(space: Space, drawing: Image.Image) -> np.ndarray:
+    """The model's argmax for a drawing reduced (area average) to the 64x64 training size, upsampled to the drawing."""
+    model = SwinFPNForSegmentation.from_pretrained(space.swin_fpn_folder).eval()
+    processor = SwinFPNImageProcessor.from_pretrained(space.swin_fpn_folder)
+    small = drawing.resize((64, 64), Image.Resampling.BOX)
+    with torch.no_grad():
+        logits = model(pixel_values=processor(images=small, return_tensors="pt")["pixel_values"]).logits
+    upsampled = F.interpolate(logits, size=(drawing.height, drawing.width), mode="bilinear", align_corners=False)
+    return upsampled.argmax(dim=1)[0].numpy()
+
+
+@pytest.mark.parametrize(("ink", "ground"), [((255, 255, 255), (0, 0, 0)), ((0, 0, 0), (255, 255, 255))])
+def test_segment_drawing_puts_transparent_drawings_on_the_opposite_ground(space, ink, ground):
+    strokes = drawing_strokes(ink)
+    composite = save_input(space, strokes, f"composite_{ink[0]}.png")
+    value = {"background": None, "layers": [handle_file(composite)], "composite": handle_file(composite)}
+    overlay, mask, legend = space.client.predict(value, api_name="/segment_drawing")
+    overlay, classes = np.asarray(Image.open(overlay)), np.asarray(Image.open(mask))
+    on_ground = Image.alpha_composite(Image.new("RGBA", strokes.size, (*ground, 255)), strokes).convert("RGB")
+    assert np.array_equal(classes, expected_drawing_classes(space, on_ground))
+    background = classes == 0
+    assert np.array_equal(overlay[background], np.asarray(on_ground)[background])  # the drawing, on its ground
+    assert abs(sum(row[3] for row in legend["data"]) - 100.0) < 0.05
+
+
+def test_drawing_image_composites_what_the_sketchpad_sends():
+    tab = load_space_module("tab_segment")
+    white = drawing_strokes((255, 255, 255), size=32)
+    black = drawing_strokes((0, 0, 0), size=32)
+    painted = np.asarray(white)[:, :, 3] > 0
+    # strokes only (no composite): light ink goes on black, dark ink on white
+    on_black = np.asarray(tab.drawing_image({"background": None, "layers": [white], "composite": None}))
+    assert (on_black[painted] == 255).all() and (on_black[~painted] == 0).all()
+    on_white = np.asarray(tab.drawing_image({"background": None, "layers": [black], "composite": None}))
+    assert (on_white[painted] == 0).all() and (on_white[~painted] == 255).all()
+    # the opaque canvas of the tab (white ground, black ink): background and strokes as drawn
+    blank = tab.blank_drawing(tab.BLACK_ON_WHITE)
+    assert blank["background"].size == (tab.DRAWING_SIDE, tab.DRAWING_SIDE)
+    ground = Image.new("RGBA", (32, 32), (255, 255, 255, 255))
+    drawn = np.asarray(tab.drawing_image({"background": ground, "layers": [black], "composite": None}))
+    assert np.array_equal(drawn, on_white)
+    composite = Image.alpha_composite(Image.new("RGBA", (32, 32), (40, 40, 40, 255)), white)
+    as_sent = tab.drawing_image({"background": None, "layers": [], "composite": composite})
+    assert np.array_equal(np.asarray(as_sent), np.asarray(composite.convert("RGB")))  # an opaque composite as it is
+    for empty in (None, {"background": None, "layers": [], "composite": None}, blank):
+        with pytest.raises(gr.Error, match="Draw one or more digits"):
+            tab.drawing_image(empty)
+
+
+def test_the_segmenters_legend_names_the_digit_classes(tmp_path):
+    app = load_app_module()
+    segmenter = app.load_segmenter(str(save_tiny_segmenter(tmp_path / "digits", DIGIT_SCENES_ID2LABEL)))
+    _, _, legend = load_space_module("tab_segment").segment_drawing(
+        segmenter, {"background": None, "layers": [drawing_strokes((0, 0, 0), size=96)], "composite": None}
+    )
+    assert [row[1] for row in legend] == ["background", *"0123456789"]
+
+
+# ------------------------------------------------------------------------------------------------ segment these
+
+
+def test_samples_canvas_lays_the_samples_out_at_the_segmenters_scale():
+    tab = load_space_module("tab_generate")
+    rng = np.random.default_rng(0)
+    samples = [Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)) for _ in range(16)]
+    for sample in samples:
+        sample.paste(0, (0, 0, 28, 2))  # black borders: the ground
+        sample.paste(0, (0, 26, 28, 28))
+        sample.paste(0, (0, 0, 2, 28))
+        sample.paste(0, (26, 0, 28, 28))
+    sizes = {count: tab.samples_canvas(samples[:count]).size for count in (1, 2, 3, 4, 6, 8, 9, 12, 16)}
+    assert sizes == {
+        1: (96, 96),
+        2: (96, 96),
+        3: (96, 96),
+        4: (96, 96),
+        6: (108, 96),
+        8: (144, 96),
+        9: (108, 108),
+        12: (144, 108),
+        16: (144, 144),
+    }
+    canvas = np.asarray(tab.samples_canvas(samples[:8]))  # 4 x 2 cells of 36: 144 x 72, centred on 144 x 96
+    cell, top = tab.CANVAS_CELL_SIDE, 12
+    assert (canvas[:top] == 0).all() and (canvas[top + 2 * cell :] == 0).all()
+    for index, sample in enumerate(samples[:8]):
+        row, column = divmod(index, 4)
+        expected = np.asarray(sample.convert("RGB").resize((cell, cell), Image.Resampling.BOX))
+        shown = canvas[top + row * cell : top + (row + 1) * cell, column * cell : (column + 1) * cell]
+        assert np.array_equal(shown, expected)
+    single = np.asarray(tab.samples_canvas(samples[:1]))
+    assert (single[:30] == 0).all() and (single[66:] == 0).all()  # centred on the black ground
+    with pytest.raises(gr.Error, match="Generate some samples first"):
+        tab.samples_canvas([])
+
+
+def test_segment_these_segments_the_generated_samples_on_one_canvas(space):
+    gallery, _ = space.client.predict(4, 8, 2, "sigma² = beta", api_name="/generate")
+    samples = [(item["image"], item["caption"]) for item in gallery]  # the gallery's value, as the page sends it
+    (segment_these,) = [fn.fn for fn in space.demo.fns.values() if fn.fn.__name__ == "segment_these"]
+    tabs, sources, canvas, overlay, mask, legend = segment_these(samples)
+    assert tabs.selected == "segment" and sources.selected == "segment-upload"
+    expected_canvas = load_space_module("tab_generate").samples_canvas([Image.open(path) for path, _ in samples])
+    assert canvas.size == (144, 96) and np.array_equal(np.asarray(canvas), np.asarray(expected_canvas))
+    segmenter = space.app.load_segmenter(str(space.swin_fpn_folder))
+    expected_overlay, expected_mask, expected_legend = load_space_module("tab_segment").segment(segmenter, canvas)
+    assert np.array_equal(np.asarray(mask), np.asarray(expected_mask))
+    assert np.array_equal(np.asarray(overlay), np.asarray(expected_overlay)) and legend == expected_legend
+    with pytest.raises(gr.Error, match="Generate some samples first"):
+        segment_these(None)
