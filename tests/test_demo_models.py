@@ -86,9 +86,10 @@ def test_demo_segmenter_reads_held_out_digit_scenes():
     processor = SwinFPNImageProcessor.from_pretrained(folder)
     assert model.config.id2label == DIGIT_SCENES_ID2LABEL
     assert model.config.image_size == int(_flag(recipe, "resolution"))
+    assert processor.test_scale == list(recipe.test_scale) and processor.size["height"] == min(recipe.test_scale)
     scenes = embedded_dataset("digit_scenes", "test", num_examples=40)
     with torch.no_grad():
         results = evaluate_segmentation(
-            model, scenes, scale=(96, 96), mean=processor.image_mean, std=processor.image_std, progress=False
+            model, scenes, scale=processor.test_scale, mean=processor.image_mean, std=processor.image_std, progress=False
         )
     assert results["mIoU"] >= 0.7, results["mIoU"]  # the bar on the whole test split is 0.75 (docs/benchmarks.md)

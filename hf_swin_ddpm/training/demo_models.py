@@ -130,13 +130,16 @@ def train_demo(name: str, output_root: Path, force: bool = False) -> Path:
 
 
 def record_test_scale(folder: Path, recipe: DemoRecipe) -> None:
-    """Record ``recipe.test_scale`` in the segmenter's image processor (the default scale of ``evaluate-seg``), then
+    """Record ``recipe.test_scale`` in the segmenter's image processor (the default scale of ``evaluate-seg``; its
+    short side becomes the processor's square resize, which the Space and ``pipeline()`` use), then
     evaluate the test split at it with ``evaluate-seg --update_card``: the card gets the per-class table."""
     from ..cli import main as cli_main
     from ..swin_fpn import SwinFPNImageProcessor
 
     processor = SwinFPNImageProcessor.from_pretrained(folder)
     processor.test_scale = list(recipe.test_scale)
+    short_side = min(recipe.test_scale)  # the fixed-size resize of the processor (the Space, pipelines) likewise
+    processor.size = {"height": short_side, "width": short_side}
     processor.save_pretrained(folder)
     dataset = next(flag.split("=", 1)[1] for flag in recipe.flags if flag.startswith("--dataset_name="))
     output = folder / "test_results.json"
