@@ -207,7 +207,7 @@ def segmentation_quality(folder: Path) -> dict:
                 "mIoU": results["mIoU"],
                 "aAcc": results["aAcc"],
                 "per_class_IoU": {name: row["IoU"] for name, row in results["per_class"].items()},
-            }
+            },
         }
         for name, layout in OTHER_LAYOUTS.items():
             dataset = digit_scenes_dataset("test", num_examples=200, layout=layout)

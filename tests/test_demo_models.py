@@ -90,6 +90,11 @@ def test_demo_segmenter_reads_held_out_digit_scenes():
     scenes = embedded_dataset("digit_scenes", "test", num_examples=40)
     with torch.no_grad():
         results = evaluate_segmentation(
-            model, scenes, scale=processor.test_scale, mean=processor.image_mean, std=processor.image_std, progress=False
+            model,
+            scenes,
+            scale=processor.test_scale,
+            mean=processor.image_mean,
+            std=processor.image_std,
+            progress=False,
         )
     assert results["mIoU"] >= 0.7, results["mIoU"]  # the bar on the whole test split is 0.75 (docs/benchmarks.md)
