@@ -128,12 +128,20 @@ def upload(page, component_id: str, path: str | Path) -> None:
     page.locator(f"#{component_id} input[type=file]").set_input_files(str(path))
 
 
-def loaded_image_size(page, selector: str) -> tuple[int, int]:
-    """Waits until the image under `selector` has loaded and returns its natural size."""
-    page.wait_for_function(
-        "s => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth > 0; }", arg=selector
+def loaded_image_size(page, selector: str, expected: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Waits until the image under `selector` has loaded (with the `expected` natural size, when given: the page is
+    shared between tests, so an earlier result may still be shown until the new one replaces it) and returns its
+    natural size, read in the same step as the check."""
+    size = page.wait_for_function(
+        """([s, e]) => {
+            const i = document.querySelector(s);
+            if (!(i && i.complete && i.naturalWidth > 0)) return null;
+            const size = [i.naturalWidth, i.naturalHeight];
+            return !e || (size[0] === e[0] && size[1] === e[1]) ? size : null;
+        }""",
+        arg=[selector, list(expected) if expected else None],
     )
-    return tuple(page.eval_on_selector(selector, "i => [i.naturalWidth, i.naturalHeight]"))
+    return tuple(size.json_value())
 
 
 def set_number(page, component_id: str, value: int) -> None:
@@ -152,8 +160,8 @@ def test_draw_two_digits_and_segment_them_in_the_browser(page, tmp_path):
     )
     page.click("#segment-draw-button")
     side = load_app_module().DRAWING_SIDE
-    assert loaded_image_size(page, "#segment-overlay img") == (side, side)
-    assert loaded_image_size(page, "#segment-mask img") == (side, side)
+    assert loaded_image_size(page, "#segment-overlay img", (side, side)) == (side, side)
+    assert loaded_image_size(page, "#segment-mask img", (side, side)) == (side, side)
     legend_names(page, ["background", "9", "%"])
     strokes = bright_share_of_the_drawing(page)
     assert 0.01 < strokes < 0.2, strokes  # two white strokes on black: not a blank canvas, not a white one
@@ -183,8 +191,8 @@ def test_segment_an_example_in_the_browser(page, tmp_path):
     upload(page, "segment-image", app.example_images()[1])
     page.wait_for_selector("#segment-image img")
     page.click("#segment-button")
-    assert loaded_image_size(page, "#segment-overlay img") == (96, 96)
-    assert loaded_image_size(page, "#segment-mask img") == (96, 96)
+    assert loaded_image_size(page, "#segment-overlay img", (96, 96)) == (96, 96)
+    assert loaded_image_size(page, "#segment-mask img", (96, 96)) == (96, 96)
     legend_names(page, ["background", "0", "9", "%"])
     screenshot(page, tmp_path, "segment.png")
 
@@ -195,7 +203,7 @@ def test_generate_and_segment_these_in_the_browser(page, tmp_path):
     set_number(page, "generate-steps", 2)
     page.click("#generate-button")
     page.wait_for_function("document.querySelectorAll('#generate-gallery img').length === 8")
-    assert loaded_image_size(page, "#generate-gallery img") == (128, 128)
+    assert loaded_image_size(page, "#generate-gallery img", (128, 128)) == (128, 128)
     width, height = loaded_image_size(page, "#generate-trajectory img")
     assert width > height  # x_t over the x_0 predictions, one column per recorded step
     screenshot(page, tmp_path, "generate.png")
@@ -219,7 +227,7 @@ def test_forward_process_in_the_browser(page, tmp_path):
     assert loaded_image_size(page, "#forward-image img") == Image.open(app.digit_examples()[3]).size == (28, 28)
     set_number(page, "forward-t", 100)
     page.click("#forward-button")
-    assert loaded_image_size(page, "#forward-noisy img") == (28, 28)
+    assert loaded_image_size(page, "#forward-noisy img", (28, 28)) == (28, 28)
     loaded_image_size(page, "#forward-curve img")
     page.locator("#forward-summary").get_by_text("t = 100").wait_for()
     screenshot(page, tmp_path, "forward.png")
@@ -239,8 +247,8 @@ def test_edit_paint_a_region_and_inpaint_in_the_browser(page, tmp_path):
     page.mouse.up()
     set_number(page, "edit-steps", 4)
     page.click("#edit-button")
-    assert loaded_image_size(page, "#edit-result img") == (128, 128)
-    assert loaded_image_size(page, "#edit-input img") == (128, 128)
+    assert loaded_image_size(page, "#edit-result img", (128, 128)) == (128, 128)
+    assert loaded_image_size(page, "#edit-input img", (128, 128)) == (128, 128)
     width, height = loaded_image_size(page, "#edit-trajectory img")
     assert width > height
     screenshot(page, tmp_path, "edit.png")
