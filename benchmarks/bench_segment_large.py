@@ -33,22 +33,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_seg_inference import BENCH_CONFIGS
 from bench_support import resident_mib
 
 from hf_swin_ddpm import SwinFPNConfig, SwinFPNForSegmentation
 from hf_swin_ddpm.evaluation import segment_large
 
 RESULTS = Path(__file__).parent / "results"
-MICRO = dict(
-    embed_dim=16,
-    depths=[1, 1, 1, 1],
-    num_heads=[1, 2, 2, 4],
-    window_size=7,
-    fpn_hidden_size=16,
-    head_hidden_size=8,
-    head_num_groups=4,
-    image_size=512,
-)
+MICRO = BENCH_CONFIGS["micro"]  # the model of bench_seg_inference.py
 NUM_LABELS, CROP, STRIDE = 150, 512, 341
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

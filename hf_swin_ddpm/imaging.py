@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -145,3 +147,25 @@ def _hsv_to_rgb(hue: float, saturation: float, value: float) -> tuple[int, int, 
     """HSV in [0, 1] to 8-bit RGB."""
     pil_colour = Image.new("HSV", (1, 1), (round(hue * 255), round(saturation * 255), round(value * 255)))
     return pil_colour.convert("RGB").getpixel((0, 0))
+
+
+def agg_pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (files only, no display), imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure: Any, path: str | Path, title: str = "") -> Path:
+    """Write a matplotlib ``figure`` (with ``title`` above it, if any) to ``path`` at 100 dpi, creating the folder,
+    and close it; returns the path."""
+    if title:
+        figure.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    agg_pyplot().close(figure)
+    return path

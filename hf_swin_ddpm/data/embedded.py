@@ -72,6 +72,11 @@ def _png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _png_entries(arrays: Sequence[np.ndarray]) -> list[dict]:
+    """``datasets.Image`` values (PNG bytes, no path) of uint8 arrays."""
+    return [{"bytes": _png_bytes(array), "path": None} for array in arrays]
+
+
 def _check_split(name: str, split: str, valid: Sequence[str]) -> None:
     """Raise ``ValueError`` naming the valid splits when ``split`` is not one of them."""
     if split not in valid:
@@ -140,7 +145,7 @@ def _digit_arrays_dataset(
     info = datasets.DatasetInfo(
         description=_description(EMBEDDED_DATASETS[name], DIGITS_ID2LABEL), features=features, **info
     )
-    mapping = {"image": [{"bytes": _png_bytes(np.asarray(image)), "path": None} for image in images]}
+    mapping = {"image": _png_entries([np.asarray(image) for image in images])}
     mapping["label"] = arrays["labels"][rows].astype(np.int64).tolist()
     return datasets.Dataset.from_dict(mapping, features=features, info=info, split=split)
 
@@ -169,9 +174,7 @@ def mnist_dataset(
 def _encoded_shapes(num_examples: int, resolution: int, seed: int, split: str) -> tuple[list[dict], list[dict]]:
     """Generate and PNG-encode a shapes split (cached: building a Dataset from the bytes is then cheap)."""
     arrays = generate_shapes(num_examples, resolution, seed=seed, split=split)
-    images = [{"bytes": _png_bytes(image), "path": None} for image in arrays.images]
-    annotations = [{"bytes": _png_bytes(annotation), "path": None} for annotation in arrays.annotations]
-    return images, annotations
+    return _png_entries(arrays.images), _png_entries(arrays.annotations)
 
 
 def shapes_dataset(
@@ -186,27 +189,22 @@ def shapes_dataset(
     num_examples = SHAPES_DEFAULT_SIZES[split] if num_examples is None else num_examples
     resolution = SHAPES_DEFAULT_RESOLUTION if resolution is None else resolution
     images, annotations = _encoded_shapes(num_examples, resolution, seed, split)
-    features = datasets.Features({"image": datasets.Image(mode="RGB"), "annotation": datasets.Image(mode="L")})
     label_docs = ", ".join(f"{k} = {v}" for k, v in SHAPES_ID2LABEL.items())
     summary = (
         f"{EMBEDDED_DATASETS['shapes']}. Split {split!r}, seed {seed}, {resolution}x{resolution}. "
         f"annotation pixel values: {label_docs}."
     )
-    info = datasets.DatasetInfo(description=_description(summary, SHAPES_ID2LABEL), features=features)
-    mapping = {"image": list(images), "annotation": list(annotations)}
-    return datasets.Dataset.from_dict(mapping, features=features, info=info, split=split)
+    return _segmentation_dataset(images, annotations, summary, SHAPES_ID2LABEL, split)
 
 
 def _segmentation_dataset(
-    images: list[np.ndarray], annotations: list[np.ndarray], summary: str, id2label: dict[int, str], split: str, **info
+    images: list[dict], annotations: list[dict], summary: str, id2label: dict[int, str], split: str, **info
 ) -> datasets.Dataset:
-    """An ``image`` (RGB) / ``annotation`` (L-mode label map) split from arrays, label names in its description."""
+    """An ``image`` (RGB) / ``annotation`` (L-mode label map) split from :func:`_png_entries`, label names in its
+    description."""
     features = datasets.Features({"image": datasets.Image(mode="RGB"), "annotation": datasets.Image(mode="L")})
     info = datasets.DatasetInfo(description=_description(summary, id2label), features=features, **info)
-    mapping = {
-        "image": [{"bytes": _png_bytes(image), "path": None} for image in images],
-        "annotation": [{"bytes": _png_bytes(annotation), "path": None} for annotation in annotations],
-    }
+    mapping = {"image": list(images), "annotation": list(annotations)}
     return datasets.Dataset.from_dict(mapping, features=features, info=info, split=split)
 
 
@@ -241,8 +239,8 @@ def digit_scenes_dataset(
     images, annotations = generate_digit_scenes(num_examples, split, seed=seed, layout=layout)
     summary = f"{EMBEDDED_DATASETS['digit_scenes']}. Split {split!r}, seed {seed}, {layout}."
     return _segmentation_dataset(
-        images,
-        annotations,
+        _png_entries(images),
+        _png_entries(annotations),
         summary,
         DIGIT_SCENES_ID2LABEL,
         split,

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..imaging import agg_pyplot, save_figure
 from .bits_per_dim import mean_bits_per_dim
 
 PIXEL_SCALE = 127.5  # [-1, 1] -> [0, 255]
@@ -60,10 +61,7 @@ def write_rate_distortion_csv(curve: dict[str, Any], path: str | Path) -> Path:
 
 def plot_rate_distortion(curve: dict[str, Any], path: str | Path, title: str = "") -> Path:
     """Fig. 5's three panels: distortion against t, rate against t, distortion against rate (matplotlib)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = agg_pyplot()
 
     steps = int(np.max(curve["timesteps"])) + 1 - np.asarray(curve["timesteps"])  # reverse steps taken, T - t + 1
     rate, distortion = np.asarray(curve["rate_bpd"]), np.asarray(curve["distortion_rmse"])
@@ -74,10 +72,4 @@ def plot_rate_distortion(curve: dict[str, Any], path: str | Path, title: str = "
     axes[1].set(xlabel="reverse process steps (T - t)", ylabel="rate (bits/dim)")
     axes[2].plot(rate, distortion)
     axes[2].set(xlabel="rate (bits/dim)", ylabel="distortion (RMSE [0, 255])")
-    if title:
-        figure.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, title)

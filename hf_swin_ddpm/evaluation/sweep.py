@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..imaging import agg_pyplot, save_figure
 from .sampling import evaluate_samples, generate_samples
 
 SWEEP_COLUMNS = ("sampler", "steps", "seconds", "samples_per_second", "fid", "kid", "inception_score")
@@ -74,10 +75,7 @@ def write_sweep_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
 
 def plot_sweep(rows: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """Four panels (matplotlib): FID and IS against steps and against sampling seconds, one line per sampler."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = agg_pyplot()
 
     figure, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
     samplers = list(dict.fromkeys(row["sampler"] for row in rows))
@@ -91,10 +89,4 @@ def plot_sweep(rows: Sequence[dict[str, Any]], path: str | Path, title: str = ""
         axes[column, 0].set(xlabel="sampling steps", ylabel=name, xscale="log")
         axes[column, 1].set(xlabel="sampling seconds", ylabel=name, xscale="log")
     axes[0, 0].legend()
-    if title:
-        figure.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, title)

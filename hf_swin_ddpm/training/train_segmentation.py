@@ -108,33 +108,23 @@ NO_WEIGHT_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)
 NO_WEIGHT_DECAY_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
 
 # Model presets: the Swin-T/S/B backbones at the paper's ADE20K crop size and drop path, and a tiny CPU model.
+TINY_PRESET: dict[str, Any] = {
+    "image_size": 64,
+    "patch_embedding_type": "convolutional",  # the linear patch embedding learns shapes far slower from scratch
+    "embed_dim": 32,
+    "depths": [1, 1, 2, 1],
+    "num_heads": [1, 2, 4, 8],
+    "window_size": 4,
+    "fpn_hidden_size": 64,
+    "head_hidden_size": 32,
+    "head_num_groups": 8,
+    "drop_path_rate": 0.0,  # a small model trained briefly underfits: no stochastic depth
+}
 SEGMENTATION_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {
-        "image_size": 64,
-        "patch_embedding_type": "convolutional",  # the linear patch embedding learns shapes far slower from scratch
-        "embed_dim": 32,
-        "depths": [1, 1, 2, 1],
-        "num_heads": [1, 2, 4, 8],
-        "window_size": 4,
-        "fpn_hidden_size": 64,
-        "head_hidden_size": 32,
-        "head_num_groups": 8,
-        "drop_path_rate": 0.0,  # a small model trained briefly underfits: no stochastic depth
-    },
+    "tiny": TINY_PRESET,
     # the demo segmenter of digit scenes: tiny at width 48 with a third block in stage 3 (telling ten digit classes
     # apart needs more than tiny's capacity: 0.717 test mean IoU for tiny, same recipe)
-    "tiny-48": {
-        "image_size": 96,
-        "patch_embedding_type": "convolutional",
-        "embed_dim": 48,
-        "depths": [1, 1, 3, 1],
-        "num_heads": [2, 4, 8, 16],
-        "window_size": 4,
-        "fpn_hidden_size": 64,
-        "head_hidden_size": 32,
-        "head_num_groups": 8,
-        "drop_path_rate": 0.0,
-    },
+    "tiny-48": TINY_PRESET | {"image_size": 96, "embed_dim": 48, "depths": [1, 1, 3, 1], "num_heads": [2, 4, 8, 16]},
     **{
         name: {**{k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()}, "image_size": 512}
         | {"drop_path_rate": 0.3}
