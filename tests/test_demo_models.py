@@ -22,10 +22,6 @@ SCRIPT_NAMES = {
 }
 
 
-def _flag(recipe, name: str) -> str:
-    return next(flag.split("=", 1)[1] for flag in recipe.flags if flag.startswith(f"--{name}="))
-
-
 def _shipped_files(folder: Path) -> list[Path]:
     """The files git tracks in a demo folder (checkpoints, logs and intermediate samples stay local)."""
     ignored = ("checkpoint-", "logs", "samples")
@@ -45,7 +41,7 @@ def test_shipped_demo_model_is_complete_and_was_trained_by_its_recipe(name):
     command = re.search(r"^\| command \| (.+) \|$", card, flags=re.MULTILINE).group(1)
     expected = [*recipe.flags, f"--output_dir=demo_models/{recipe.folder}", "--resume_from_checkpoint=latest"]
     assert command.split() == [SCRIPT_NAMES[recipe.module], *expected]
-    assert f"| optimizer steps | {_flag(recipe, 'max_train_steps')} |" in card
+    assert f"| optimizer steps | {recipe.flag('max_train_steps')} |" in card
 
 
 def test_shipped_demo_models_fit_the_size_budget():
@@ -59,7 +55,7 @@ def test_demo_ddpm_is_a_28x28_mnist_model_that_denoises_better_than_its_initiali
     recipe = DEMO_RECIPES["ddpm"]
     pipeline = DDPMPaperPipeline.from_pretrained(DEMO_ROOT / recipe.folder)
     unet = pipeline.unet.eval()
-    resolution = int(_flag(recipe, "resolution"))
+    resolution = int(recipe.flag("resolution"))
     assert unet.config.sample_size == resolution and unet.config.in_channels == 1
     digits = embedded_dataset("mnist", "test", num_examples=64)
     x0 = (
@@ -85,7 +81,7 @@ def test_demo_segmenter_reads_held_out_digit_scenes():
     model = SwinFPNForSegmentation.from_pretrained(folder).eval()
     processor = SwinFPNImageProcessor.from_pretrained(folder)
     assert model.config.id2label == DIGIT_SCENES_ID2LABEL
-    assert model.config.image_size == int(_flag(recipe, "resolution"))
+    assert model.config.image_size == int(recipe.flag("resolution"))
     assert processor.test_scale == list(recipe.test_scale) and processor.size["height"] == min(recipe.test_scale)
     scenes = embedded_dataset("digit_scenes", "test", num_examples=40)
     with torch.no_grad():

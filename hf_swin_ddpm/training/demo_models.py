@@ -35,6 +35,10 @@ class DemoRecipe:
     minutes: int
     test_scale: tuple[int, int] | None = None
 
+    def flag(self, name: str) -> str:
+        """The value of the recipe's ``--name=value`` flag."""
+        return next(flag.split("=", 1)[1] for flag in self.flags if flag.startswith(f"--{name}="))
+
 
 DEMO_RECIPES: dict[str, DemoRecipe] = {
     "ddpm": DemoRecipe(
@@ -141,7 +145,7 @@ def record_test_scale(folder: Path, recipe: DemoRecipe) -> None:
     short_side = min(recipe.test_scale)  # the fixed-size resize of the processor (the Space, pipelines) likewise
     processor.size = {"height": short_side, "width": short_side}
     processor.save_pretrained(folder)
-    dataset = next(flag.split("=", 1)[1] for flag in recipe.flags if flag.startswith("--dataset_name="))
+    dataset = recipe.flag("dataset_name")
     output = folder / "test_results.json"
     argv = ["evaluate-seg", str(folder), f"--dataset_name={dataset}", "--split=test", f"--output={output}"]
     status = cli_main([*argv, "--update_card"])
