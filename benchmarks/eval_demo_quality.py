@@ -27,6 +27,7 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -119,24 +120,51 @@ def _fid(metrics: SampleMetrics, images: torch.Tensor) -> float:
     return float(metrics.compute()["fid"])
 
 
-def ddpm_quality(folder: Path, seeds: list[int], steps: list[int]) -> dict:
-    """FID (two feature extractors) and recognition rate of the DDPM's samples, per step count, over `seeds`."""
-    train_images, _ = mnist_tensors("train")
-    test_images, _ = mnist_tensors("test")
-    independent, independent_accuracy = train_independent_classifier()
-    extractors = {
-        "project_classifier": SampleMetrics("classifier", classifier_dataset="mnist"),
-        "independent_cnn": SampleMetrics(independent),
-    }
-    for metrics in extractors.values():  # the training digits, once: the reference of every FID below
-        for batch in train_images.split(500):
-            metrics.update(batch, real=True)
-    floors = {name: _fid(metrics, test_images) for name, metrics in extractors.items()}
-    with torch.no_grad():
-        real_recognised = _recognised(independent(test_images))
-    pipeline = DDPMPaperPipeline.from_pretrained(folder)
+@dataclass
+class DDPMJudges:
+    """What every DDPM is judged against: both extractors holding the training digits (the reference of every FID),
+    their floors (held-out vs training digits), the independent classifier and how often it recognises real digits."""
+
+    extractors: dict[str, SampleMetrics]
+    floors: dict[str, float]
+    independent: IndependentDigitCNN
+    independent_accuracy: float
+    real_recognised: float
+    num_samples: int
+
+    @classmethod
+    def build(cls) -> DDPMJudges:
+        train_images, _ = mnist_tensors("train")
+        test_images, _ = mnist_tensors("test")
+        independent, independent_accuracy = train_independent_classifier()
+        extractors = {
+            "project_classifier": SampleMetrics("classifier", classifier_dataset="mnist"),
+            "independent_cnn": SampleMetrics(independent),
+        }
+        for metrics in extractors.values():  # the training digits, once: the reference of every FID below
+            for batch in train_images.split(500):
+                metrics.update(batch, real=True)
+        floors = {name: _fid(metrics, test_images) for name, metrics in extractors.items()}
+        with torch.no_grad():
+            real_recognised = _recognised(independent(test_images))
+        return cls(extractors, floors, independent, independent_accuracy, real_recognised, len(test_images))
+
+
+def ddpm_quality(
+    folder: Path,
+    seeds: list[int],
+    steps: list[int],
+    device: str = "cpu",
+    judges: DDPMJudges | None = None,
+    grid_folder: Path = RESULTS,
+) -> dict:
+    """FID (two feature extractors) and recognition rate of the DDPM's samples, per step count, over `seeds`.
+    Sampling runs on `device`; the noise comes from a CPU generator per seed, so it is the same on any device."""
+    judges = judges or DDPMJudges.build()
+    pipeline = DDPMPaperPipeline.from_pretrained(folder).to(device)
     pipeline.set_progress_bar_config(disable=True)
-    count = len(test_images)
+    count = judges.num_samples
+    batch_size = 100 if device == "cpu" else count
     rows = {}
     for num_steps in steps:
         runs = []
@@ -146,20 +174,20 @@ def ddpm_quality(folder: Path, seeds: list[int], steps: list[int]) -> dict:
             images = torch.cat(
                 [
                     pipeline(
-                        batch_size=100, generator=generator, num_inference_steps=num_steps, output_type="pt"
-                    ).images
-                    for _ in range(count // 100)
+                        batch_size=batch_size, generator=generator, num_inference_steps=num_steps, output_type="pt"
+                    ).images.cpu()
+                    for _ in range(count // batch_size)
                 ]
             )
             seconds = time.perf_counter() - start
             if seed == seeds[0]:
                 grid = image_grid([Image.fromarray(image) for image in (images[:64, 0] * 255).round().byte().numpy()])
                 grid.resize((grid.width * 2, grid.height * 2), Image.Resampling.NEAREST).save(
-                    RESULTS / f"demo_ddpm_mnist_samples_{num_steps}_steps.png"
+                    grid_folder / f"demo_ddpm_mnist_samples_{num_steps}_steps.png"
                 )
             with torch.no_grad():
-                predicted = independent(images)
-            run = {name: _fid(metrics, images) for name, metrics in extractors.items()}
+                predicted = judges.independent(images)
+            run = {name: _fid(metrics, images) for name, metrics in judges.extractors.items()}
             run.update(
                 seed=seed,
                 recognised=_recognised(predicted),
@@ -167,28 +195,29 @@ def ddpm_quality(folder: Path, seeds: list[int], steps: list[int]) -> dict:
                 sampling_seconds=round(seconds, 1),
             )
             runs.append(run)
-            print(json.dumps({"steps": num_steps, **run}), flush=True)
+            print(json.dumps({"model": str(folder), "steps": num_steps, **run}), flush=True)
         summary = {}
-        for name in extractors:
+        for name in judges.extractors:
             mean = statistics.fmean(run[name] for run in runs)
             summary[name] = {
                 "fid_mean": mean,
                 "fid_per_seed": [run[name] for run in runs],
-                "ratio": mean / floors[name],
+                "ratio": mean / judges.floors[name],
             }
         recognised = statistics.fmean(run["recognised"] for run in runs)
         summary["recognised"] = recognised
-        summary["recognised_relative_to_real"] = recognised / real_recognised
+        summary["recognised_relative_to_real"] = recognised / judges.real_recognised
         summary["seconds_per_seed"] = statistics.fmean(run["sampling_seconds"] for run in runs)
         summary["runs"] = runs
         rows[f"{num_steps}_steps"] = summary
     return {
         "model": str(folder),
+        "device": str(device),
         "num_samples": count,
         "seeds": seeds,
-        "floors_fid_test_vs_train": floors,
-        "independent_classifier_test_accuracy": independent_accuracy,
-        "real_test_recognised": real_recognised,
+        "floors_fid_test_vs_train": judges.floors,
+        "independent_classifier_test_accuracy": judges.independent_accuracy,
+        "real_test_recognised": judges.real_recognised,
         "by_steps": rows,
     }
 
@@ -224,6 +253,7 @@ def main() -> None:
     parser.add_argument("--part", nargs="+", choices=("ddpm", "segmentation"), default=["ddpm", "segmentation"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--steps", type=int, nargs="+", default=[250, 20])
+    parser.add_argument("--device", default="cpu", help="Where the DDPM samples (e.g. cuda).")
     parser.add_argument("--output", type=Path, default=RESULTS / "demo_quality.json")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
@@ -233,7 +263,7 @@ def main() -> None:
         report["swin_fpn_digit_scenes"] = segmentation_quality(args.models / "swin-fpn-digit-scenes")
         print(json.dumps(report["swin_fpn_digit_scenes"], indent=2), flush=True)
     if "ddpm" in args.part:
-        report["ddpm_mnist"] = ddpm_quality(args.models / "ddpm-mnist", args.seeds, args.steps)
+        report["ddpm_mnist"] = ddpm_quality(args.models / "ddpm-mnist", args.seeds, args.steps, args.device)
     report["threads"] = torch.get_num_threads()
     args.output.write_text(json.dumps(report, indent=2) + "\n")
 
