@@ -26,6 +26,7 @@ from pathlib import Path
 from eval_demo_quality import DDPMJudges, ddpm_quality
 
 from hf_swin_ddpm.diffusion.unets import paper_unet_config
+from hf_swin_ddpm.training.checkpoints import checkpoint_step, complete_checkpoints
 from hf_swin_ddpm.training.demo_models import DEMO_RECIPES
 
 # flag overrides of the shipped recipe; "model_config" values other than presets are written as JSON configs
@@ -86,15 +87,10 @@ def candidate_flags(name: str, root: Path) -> list[str]:
     return flags + [f"--{key}={value}" for key, value in overrides.items()]
 
 
-def train(name: str, flags: list[str], folder: Path, log) -> subprocess.Popen:
+def train(flags: list[str], folder: Path, log) -> subprocess.Popen:
     argv = [sys.executable, "-m", "hf_swin_ddpm.training.train_ddpm", *flags, f"--output_dir={folder}"]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     return subprocess.Popen([*argv, "--resume_from_checkpoint=latest"], stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-def latest_step(folder: Path) -> int | None:
-    steps = [int(path.name.split("-")[1]) for path in folder.glob("checkpoint-*") if path.name.split("-")[1].isdigit()]
-    return max(steps, default=None)
 
 
 def main() -> None:
@@ -116,7 +112,7 @@ def main() -> None:
         folder = args.output_root / name
         flags = candidate_flags(name, args.output_root)
         log = open(args.output_root / f"{name}.log", "w")  # noqa: SIM115 - closed after the run
-        runs[name] = (flags, folder, log, train(name, flags, folder, log))
+        runs[name] = (flags, folder, log, train(flags, folder, log))
     judges = DDPMJudges.build()
     print(f"judges ready after {time.perf_counter() - start:.0f} s", flush=True)
 
@@ -131,10 +127,11 @@ def main() -> None:
     for name, (flags, folder, log, process) in runs.items():
         process.wait()
         seconds = time.perf_counter() - start
-        reached = latest_step(folder) if not (folder / "all_results.json").is_file() else None
+        saved = [] if (folder / "all_results.json").is_file() else complete_checkpoints(folder)
+        reached = checkpoint_step(saved[-1]) if saved else None
         if reached is not None:
             flags = [f"--max_train_steps={reached}" if f.startswith("--max_train_steps=") else f for f in flags]
-            finalising[name] = train(name, flags, folder, log)
+            finalising[name] = train(flags, folder, log)
         report["candidates"][name] = {"flags": flags, "stopped_at": reached, "train_seconds": round(seconds)}
         print(name, report["candidates"][name], flush=True)
     for name, run in runs.items():
