@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -158,6 +159,10 @@ def test_bad_input_is_one_line_and_leaves_checkpoints_alone(tmp_path):
         (flags(train_data_dir="missing_folder"), ["missing_folder", "does not exist"]),
         (flags(dataset_name="no_such_dataset_anywhere"), ["no_such_dataset_anywhere"]),
         (flags(dataset_name="text.parquet"), ["[text]", "image column"]),
+        (
+            flags(dataset_name="digits", lr_scheduler="warmup_stable_decay", lr_decay_steps=9),
+            ["--lr_decay_steps", "the run's 4 optimizer steps"],
+        ),
     ]
     results = run_cli_concurrently([["train-ddpm", *case, *common] for case, _ in cases], cwd=tmp_path)
     for (_, fragments), result in zip(cases, results, strict=True):
@@ -181,3 +186,51 @@ def test_gradient_checkpointing_trains_to_the_same_weights(tmp_path):
     )
     assert checkpointed.unet.is_gradient_checkpointing and not plain.unet.is_gradient_checkpointing
     assert same_weights(checkpointed.training_weights, plain.training_weights)  # dropout masks replayed exactly
+
+
+def test_warmup_stable_decay_is_constant_with_warmup_until_its_cosine_decay_to_zero():
+    import argparse
+    import types
+
+    from diffusers.optimization import get_scheduler
+
+    from hf_swin_ddpm.training.runtime import learning_rate_schedule
+
+    def rates(schedule, steps: int) -> list[float]:
+        seen = []
+        for _ in range(steps):
+            seen.append(schedule.optimizer.param_groups[0]["lr"])
+            schedule.optimizer.step()
+            schedule.step()
+        return seen
+
+    def optimizer():
+        return torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+
+    one_process = types.SimpleNamespace(num_processes=1)
+    wsd = argparse.Namespace(lr_scheduler="warmup_stable_decay", lr_warmup_steps=10, lr_decay_steps=40)
+    decayed = rates(learning_rate_schedule(wsd, one_process, optimizer(), 100), 100)
+    constant = rates(get_scheduler("constant_with_warmup", optimizer=optimizer(), num_warmup_steps=10), 100)
+    assert decayed[:60] == constant[:60] and decayed[5] == 5e-4 and decayed[59] == 1e-3
+    assert decayed[80] == pytest.approx(0.5e-3) and decayed[70] == pytest.approx(0.5e-3 * (1 + 2**-0.5))
+    assert all(later < earlier for earlier, later in zip(decayed[60:], decayed[61:], strict=False))
+    assert decayed[99] == pytest.approx(0.5e-3 * (1 + math.cos(math.pi * 39 / 40)))
+
+
+def test_a_constant_run_resumed_into_warmup_stable_decay_is_the_decayed_run(tmp_path):
+    """The demo DDPM's recipe trains on from a constant-rate run's checkpoint: until the decay the two schedules
+    agree, so resuming gives exactly the weights of the decayed run trained from scratch."""
+    decay = flags(max_train_steps=6, lr_scheduler="warmup_stable_decay", lr_decay_steps=3, use_ema=True)
+    constant = train(
+        *with_flags(TINY, output_dir=tmp_path / "constant", max_train_steps=6, checkpointing_steps=3),
+        *flags(lr_scheduler="constant_with_warmup", use_ema=True),
+    )
+    from_scratch = train(*with_flags(TINY, output_dir=tmp_path / "scratch"), *decay)
+    resumed = train(
+        *with_flags(TINY, output_dir=tmp_path / "resumed"),
+        *decay,
+        *flags(resume_from_checkpoint=tmp_path / "constant" / "checkpoint-3"),
+    )
+    assert same_weights(resumed.training_weights, from_scratch.training_weights)
+    assert same_weights(resumed.unet.state_dict(), from_scratch.unet.state_dict())  # EMA too
+    assert not same_weights(constant.training_weights, from_scratch.training_weights)  # the decay changed them

@@ -108,8 +108,14 @@ def _add_run_arguments(training: argparse._ArgumentGroup) -> None:
 def _add_optimizer_arguments(training: argparse._ArgumentGroup) -> None:
     """Adam(W), its learning-rate schedule (diffusers' ``get_scheduler``) and gradient clipping."""
     training.add_argument("--learning_rate", type=float, help="Peak learning rate.")
-    training.add_argument("--lr_scheduler", help="diffusers.optimization.get_scheduler name.")
+    training.add_argument(
+        "--lr_scheduler",
+        help="diffusers.optimization.get_scheduler name, or warmup_stable_decay (constant, then --lr_decay_steps).",
+    )
     training.add_argument("--lr_warmup_steps", type=int, help="Linear warm-up, in optimizer steps.")
+    training.add_argument(
+        "--lr_decay_steps", type=int, help="warmup_stable_decay: the last N optimizer steps decay the rate to 0."
+    )
     training.add_argument("--adam_beta1", type=float, default=0.9, help="Adam's beta1.")
     training.add_argument("--adam_beta2", type=float, default=0.999, help="Adam's beta2.")
     training.add_argument("--adam_epsilon", type=float, default=1e-8, help="Adam's epsilon.")
@@ -189,7 +195,7 @@ def check_common_arguments(args: argparse.Namespace) -> None:
         check_positive(getattr(args, flag), f"--{flag}")
     for flag in ("gradient_accumulation_steps", "checkpointing_steps", "checkpoints_total_limit", "logging_steps"):
         check_positive(getattr(args, flag), f"--{flag}")
-    for flag in ("learning_rate", "max_train_samples", "max_eval_samples"):
+    for flag in ("learning_rate", "max_train_samples", "max_eval_samples", "lr_decay_steps"):
         check_positive(getattr(args, flag), f"--{flag}")
     for flag in ("lr_warmup_steps", "max_grad_norm", "dataloader_num_workers", "max_skipped_nonfinite_steps"):
         check_positive(getattr(args, flag), f"--{flag}", allow_zero=True)

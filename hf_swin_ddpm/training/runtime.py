@@ -10,6 +10,10 @@ from pathlib import Path
 import torch
 
 from .arguments import tracker_names
+from .errors import TrainingError
+
+# The schedule transformers offers beyond diffusers' get_scheduler names: warm-up, a constant stretch, then a decay
+WARMUP_STABLE_DECAY = "warmup_stable_decay"
 
 
 @contextlib.contextmanager
@@ -61,6 +65,41 @@ def make_accelerator(args: argparse.Namespace):
             "--mixed_precision bf16"
         )
     return accelerator
+
+
+def learning_rate_schedule(args: argparse.Namespace, accelerator, optimizer, max_train_steps: int, **options):
+    """The ``LambdaLR`` of ``--lr_scheduler`` after ``--lr_warmup_steps`` of linear warm-up: a name of diffusers'
+    ``get_scheduler`` (``options`` such as ``power`` go to it), or ``warmup_stable_decay`` (transformers'
+    ``get_wsd_schedule``: constant after the warm-up, then a cosine decay to 0 over the last ``--lr_decay_steps``;
+    until the decay it is ``constant_with_warmup``, so a constant run's checkpoint resumes into it exactly). Stepped
+    once per process by accelerate, so the steps are counted in process-steps."""
+    from diffusers.optimization import get_scheduler
+
+    processes = accelerator.num_processes
+    if args.lr_scheduler != WARMUP_STABLE_DECAY:
+        if getattr(args, "lr_decay_steps", None):
+            raise TrainingError(f"--lr_decay_steps needs --lr_scheduler {WARMUP_STABLE_DECAY}")
+        return get_scheduler(
+            args.lr_scheduler,
+            optimizer=optimizer,
+            num_warmup_steps=args.lr_warmup_steps * processes,
+            num_training_steps=max_train_steps * processes,
+            **options,
+        )
+    from transformers.optimization import get_wsd_schedule
+
+    warmup, decay = args.lr_warmup_steps or 0, getattr(args, "lr_decay_steps", None)
+    if not decay or warmup + decay > max_train_steps:
+        raise TrainingError(
+            f"--lr_scheduler {WARMUP_STABLE_DECAY} needs --lr_decay_steps N with --lr_warmup_steps + N at most the "
+            f"run's {max_train_steps} optimizer steps (got {warmup} + {decay})"
+        )
+    return get_wsd_schedule(
+        optimizer,
+        num_warmup_steps=warmup * processes,
+        num_stable_steps=(max_train_steps - warmup - decay) * processes,
+        num_decay_steps=decay * processes,
+    )
 
 
 def cpu_has_fast_bf16() -> bool:

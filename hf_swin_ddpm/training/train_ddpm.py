@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from diffusers import UNet2DModel
-from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -435,14 +434,9 @@ def build_optimizer(args: argparse.Namespace, unet: UNet2DModel) -> torch.optim.
 
 
 def build_lr_scheduler(args: argparse.Namespace, accelerator, optimizer, max_train_steps: int):
-    """``--lr_scheduler`` after ``--lr_warmup_steps`` (the paper: constant after 5,000); stepped once per process by
-    accelerate, so counted in process-steps."""
-    return get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=max_train_steps * accelerator.num_processes,
-    )
+    """``--lr_scheduler`` after ``--lr_warmup_steps`` (the paper: constant after 5,000), as
+    :func:`runtime.learning_rate_schedule` builds it."""
+    return runtime.learning_rate_schedule(args, accelerator, optimizer, max_train_steps)
 
 
 def train(args: argparse.Namespace) -> DDPMTrainingResult:

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
-from diffusers.optimization import get_scheduler
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
@@ -548,13 +547,8 @@ def build_lr_scheduler(args: argparse.Namespace, accelerator, optimizer, max_tra
     (polynomial decay of power ``--lr_power``); stepped once per process by accelerate, so counted in process-steps."""
     if args.lr_warmup_steps is None:
         args.lr_warmup_steps = default_warmup_steps(max_train_steps)
-    return get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=max_train_steps * accelerator.num_processes,
-        power=args.lr_power,
-    )
+    options = {"power": args.lr_power} if args.lr_scheduler != runtime.WARMUP_STABLE_DECAY else {}
+    return runtime.learning_rate_schedule(args, accelerator, optimizer, max_train_steps, **options)
 
 
 def train(args: argparse.Namespace) -> SegmentationTrainingResult:
