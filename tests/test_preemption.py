@@ -7,6 +7,7 @@ invocations training together as one two-process run does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -70,6 +71,7 @@ def free_port() -> int:
 
 def environment() -> dict[str, str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env["PYTHONFAULTHANDLER"] = "1"  # a run that hangs shows where (Run.stop_showing_where)
     env["ACCELERATE_USE_CPU"] = "1"  # accelerate launch --multi_gpu on CPUs: torchrun workers talking over gloo
     env.pop("HF_SWIN_DDPM_DEBUG", None)
     return env
@@ -87,8 +89,22 @@ class Run:
         try:
             return self.process.wait(timeout=WAIT_SECONDS)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            pytest.fail(f"the run did not end:\n{self.output()[-3000:]}")
+            self.stop_showing_where()
+            stacks = "\n".join(line for line in self.output().splitlines() if not line.startswith("Extension modules"))
+            pytest.fail(f"the run did not end:\n{stacks[-12000:]}")
+
+    def stop_showing_where(self) -> None:
+        """Stop a run that hangs: SIGABRT to each of its processes, workers first, so that Python's faulthandler
+        (PYTHONFAULTHANDLER) writes every thread's stack to the log, then SIGKILL to all of them."""
+        processes = [*psutil.Process(self.process.pid).children(recursive=True), psutil.Process(self.process.pid)]
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGABRT)
+        time.sleep(3)
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        self.process.wait()
 
 
 def launch(
@@ -128,7 +144,7 @@ def wait_for_step(run: Run, step: int) -> None:
         if run.process.poll() is not None:
             pytest.fail(f"the run ended ({run.process.returncode}) before step {step}:\n{run.output()[-3000:]}")
         if time.monotonic() > deadline:
-            run.process.kill()
+            run.stop_showing_where()
             pytest.fail(f"timed out waiting for step {step}")
         time.sleep(0.01)
 
