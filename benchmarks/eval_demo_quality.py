@@ -255,6 +255,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[250, 20])
     parser.add_argument("--device", default="cpu", help="Where the DDPM samples (e.g. cuda).")
     parser.add_argument("--output", type=Path, default=RESULTS / "demo_quality.json")
+    parser.add_argument("--grid_folder", type=Path, default=RESULTS, help="Where the first seed's sample grids go.")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     report = json.loads(args.output.read_text()) if args.output.is_file() else {}
@@ -263,7 +264,9 @@ def main() -> None:
         report["swin_fpn_digit_scenes"] = segmentation_quality(args.models / "swin-fpn-digit-scenes")
         print(json.dumps(report["swin_fpn_digit_scenes"], indent=2), flush=True)
     if "ddpm" in args.part:
-        report["ddpm_mnist"] = ddpm_quality(args.models / "ddpm-mnist", args.seeds, args.steps, args.device)
+        report["ddpm_mnist"] = ddpm_quality(
+            args.models / "ddpm-mnist", args.seeds, args.steps, args.device, grid_folder=args.grid_folder
+        )
     report["threads"] = torch.get_num_threads()
     args.output.write_text(json.dumps(report, indent=2) + "\n")
 
