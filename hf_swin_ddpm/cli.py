@@ -1207,6 +1207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], None] = args.handler
     try:
         handler(args)
+        _end_processes()
     except (CLIError, ValueError, OSError, ImportError) as error:
         print(f"hf-swin-ddpm {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
@@ -1214,6 +1215,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hf-swin-ddpm {args.command}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _end_processes() -> None:
+    """Under ``accelerate launch``, once a command is done: every process waits for the others, then the process
+    group is destroyed, as accelerate's ``end_training`` does. A process that leaves with the group alive can abort
+    in the interpreter's teardown ("terminate called without an active exception", gloo's threads still running)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _one_line(error: BaseException) -> str:
