@@ -25,6 +25,8 @@ TRACKERS = ("tensorboard", "wandb", "comet_ml", "mlflow", "aim", "clearml", "dvc
 
 
 # Datasets whose images must not be flipped (a mirrored digit is not a digit).
+# The schedule transformers offers beyond diffusers' get_scheduler names: warm-up, a constant stretch, then a decay
+WARMUP_STABLE_DECAY = "warmup_stable_decay"
 NO_FLIP_DATASETS = frozenset({"digits", "mnist", "digit_scenes"})
 
 
@@ -199,6 +201,8 @@ def check_common_arguments(args: argparse.Namespace) -> None:
         check_positive(getattr(args, flag), f"--{flag}")
     for flag in ("lr_warmup_steps", "max_grad_norm", "dataloader_num_workers", "max_skipped_nonfinite_steps"):
         check_positive(getattr(args, flag), f"--{flag}", allow_zero=True)
+    if args.lr_decay_steps is not None and args.lr_scheduler != WARMUP_STABLE_DECAY:
+        raise TrainingError(f"--lr_decay_steps needs --lr_scheduler {WARMUP_STABLE_DECAY}")
     if args.resolution is not None and args.resolution > MAX_RESOLUTION:
         raise TrainingError(f"--resolution must be at most {MAX_RESOLUTION}, got {args.resolution}")
     if not 0.0 < args.train_val_split < 1.0:

@@ -9,11 +9,8 @@ from pathlib import Path
 
 import torch
 
-from .arguments import tracker_names
+from .arguments import WARMUP_STABLE_DECAY, tracker_names
 from .errors import TrainingError
-
-# The schedule transformers offers beyond diffusers' get_scheduler names: warm-up, a constant stretch, then a decay
-WARMUP_STABLE_DECAY = "warmup_stable_decay"
 
 
 @contextlib.contextmanager
@@ -67,9 +64,9 @@ def make_accelerator(args: argparse.Namespace):
     return accelerator
 
 
-def learning_rate_schedule(args: argparse.Namespace, accelerator, optimizer, max_train_steps: int, **options):
+def learning_rate_schedule(args: argparse.Namespace, accelerator, optimizer, max_train_steps: int, power: float = 1.0):
     """The ``LambdaLR`` of ``--lr_scheduler`` after ``--lr_warmup_steps`` of linear warm-up: a name of diffusers'
-    ``get_scheduler`` (``options`` such as ``power`` go to it), or ``warmup_stable_decay`` (transformers'
+    ``get_scheduler`` (``power``: that of ``polynomial``), or ``warmup_stable_decay`` (transformers'
     ``get_wsd_schedule``: constant after the warm-up, then a cosine decay to 0 over the last ``--lr_decay_steps``;
     until the decay it is ``constant_with_warmup``, so a constant run's checkpoint resumes into it exactly). Stepped
     once per process by accelerate, so the steps are counted in process-steps."""
@@ -77,18 +74,16 @@ def learning_rate_schedule(args: argparse.Namespace, accelerator, optimizer, max
 
     processes = accelerator.num_processes
     if args.lr_scheduler != WARMUP_STABLE_DECAY:
-        if getattr(args, "lr_decay_steps", None):
-            raise TrainingError(f"--lr_decay_steps needs --lr_scheduler {WARMUP_STABLE_DECAY}")
         return get_scheduler(
             args.lr_scheduler,
             optimizer=optimizer,
             num_warmup_steps=args.lr_warmup_steps * processes,
             num_training_steps=max_train_steps * processes,
-            **options,
+            power=power,
         )
     from transformers.optimization import get_wsd_schedule
 
-    warmup, decay = args.lr_warmup_steps or 0, getattr(args, "lr_decay_steps", None)
+    warmup, decay = args.lr_warmup_steps or 0, args.lr_decay_steps
     if not decay or warmup + decay > max_train_steps:
         raise TrainingError(
             f"--lr_scheduler {WARMUP_STABLE_DECAY} needs --lr_decay_steps N with --lr_warmup_steps + N at most the "

@@ -547,8 +547,7 @@ def build_lr_scheduler(args: argparse.Namespace, accelerator, optimizer, max_tra
     (polynomial decay of power ``--lr_power``); stepped once per process by accelerate, so counted in process-steps."""
     if args.lr_warmup_steps is None:
         args.lr_warmup_steps = default_warmup_steps(max_train_steps)
-    options = {"power": args.lr_power} if args.lr_scheduler != runtime.WARMUP_STABLE_DECAY else {}
-    return runtime.learning_rate_schedule(args, accelerator, optimizer, max_train_steps, **options)
+    return runtime.learning_rate_schedule(args, accelerator, optimizer, max_train_steps, power=args.lr_power)
 
 
 def train(args: argparse.Namespace) -> SegmentationTrainingResult:
