@@ -103,6 +103,17 @@ def test_outputs_and_exact_resume(tmp_path):
     for resumed in (resumed_latest, resumed_middle):
         assert same_weights(resumed.training_weights, uninterrupted.training_weights)
         assert same_weights(resumed.unet.state_dict(), uninterrupted.unet.state_dict())  # EMA too
+        assert resumed.results["train_loss"] == uninterrupted.results["train_loss"]
+
+    # a run resumed at its last step trains nothing and reports the loss its checkpoint logged, not NaN
+    at_end = train(
+        *with_flags(TINY, output_dir=tmp_path / "end", max_train_steps=4, random_flip=True),
+        *flags(resume_from_checkpoint=first / "checkpoint-4"),
+    )
+    logged_at_4 = json.loads((first / "checkpoint-4" / "training_state.json").read_text())["progress"]["train_loss"]
+    assert at_end.results["global_step"] == 4 and math.isfinite(logged_at_4)
+    assert at_end.results["train_loss"] == logged_at_4
+    assert json.loads((tmp_path / "end" / "all_results.json").read_text())["train_loss"] == logged_at_4
 
 
 def test_resume_with_gradient_accumulation_across_epochs(tmp_path):
@@ -234,3 +245,5 @@ def test_a_constant_run_resumed_into_warmup_stable_decay_is_the_decayed_run(tmp_
     assert same_weights(resumed.training_weights, from_scratch.training_weights)
     assert same_weights(resumed.unet.state_dict(), from_scratch.unet.state_dict())  # EMA too
     assert not same_weights(constant.training_weights, from_scratch.training_weights)  # the decay changed them
+    card = ModelCard.load(tmp_path / "scratch" / "README.md").text
+    assert "warmup_stable_decay, 2 warm-up steps, cosine decay to 0 over the last 3 steps" in card

@@ -29,23 +29,26 @@ CHECKPOINT_PATTERN = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 
 @dataclasses.dataclass
 class TrainingProgress:
-    """Where training stands: optimizer steps taken, the epoch, and the batches of that epoch already consumed.
+    """Where training stands: optimizer steps taken, the epoch, the batches of that epoch already consumed, and the
+    last logged training loss.
 
     Saved in every checkpoint (``training_state.json``), so a resumed run skips exactly the batches it had consumed
-    (``accelerator.skip_first_batches``).
+    (``accelerator.skip_first_batches``), and one resumed at its last step still reports the run's loss.
     """
 
     global_step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0
     skipped_nonfinite_steps: int = 0  # updates skipped under --max_skipped_nonfinite_steps
+    train_loss: float | None = None  # the mean loss of the last logging window, None before the first log
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, int | float | None]:
         return dataclasses.asdict(self)
 
-    def load_state_dict(self, state: Mapping[str, int]) -> None:
+    def load_state_dict(self, state: Mapping[str, int | float | None]) -> None:
         for field in dataclasses.fields(self):
-            setattr(self, field.name, int(state.get(field.name, field.default)))
+            value = state.get(field.name, field.default)
+            setattr(self, field.name, value if field.name == "train_loss" else int(value))
 
 
 LATEST = ("latest", "auto")  # --resume_from_checkpoint values: the newest complete checkpoint, if any

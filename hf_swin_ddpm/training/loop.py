@@ -92,10 +92,10 @@ def resolve_training_length(
 class RunningLoss:
     """The training loss since the last log, kept as a tensor so that the steps between logs never wait for it."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, last: float | None = None) -> None:
         self.total = torch.zeros((), device=device)
         self.count = 0
-        self.last = float("nan")
+        self.last = last  # the mean of the last logged window (a resumed run starts from its checkpoint's)
 
     def add(self, loss: torch.Tensor) -> None:
         self.total, self.count = self.total + loss, self.count + 1
@@ -292,7 +292,7 @@ class OptimizerSteps:
 
     def __post_init__(self) -> None:
         self.progress_bar: tqdm | None = None  # shown once the stop signals are handled (see steps)
-        self.running_loss = RunningLoss(self.accelerator.device)
+        self.running_loss = RunningLoss(self.accelerator.device, last=self.progress.train_loss)
         self.clock = LoopClock(start_step=self.progress.global_step)
         max_skipped = getattr(self.args, "max_skipped_nonfinite_steps", 0) or 0
         self.stop_signals = StopSignals()
@@ -321,7 +321,7 @@ class OptimizerSteps:
             yield step
             if step % self.args.logging_steps == 0 or step == self.max_train_steps:
                 lr = self.lr_scheduler.get_last_lr()[0]
-                self.running_loss.log(
+                self.progress.train_loss = self.running_loss.log(
                     self.accelerator, self.progress_bar, step, lr, self.progress.epoch, **self.log_extra()
                 )
             if step % self.args.checkpointing_steps == 0:

@@ -97,6 +97,18 @@ def learning_rate_schedule(args: argparse.Namespace, accelerator, optimizer, max
     )
 
 
+def learning_rate_schedule_description(args: argparse.Namespace, power: float | None = None) -> str:
+    """``--lr_scheduler`` in words for a model card: its name, the warm-up, and the decay of ``warmup_stable_decay``
+    or the ``power`` of ``polynomial`` (the shape :func:`learning_rate_schedule` builds)."""
+    described = args.lr_scheduler
+    if args.lr_scheduler == "polynomial" and power is not None:
+        described += f" (power {power})"
+    described += f", {args.lr_warmup_steps or 0} warm-up steps"
+    if args.lr_scheduler == WARMUP_STABLE_DECAY:
+        described += f", cosine decay to 0 over the last {args.lr_decay_steps} steps"
+    return described
+
+
 def cpu_has_fast_bf16() -> bool:
     """Whether oneDNN runs bf16 convolutions and matmuls natively on this CPU (AVX-512 BF16 or AMX)."""
     try:

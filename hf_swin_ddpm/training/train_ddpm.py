@@ -620,7 +620,7 @@ def ddpm_card_fields(
     colour = "grayscale" if unet.config.in_channels == 1 else f"{unet.config.in_channels}-channel"
     hyperparameters = {
         "learning_rate": args.learning_rate,
-        "lr_scheduler": f"{args.lr_scheduler}, {args.lr_warmup_steps} warm-up steps",
+        "lr_scheduler": runtime.learning_rate_schedule_description(args),
         "optimizer": f"Adam betas ({args.adam_beta1}, {args.adam_beta2}), eps {args.adam_epsilon}, "
         f"weight decay {args.adam_weight_decay}",
         "max_grad_norm": args.max_grad_norm,

@@ -694,7 +694,7 @@ def segmentation_card_fields(
         "optimizer": f"AdamW betas ({args.adam_beta1}, {args.adam_beta2}), weight decay {args.weight_decay} "
         "(none on norms, biases, relative position tables)",
         "learning_rate": args.learning_rate,
-        "lr_scheduler": f"{args.lr_scheduler} (power {args.lr_power}), {args.lr_warmup_steps} warm-up steps",
+        "lr_scheduler": runtime.learning_rate_schedule_description(args, power=args.lr_power),
         "drop_path_rate": config.drop_path_rate,
         "augmentation": _augmentation_description(args),
         "evaluation": _evaluation_description(args, results["resolution"]),
