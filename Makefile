@@ -30,7 +30,7 @@ test: lint $(CHROMIUM)
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n 2 -q --durations=25 tests
 
 # Retrains the two demo models that ship in demo_models/ with their recipes (hf_swin_ddpm/training/demo_models.py);
-# it prints how long each took here (95 + 45 minutes on 2 shared CPU cores).
+# it prints how long each took here (165 + 45 minutes on 2 shared CPU cores).
 demo-models: $(STAMP)
 	$(PY) -m hf_swin_ddpm.training.demo_models --force
 
