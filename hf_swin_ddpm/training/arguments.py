@@ -24,9 +24,9 @@ KEEP_RATIO_SCALE = {"type": int, "nargs": 2, "metavar": ("LONG", "SHORT")}
 TRACKERS = ("tensorboard", "wandb", "comet_ml", "mlflow", "aim", "clearml", "dvclive", "swanlab", "trackio")
 
 
-# Datasets whose images must not be flipped (a mirrored digit is not a digit).
 # The schedule transformers offers beyond diffusers' get_scheduler names: warm-up, a constant stretch, then a decay
 WARMUP_STABLE_DECAY = "warmup_stable_decay"
+# Datasets whose images must not be flipped (a mirrored digit is not a digit).
 NO_FLIP_DATASETS = frozenset({"digits", "mnist", "digit_scenes"})
 
 

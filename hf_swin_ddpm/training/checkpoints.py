@@ -48,7 +48,7 @@ class TrainingProgress:
     def load_state_dict(self, state: Mapping[str, int | float | None]) -> None:
         for field in dataclasses.fields(self):
             value = state.get(field.name, field.default)
-            setattr(self, field.name, value if field.name == "train_loss" else int(value))
+            setattr(self, field.name, int(value) if isinstance(field.default, int) else value)  # counts are ints
 
 
 LATEST = ("latest", "auto")  # --resume_from_checkpoint values: the newest complete checkpoint, if any

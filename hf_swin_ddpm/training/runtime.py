@@ -97,11 +97,11 @@ def learning_rate_schedule(args: argparse.Namespace, accelerator, optimizer, max
     )
 
 
-def learning_rate_schedule_description(args: argparse.Namespace, power: float | None = None) -> str:
+def learning_rate_schedule_description(args: argparse.Namespace, power: float = 1.0) -> str:
     """``--lr_scheduler`` in words for a model card: its name, the warm-up, and the decay of ``warmup_stable_decay``
-    or the ``power`` of ``polynomial`` (the shape :func:`learning_rate_schedule` builds)."""
+    or the ``power`` of ``polynomial`` (the shape :func:`learning_rate_schedule` builds with the same ``power``)."""
     described = args.lr_scheduler
-    if args.lr_scheduler == "polynomial" and power is not None:
+    if args.lr_scheduler == "polynomial":
         described += f" (power {power})"
     described += f", {args.lr_warmup_steps or 0} warm-up steps"
     if args.lr_scheduler == WARMUP_STABLE_DECAY:
