@@ -13,6 +13,7 @@ import torch
 from huggingface_hub import ModelCard
 from training_support import (
     assert_one_line_error,
+    counting_ddp_modules_at_end_training,
     flags,
     run_cli,
     run_cli_concurrently,
@@ -124,9 +125,15 @@ def test_resume_with_gradient_accumulation_across_epochs(tmp_path):
 
 
 def _train_on_two_processes(output_dir: str) -> None:
-    result = train(*with_flags(TINY, output_dir=output_dir, max_train_steps=3, checkpointing_steps=3))
+    with counting_ddp_modules_at_end_training() as ddp_alive:
+        result = train(*with_flags(TINY, output_dir=output_dir, max_train_steps=3, checkpointing_steps=3))
     torch.save(
-        {"training": result.training_weights, "ema": result.unet.state_dict(), "results": result.results},
+        {
+            "training": result.training_weights,
+            "ema": result.unet.state_dict(),
+            "results": result.results,
+            "ddp_alive": ddp_alive,
+        },
         Path(output_dir) / f"process-{result.process_index}.pt",
     )
 
@@ -137,6 +144,7 @@ def test_two_processes_keep_identical_weights_and_gather_all_eval_images(tmp_pat
     first, second = (torch.load(output_dir / f"process-{i}.pt", weights_only=False) for i in range(2))
     assert same_weights(first["training"], second["training"])
     assert same_weights(first["ema"], second["ema"])
+    assert first["ddp_alive"] == second["ddp_alive"] == [0]  # the DDP wrapper freed before the process group
     results = json.loads((output_dir / "all_results.json").read_text())
     assert results["num_processes"] == 2
     assert results["eval_samples"] == 5  # 3 + 3 on the two processes, the padding dropped

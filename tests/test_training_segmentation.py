@@ -12,6 +12,7 @@ import torch
 from huggingface_hub import ModelCard
 from training_support import (
     assert_one_line_error,
+    counting_ddp_modules_at_end_training,
     flags,
     run_cli_concurrently,
     run_two_processes,
@@ -118,9 +119,10 @@ def test_no_weight_decay_on_norms_biases_and_position_tables():
 
 
 def _train_on_two_processes(output_dir: str, *extra: str) -> None:
-    result = train(*with_flags(TINY, output_dir=output_dir, max_train_steps=3), *extra)
+    with counting_ddp_modules_at_end_training() as ddp_alive:
+        result = train(*with_flags(TINY, output_dir=output_dir, max_train_steps=3), *extra)
     torch.save(
-        {"weights": result.model.state_dict(), "results": result.results},
+        {"weights": result.model.state_dict(), "results": result.results, "ddp_alive": ddp_alive},
         Path(output_dir) / f"process-{result.process_index}.pt",
     )
 
@@ -133,6 +135,7 @@ def test_two_processes_keep_identical_weights_and_gather_all_eval_images(tmp_pat
     first, second = (torch.load(output_dir / f"process-{i}.pt", weights_only=False) for i in range(2))
     assert same_weights(first["weights"], second["weights"])
     assert first["results"]["eval_mean_iou"] == second["results"]["eval_mean_iou"]
+    assert first["ddp_alive"] == second["ddp_alive"] == [0]  # the DDP wrapper freed before the process group
     results = json.loads((output_dir / "all_results.json").read_text())
     assert results["num_processes"] == 2 and results["eval_samples"] == 5  # not 6 (padding) nor 3 (one process)
 

@@ -142,6 +142,31 @@ def run_two_processes(function: Callable[[], None]) -> None:
     reset_accelerate_state()
 
 
+@contextmanager
+def counting_ddp_modules_at_end_training() -> Iterator[list[int]]:
+    """While active, every ``Accelerator.end_training`` call first appends how many ``DistributedDataParallel``
+    modules are still alive (after a garbage collection) to the yielded list. A run that destroys its process group
+    while a DDP ``Reducer`` still holds it can hang on exit (see ``runtime.end_run``)."""
+    import gc
+
+    from accelerate import Accelerator
+
+    counts: list[int] = []
+    original = Accelerator.end_training
+
+    def end_training(self) -> None:
+        gc.collect()
+        alive = [obj for obj in gc.get_objects() if isinstance(obj, torch.nn.parallel.DistributedDataParallel)]
+        counts.append(len(alive))
+        original(self)
+
+    Accelerator.end_training = end_training
+    try:
+        yield counts
+    finally:
+        Accelerator.end_training = original
+
+
 def flags(**values: object) -> list[str]:
     """``--key value`` pairs (``True`` gives a bare ``--key``)."""
     argv: list[str] = []

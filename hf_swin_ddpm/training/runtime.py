@@ -37,6 +37,21 @@ def start_run(args: argparse.Namespace):
     return accelerator, output_dir
 
 
+def end_run(accelerator) -> None:
+    """A run's last step in both training scripts, once the caller has dropped its own references to the prepared
+    (DDP-wrapped) model: every process waits for the others, accelerate's references to the prepared objects are
+    released (``free_memory``), then the trackers finish and the process group is destroyed (``end_training``).
+
+    The order matters with several processes. DDP's ``Reducer`` holds the process group. A ``Reducer`` freed after
+    ``destroy_process_group`` drops the group's last reference with the GIL held, and gloo's destructor then joins its
+    worker threads, one of which may still be freeing a finished barrier's tensors, which needs the GIL: the process
+    never exits. Freed first, the ``Reducer`` only drops a reference, and ``destroy_process_group`` frees the group
+    through torch's binding, which releases the GIL."""
+    accelerator.wait_for_everyone()
+    accelerator.free_memory()
+    accelerator.end_training()
+
+
 def make_accelerator(args: argparse.Namespace):
     """The ``Accelerator`` of a run: gradient accumulation, mixed precision, trackers logging under
     ``output_dir/logging_dir``, and accelerate's seedable sampler (every process draws the same, seeded order)."""

@@ -528,8 +528,8 @@ def train(args: argparse.Namespace) -> DDPMTrainingResult:
         with publishing.final_outputs_written(output_dir):
             _save_outputs(args, unwrapped, noise_scheduler, results, output_dir)
     accelerator.log({k: v for k, v in results.items() if isinstance(v, int | float)}, step=progress.global_step)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    unet = forward_unet = None  # the DDP wrapper freed before the process group is (runtime.end_run)
+    runtime.end_run(accelerator)
     return DDPMTrainingResult(unwrapped, training_weights, noise_scheduler, results, accelerator.process_index)
 
 

@@ -630,8 +630,8 @@ def train(args: argparse.Namespace) -> SegmentationTrainingResult:
             _save_outputs(args, accelerator, unwrapped, image_processor, results, example, output_dir)
     scalars = {k: v for k, v in results.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     accelerator.log(scalars, step=progress.global_step)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    model = forward_model = None  # the DDP wrapper freed before the process group is (runtime.end_run)
+    runtime.end_run(accelerator)
     return SegmentationTrainingResult(unwrapped, image_processor, results, accelerator.process_index)
 
 
