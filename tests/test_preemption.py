@@ -136,11 +136,16 @@ def launch(
     return Run(process, log)
 
 
+def steps_shown(run: Run) -> int:
+    """The last step count the progress bar printed."""
+    counts = re.findall(rf"\| (\d+)/{MAX_TRAIN_STEPS} \[", run.log.read_text(errors="replace"))
+    return int(counts[-1]) if counts else 0
+
+
 def wait_for_step(run: Run, step: int) -> None:
     """Until the progress bar shows `step` optimizer steps done."""
     deadline = time.monotonic() + WAIT_SECONDS
-    marker = f"| {step}/{MAX_TRAIN_STEPS} ["
-    while marker not in run.log.read_text(errors="replace"):
+    while steps_shown(run) < step:
         if run.process.poll() is not None:
             pytest.fail(f"the run ended ({run.process.returncode}) before step {step}:\n{run.output()[-3000:]}")
         if time.monotonic() > deadline:
@@ -176,12 +181,6 @@ def assert_same_tensors(expected: dict[str, torch.Tensor], actual: dict[str, tor
 
 STOP_LINE = re.compile(r"stopped by (SIG\w+) after optimizer step (\d+); saved (\S+)\. Resume with the same command")
 STATUS = {signal.SIGTERM: 143, signal.SIGINT: 130, signal.SIGUSR1: 138}
-
-
-def steps_shown(run: Run) -> int:
-    """The last step count the progress bar printed."""
-    counts = re.findall(rf"\| (\d+)/{MAX_TRAIN_STEPS} \[", run.log.read_text(errors="replace"))
-    return int(counts[-1]) if counts else 0
 
 
 def frozen(targets: list[psutil.Process]) -> None:
