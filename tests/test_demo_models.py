@@ -9,7 +9,7 @@ import torch
 
 from hf_swin_ddpm import DDPMPaperPipeline, SwinFPNForSegmentation, SwinFPNImageProcessor
 from hf_swin_ddpm.data import DIGIT_SCENES_ID2LABEL, embedded_dataset
-from hf_swin_ddpm.diffusion.unets import paper_unet
+from hf_swin_ddpm.diffusion.unets import paper_unet, paper_unet_config
 from hf_swin_ddpm.evaluation import evaluate_segmentation
 from hf_swin_ddpm.training.demo_models import DEMO_RECIPES, is_complete
 
@@ -30,6 +30,11 @@ def _shipped_files(folder: Path) -> list[Path]:
         for path in folder.rglob("*")
         if path.is_file() and not any(part.startswith(ignored) for part in path.relative_to(folder).parts)
     ]
+
+
+def _as_json(config: dict) -> dict:
+    """A config with its tuples as the lists a saved config.json holds."""
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in config.items()}
 
 
 @pytest.mark.parametrize("name", sorted(DEMO_RECIPES))
@@ -56,7 +61,9 @@ def test_demo_ddpm_is_a_28x28_mnist_model_that_denoises_better_than_its_initiali
     pipeline = DDPMPaperPipeline.from_pretrained(DEMO_ROOT / recipe.folder)
     unet = pipeline.unet.eval()
     resolution = int(recipe.flag("resolution"))
-    assert unet.config.sample_size == resolution and unet.config.in_channels == 1
+    preset = recipe.flag("model_config")
+    expected = paper_unet_config(preset, sample_size=resolution, dropout=float(recipe.flag("dropout")))
+    assert _as_json({key: unet.config[key] for key in expected}) == _as_json(expected)
     digits = embedded_dataset("mnist", "test", num_examples=64)
     x0 = (
         torch.from_numpy(np.stack([np.asarray(image) for image in digits["image"]])).float().div(127.5).sub(1)[:, None]
@@ -66,7 +73,7 @@ def test_demo_ddpm_is_a_28x28_mnist_model_that_denoises_better_than_its_initiali
     timesteps = torch.tensor([50, 250, 500] * 22)[: len(x0)]
     noisy = pipeline.scheduler.add_noise(x0, noise, timesteps)  # Eq. 4
     torch.manual_seed(0)
-    untrained = paper_unet("tiny", sample_size=resolution).eval()
+    untrained = paper_unet(preset, sample_size=resolution).eval()
     with torch.no_grad():
         trained_loss = torch.mean((unet(noisy, timesteps).sample - noise) ** 2).item()
         untrained_loss = torch.mean((untrained(noisy, timesteps).sample - noise) ** 2).item()
