@@ -147,6 +147,25 @@ def _fid(metrics: SampleMetrics, images: torch.Tensor) -> float:
     return float(metrics.compute()["fid"])
 
 
+def _perfect_sampler_fids(
+    extractors: dict[str, SampleMetrics], images: torch.Tensor, labels: torch.Tensor, training: tuple, draws: int
+) -> dict[str, dict]:
+    """Per extractor, the mean and standard deviation of the FID over `draws` draws of `perfect_sampler_draw`, with
+    each of its two fills (repeats; `training` images)."""
+    perfect_sampler = {name: {"draws": draws} for name in extractors}
+    for fill, overflow in (("repeats", None), ("training_digits", training)):
+        rng = np.random.default_rng(0)
+        fids = {name: [] for name in extractors}
+        for _ in range(draws):
+            drawn = perfect_sampler_draw(images, labels, rng, overflow)
+            for name, metrics in extractors.items():
+                fids[name].append(_fid(metrics, drawn))
+        for name, values in fids.items():
+            perfect_sampler[name][f"fid_mean_{fill}"] = statistics.fmean(values)
+            perfect_sampler[name][f"fid_sd_{fill}"] = statistics.stdev(values)
+    return perfect_sampler
+
+
 def _ratios_to_perfect_sampler(fid: float, perfect_sampler: dict) -> dict:
     return {fill: fid / perfect_sampler[f"fid_mean_{fill}"] for fill in ("repeats", "training_digits")}
 
@@ -155,8 +174,9 @@ def _ratios_to_perfect_sampler(fid: float, perfect_sampler: dict) -> dict:
 class DDPMJudges:
     """What every DDPM is judged against: both extractors holding the training digits (the reference of every FID),
     their floors (held-out vs training digits), the FID a perfect sampler is expected to score (mean and standard
-    deviation over draws of `perfect_sampler_draw`, with each of its two fills), the independent classifier and how
-    often it recognises real digits."""
+    deviation over draws of `perfect_sampler_draw`, with each of its two fills; measured only when asked for: it
+    rescales all ratios of one set of judges alike, so ranking candidates does not need it), the independent
+    classifier and how often it recognises real digits."""
 
     extractors: dict[str, SampleMetrics]
     floors: dict[str, float]
@@ -167,7 +187,7 @@ class DDPMJudges:
     num_samples: int
 
     @classmethod
-    def build(cls, perfect_sampler_draws: int = 100) -> DDPMJudges:
+    def build(cls, perfect_sampler_draws: int = 0) -> DDPMJudges:
         train_images, train_labels = mnist_tensors("train")
         test_images, test_labels = mnist_tensors("test")
         independent, independent_accuracy = train_independent_classifier()
@@ -179,17 +199,12 @@ class DDPMJudges:
             for batch in train_images.split(500):
                 metrics.update(batch, real=True)
         floors = {name: _fid(metrics, test_images) for name, metrics in extractors.items()}
-        perfect_sampler = {name: {"draws": perfect_sampler_draws} for name in extractors}
-        for fill, overflow in (("repeats", None), ("training_digits", (train_images, train_labels))):
-            rng = np.random.default_rng(0)
-            fids = {name: [] for name in extractors}
-            for _ in range(perfect_sampler_draws):
-                images = perfect_sampler_draw(test_images, test_labels, rng, overflow)
-                for name, metrics in extractors.items():
-                    fids[name].append(_fid(metrics, images))
-            for name, values in fids.items():
-                perfect_sampler[name][f"fid_mean_{fill}"] = statistics.fmean(values)
-                perfect_sampler[name][f"fid_sd_{fill}"] = statistics.stdev(values)
+        perfect_sampler = {}
+        if perfect_sampler_draws:
+            training = (train_images, train_labels)
+            perfect_sampler = _perfect_sampler_fids(
+                extractors, test_images, test_labels, training, perfect_sampler_draws
+            )
         with torch.no_grad():
             real_recognised = _recognised(independent(test_images))
         return cls(
@@ -250,8 +265,11 @@ def ddpm_quality(
                 "fid_mean": mean,
                 "fid_per_seed": [run[name] for run in runs],
                 "ratio": mean / judges.floors[name],
-                "ratio_to_perfect_sampler": _ratios_to_perfect_sampler(mean, judges.perfect_sampler[name]),
             }
+            if judges.perfect_sampler:
+                summary[name]["ratio_to_perfect_sampler"] = _ratios_to_perfect_sampler(
+                    mean, judges.perfect_sampler[name]
+                )
         recognised = statistics.fmean(run["recognised"] for run in runs)
         summary["recognised"] = recognised
         summary["recognised_relative_to_real"] = recognised / judges.real_recognised
@@ -264,7 +282,7 @@ def ddpm_quality(
         "num_samples": count,
         "seeds": seeds,
         "floors_fid_test_vs_train": judges.floors,
-        "perfect_sampler_fid": judges.perfect_sampler,
+        **({"perfect_sampler_fid": judges.perfect_sampler} if judges.perfect_sampler else {}),
         "independent_classifier_test_accuracy": judges.independent_accuracy,
         "real_test_recognised": judges.real_recognised,
         "by_steps": rows,
@@ -327,10 +345,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--steps", type=int, nargs="+", default=[250, 20])
     parser.add_argument("--device", default="cpu", help="Where the DDPM samples (e.g. cuda).")
-    parser.add_argument("--perfect_sampler_draws", type=int, default=100, help="Draws averaged for its expected FID.")
+    parser.add_argument(
+        "--perfect_sampler_draws", type=int, default=100, help="Draws averaged for its expected FID (at least 2)."
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "demo_quality.json")
     parser.add_argument("--grid_folder", type=Path, default=RESULTS, help="Where the first seed's sample grids go.")
     args = parser.parse_args()
+    if args.perfect_sampler_draws < 2:
+        parser.error("--perfect_sampler_draws must be at least 2 (its standard deviation is reported too).")
     RESULTS.mkdir(exist_ok=True)
     report = json.loads(args.output.read_text()) if args.output.is_file() else {}
     report = {key: value for key, value in report.items() if key in ("ddpm_mnist", "swin_fpn_digit_scenes")}
